@@ -1,0 +1,8 @@
+//! The CPU reference backend: one function per WGSL entry point, same names, same params structs.
+//!
+//! Ops are generic over [`Real`] so the same code runs in f32 (training, GPU parity) and in f64
+//! (central-difference gradient checks).
+
+pub mod real;
+
+pub use real::Real;

@@ -1,0 +1,1 @@
+//! Fashion-MNIST IDX files: discovery, strict reading, and the seeded train/validation split.

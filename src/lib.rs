@@ -1,0 +1,11 @@
+//! fmnist-gpu: a Fashion-MNIST CNN trained with WAME, every op in WGSL on wgpu, with a pure-Rust
+//! CPU reference that each shader is checked against. `../shared/SPEC.md` is the contract.
+
+pub mod cpu;
+pub mod data;
+pub mod error;
+pub mod gpu;
+pub mod params;
+pub mod rng;
+
+pub use error::{Error, Result};

@@ -1,0 +1,223 @@
+//! Uniform parameter structs shared by every WGSL entry point and its CPU twin.
+//!
+//! Each struct is `#[repr(C)]`, made of 4-byte scalars and padded to a multiple of 16 bytes so the
+//! same bytes are a valid WGSL uniform. The WGSL twin of `FooParams` is `struct FooParams` in the
+//! shader of that family, with the same field names (padding fields are `_p0`, `_p1`, ...);
+//! `tests/shaders.rs` checks with naga that each WGSL struct has the size of its Rust twin.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Valid (no padding), stride-1 convolution, NCHW activations and OIHW weights.
+///
+/// `y[b,o,oy,ox] = bias[o] + sum_{c,ky,kx} x[b,c,oy+ky,ox+kx] * w[o,c,ky,kx]`, then ReLU when
+/// `relu != 0`. `oh = h - k + 1`, `ow = w - k + 1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ConvParams {
+    pub batch: u32,
+    pub c_in: u32,
+    pub h: u32,
+    pub w: u32,
+    pub c_out: u32,
+    pub k: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub relu: u32,
+    pub _pad: [u32; 3],
+}
+
+impl ConvParams {
+    pub fn new(batch: u32, c_in: u32, h: u32, w: u32, c_out: u32, k: u32, relu: bool) -> Self {
+        Self {
+            batch,
+            c_in,
+            h,
+            w,
+            c_out,
+            k,
+            oh: h - k + 1,
+            ow: w - k + 1,
+            relu: relu as u32,
+            _pad: [0; 3],
+        }
+    }
+    pub fn x_len(&self) -> usize {
+        (self.batch * self.c_in * self.h * self.w) as usize
+    }
+    pub fn y_len(&self) -> usize {
+        (self.batch * self.c_out * self.oh * self.ow) as usize
+    }
+    pub fn w_len(&self) -> usize {
+        (self.c_out * self.c_in * self.k * self.k) as usize
+    }
+}
+
+/// Max pool, 2x2 window, stride 2, floor mode: `oh = h / 2`, `ow = w / 2`.
+///
+/// Forward writes `y` and `argmax` (the flat index `iy*w + ix` of the winner inside the input plane;
+/// ties go to the first maximum in row-major window order). Backward scatters `dy` to the winner and
+/// multiplies by the ReLU mask `x > 0` of the pooled input (the fused ReLU backward of the conv).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PoolParams {
+    pub batch: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub _pad: [u32; 2],
+}
+
+impl PoolParams {
+    pub fn new(batch: u32, c: u32, h: u32, w: u32) -> Self {
+        Self {
+            batch,
+            c,
+            h,
+            w,
+            oh: h / 2,
+            ow: w / 2,
+            _pad: [0; 2],
+        }
+    }
+    pub fn x_len(&self) -> usize {
+        (self.batch * self.c * self.h * self.w) as usize
+    }
+    pub fn y_len(&self) -> usize {
+        (self.batch * self.c * self.oh * self.ow) as usize
+    }
+}
+
+/// Fully connected layer, weights `[n_out, n_in]` (PyTorch's `nn.Linear`).
+///
+/// `y[b,o] = bias[o] + sum_i x[b,i] * w[o,i]`, then ReLU when `relu != 0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DenseParams {
+    pub batch: u32,
+    pub n_in: u32,
+    pub n_out: u32,
+    pub relu: u32,
+}
+
+impl DenseParams {
+    pub fn new(batch: u32, n_in: u32, n_out: u32, relu: bool) -> Self {
+        Self {
+            batch,
+            n_in,
+            n_out,
+            relu: relu as u32,
+        }
+    }
+}
+
+/// Element-wise activation ops over `n` values.
+///
+/// Dropout is inverted: a unit is kept iff `dropout_hash(seed, step, i) >= threshold`
+/// (`threshold = p * 2^32`, see [`dropout_threshold`]) and kept values are multiplied by `scale = 1/(1-p)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct ActParams {
+    pub n: u32,
+    pub threshold: u32,
+    pub scale: f32,
+    pub seed: u32,
+}
+
+/// Softmax cross-entropy over `batch` rows of `classes` logits.
+///
+/// Only the first `valid` rows (read from [`StepState`] on the GPU: the last batch of an epoch can
+/// be short) count: rows past it get zero gradient and add nothing to the sums.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LossParams {
+    pub batch: u32,
+    pub classes: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Batch gather from the resident packed-u8 data set.
+///
+/// Row `b` of the batch is sample `index[epoch_step * batch + b]` when that position is below `n`
+/// (from [`StepState`]), else zeros with label 0 (and [`LossParams`] ignores it).
+/// `augment != 0` applies a random horizontal flip and a shift of up to 2 pixels with zero padding,
+/// drawn from `dropout_hash(seed, sample position, 0/1/2)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GatherParams {
+    pub batch: u32,
+    pub pixels: u32,
+    pub augment: u32,
+    pub seed: u32,
+}
+
+/// WAME hyper-parameters (SPEC 5). `variant`: 0 `seed` (m = zeta/Z), 1 `paper` (m = Z),
+/// 2 `inverse` (m = 1/Z).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct WameParams {
+    pub n: u32,
+    pub variant: u32,
+    pub lr: f32,
+    pub alpha: f32,
+    pub eta_plus: f32,
+    pub eta_minus: f32,
+    pub zeta_min: f32,
+    pub zeta_max: f32,
+    pub eps: f32,
+    pub _pad: [u32; 3],
+}
+
+/// Adam (`b1`, `b2`, `eps`), RMSprop (`b2` is its `alpha`, `eps`) and SGD with momentum
+/// (`b1` is `mu`) share one struct; the step count `t` comes from [`StepState`] (`t + 1`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct OptParams {
+    pub n: u32,
+    pub lr: f32,
+    pub b1: f32,
+    pub b2: f32,
+    pub eps: f32,
+    pub _pad: [u32; 3],
+}
+
+/// Step counters kept on the GPU in a small storage buffer so that a training step needs no host
+/// write: the last dispatch of a step increments `epoch_step` and `t`.
+/// `t` counts completed optimizer steps over the whole run (the optimizer uses `t + 1`);
+/// `n` is the number of samples in this epoch's index list; `batch` its batch size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct StepState {
+    pub epoch_step: u32,
+    pub t: u32,
+    pub n: u32,
+    pub batch: u32,
+}
+
+impl StepState {
+    /// Rows of the current batch that hold real samples.
+    pub fn valid(&self) -> u32 {
+        let start = self.epoch_step * self.batch;
+        self.n.saturating_sub(start).min(self.batch)
+    }
+}
+
+/// `p * 2^32` rounded down and clamped, so `hash >= threshold` keeps a unit with probability `1 - p`.
+pub fn dropout_threshold(p: f32) -> u32 {
+    ((p as f64) * 4294967296.0).floor().clamp(0.0, u32::MAX as f64) as u32
+}
+
+/// PCG hash (SPEC 4), u32 arithmetic only; identical to `pcg` in the shaders.
+#[inline]
+pub fn pcg(x: u32) -> u32 {
+    let h = x.wrapping_mul(747796405).wrapping_add(2891336453);
+    let w = ((h >> ((h >> 28) + 4)) ^ h).wrapping_mul(277803737);
+    (w >> 22) ^ w
+}
+
+/// Counter-based randomness for dropout and augmentation: `pcg(pcg(pcg(seed) ^ step) ^ i)`.
+#[inline]
+pub fn dropout_hash(seed: u32, step: u32, i: u32) -> u32 {
+    pcg(pcg(pcg(seed) ^ step) ^ i)
+}
