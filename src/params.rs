@@ -141,8 +141,10 @@ pub struct LossParams {
 ///
 /// Row `b` of the batch is sample `index[epoch_step * batch + b]` when that position is below `n`
 /// (from [`StepState`]), else zeros with label 0 (and [`LossParams`] ignores it).
-/// `augment != 0` applies a random horizontal flip and a shift of up to 2 pixels with zero padding,
-/// drawn from `dropout_hash(seed, sample position, 0/1/2)`.
+/// `augment != 0` applies a random horizontal flip and a shift of up to 2 pixels with zero padding:
+/// with `r_j = dropout_hash(seed, t, 4*b + j)` (`t` from [`StepState`]), flip iff `r_0 & 1 == 1`,
+/// `dx = r_1 % 5 - 2`, `dy = r_2 % 5 - 2`, and output pixel `(y, x)` reads source row `y - dy`,
+/// column `x - dx` (mirrored as `cols-1-(x - dx)` when flipped), zero when outside the image.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct GatherParams {
