@@ -9,3 +9,9 @@ pub mod params;
 pub mod rng;
 
 pub use error::{Error, Result};
+pub mod model;
+pub mod net;
+pub mod optim;
+pub mod checkpoint;
+pub mod train;
+pub mod fixture;
