@@ -106,7 +106,11 @@ pub fn shader(ctx: &GpuContext, label: &str, src: &str) -> wgpu::ShaderModule {
 }
 
 /// Bind group 0 of `pipeline` with `buffers[i]` at binding `i`.
-pub fn bind(ctx: &GpuContext, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+pub fn bind(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
     let layout = pipeline.get_bind_group_layout(0);
     let entries: Vec<wgpu::BindGroupEntry> = buffers
         .iter()

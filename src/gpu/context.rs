@@ -46,7 +46,8 @@ impl GpuContext {
         let mut limits = wgpu::Limits::defaults();
         limits.max_storage_buffer_binding_size = al.max_storage_buffer_binding_size;
         limits.max_buffer_size = al.max_buffer_size;
-        limits.max_storage_buffers_per_shader_stage = al.max_storage_buffers_per_shader_stage.min(16);
+        limits.max_storage_buffers_per_shader_stage =
+            al.max_storage_buffers_per_shader_stage.min(16);
         limits.max_compute_workgroup_storage_size =
             al.max_compute_workgroup_storage_size.min(32 * 1024);
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
@@ -81,9 +82,12 @@ impl GpuContext {
     pub fn for_tests() -> Option<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapters = pollster::block_on(instance.enumerate_adapters(
-            wgpu::Backends::from_env().unwrap_or(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12),
-        ));
+        let adapters =
+            pollster::block_on(instance.enumerate_adapters(
+                wgpu::Backends::from_env().unwrap_or(
+                    wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
+                ),
+            ));
         let adapter = adapters.into_iter().next();
         match adapter {
             Some(a) => Some(Self::from_adapter(&a).expect("device for tests")),
@@ -91,7 +95,9 @@ impl GpuContext {
                 if std::env::var("FMNIST_REQUIRE_GPU").as_deref() == Ok("1") {
                     panic!("FMNIST_REQUIRE_GPU=1 but no GPU adapter was found");
                 }
-                eprintln!("SKIPPED: no GPU adapter found; set FMNIST_REQUIRE_GPU=1 to make this a failure");
+                eprintln!(
+                    "SKIPPED: no GPU adapter found; set FMNIST_REQUIRE_GPU=1 to make this a failure"
+                );
                 None
             }
         }
