@@ -89,7 +89,11 @@ fn check_close(what: &str, gpu: &[f32], cpu: &[f32], (atol, rtol): (f32, f32)) {
     }
     if !bad.is_empty() {
         bad.sort_by(|a, b| b.0.total_cmp(&a.0));
-        eprintln!("{what}: {} of {} out of tolerance (atol {atol}, rtol {rtol}); worst:", bad.len(), cpu.len());
+        eprintln!(
+            "{what}: {} of {} out of tolerance (atol {atol}, rtol {rtol}); worst:",
+            bad.len(),
+            cpu.len()
+        );
         for &(_, i) in bad.iter().take(8) {
             eprintln!(
                 "  [{i}] gpu {:e} cpu {:e} |diff| {:e}",
@@ -100,7 +104,10 @@ fn check_close(what: &str, gpu: &[f32], cpu: &[f32], (atol, rtol): (f32, f32)) {
         }
         panic!("{what}: GPU and CPU differ beyond tolerance");
     }
-    eprintln!("{what}: ok ({} values, max |diff| {worst_abs:e})", cpu.len());
+    eprintln!(
+        "{what}: ok ({} values, max |diff| {worst_abs:e})",
+        cpu.len()
+    );
 }
 
 #[track_caller]
@@ -128,15 +135,27 @@ fn state_buf(ctx: &GpuContext, s: StepState) -> wgpu::Buffer {
 fn pool_forward_backward() {
     let Some(ctx) = ctx() else { return };
     let k = PoolKernels::new(&ctx).expect("pool kernels");
-    let shapes = [(1, 1, 13, 13), (3, 5, 24, 24), (7, 2, 13, 13), (2, 64, 8, 8), (1, 3, 5, 7)];
+    let shapes = [
+        (1, 1, 13, 13),
+        (3, 5, 24, 24),
+        (7, 2, 13, 13),
+        (2, 64, 8, 8),
+        (1, 3, 5, 7),
+    ];
     for (si, &(b, c, h, w)) in shapes.iter().enumerate() {
         let p = PoolParams::new(b, c, h, w);
         let mut g = Gen::new(100 + si as u32);
         // Values on a coarse grid so windows hold ties (first maximum must win) and negatives
         // (the fused ReLU mask must zero them).
-        let x: Vec<f32> = (0..p.x_len()).map(|_| (g.below(9) as f32 - 3.0) * 0.25).collect();
+        let x: Vec<f32> = (0..p.x_len())
+            .map(|_| (g.below(9) as f32 - 3.0) * 0.25)
+            .collect();
         let dy = g.vec(p.y_len(), -1.0, 1.0);
-        let (mut y, mut am, mut dx) = (vec![0.0; p.y_len()], vec![0u32; p.y_len()], vec![0.0; p.x_len()]);
+        let (mut y, mut am, mut dx) = (
+            vec![0.0; p.y_len()],
+            vec![0u32; p.y_len()],
+            vec![0.0; p.x_len()],
+        );
         cpu::pool::maxpool_forward(&p, &x, &mut y, &mut am);
         cpu::pool::maxpool_backward(&p, &dy, &am, &x, &mut dx);
 
@@ -145,8 +164,17 @@ fn pool_forward_backward() {
         let amb = storage(&ctx, "argmax", (p.y_len() * 4) as u64);
         run(&ctx, &k.maxpool_forward(&ctx, &p, &xb, &yb, &amb));
         let tag = format!("pool {b}x{c}x{h}x{w}");
-        check_close(&format!("{tag} maxpool_forward y"), &read_f32(&ctx, &yb, p.y_len()), &y, EW);
-        check_exact(&format!("{tag} maxpool_forward argmax"), &read_u32(&ctx, &amb, p.y_len()), &am);
+        check_close(
+            &format!("{tag} maxpool_forward y"),
+            &read_f32(&ctx, &yb, p.y_len()),
+            &y,
+            EW,
+        );
+        check_exact(
+            &format!("{tag} maxpool_forward argmax"),
+            &read_u32(&ctx, &amb, p.y_len()),
+            &am,
+        );
 
         // Backward from the CPU's argmax so that it is checked on its own; dx starts as garbage
         // to show every element is written.
@@ -154,7 +182,12 @@ fn pool_forward_backward() {
         let amc = storage_init(&ctx, "argmax_cpu", &am);
         let dxb = storage_init(&ctx, "dx", &vec![7.0f32; p.x_len()]);
         run(&ctx, &k.maxpool_backward(&ctx, &p, &dyb, &amc, &xb, &dxb));
-        check_close(&format!("{tag} maxpool_backward dx"), &read_f32(&ctx, &dxb, p.x_len()), &dx, EW);
+        check_close(
+            &format!("{tag} maxpool_backward dx"),
+            &read_f32(&ctx, &dxb, p.x_len()),
+            &dx,
+            EW,
+        );
     }
 }
 
@@ -208,10 +241,30 @@ fn dense_all_entries() {
         ds.extend(k.backward_bias(&ctx, &p, &dyb, &dbb));
         run(&ctx, &ds);
         let tag = format!("dense B{b} In{ni} Out{no} relu{}", relu as u8);
-        check_close(&format!("{tag} forward y"), &read_f32(&ctx, &yb, b * no), &y, RED);
-        check_close(&format!("{tag} backward_input dx"), &read_f32(&ctx, &dxb, b * ni), &dx, RED);
-        check_close(&format!("{tag} backward_weight dw"), &read_f32(&ctx, &dwb, no * ni), &dw, RED);
-        check_close(&format!("{tag} backward_bias db"), &read_f32(&ctx, &dbb, no), &db, RED);
+        check_close(
+            &format!("{tag} forward y"),
+            &read_f32(&ctx, &yb, b * no),
+            &y,
+            RED,
+        );
+        check_close(
+            &format!("{tag} backward_input dx"),
+            &read_f32(&ctx, &dxb, b * ni),
+            &dx,
+            RED,
+        );
+        check_close(
+            &format!("{tag} backward_weight dw"),
+            &read_f32(&ctx, &dwb, no * ni),
+            &dw,
+            RED,
+        );
+        check_close(
+            &format!("{tag} backward_bias db"),
+            &read_f32(&ctx, &dbb, no),
+            &db,
+            RED,
+        );
     }
 }
 
@@ -230,7 +283,10 @@ fn dense_is_deterministic() {
         ds.extend(k.backward_bias(&ctx, &p, &dy, &db));
         run(&ctx, &ds);
         let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
-        let now = (bits(read_f32(&ctx, &dw, 19 * 70)), bits(read_f32(&ctx, &db, 19)));
+        let now = (
+            bits(read_f32(&ctx, &dw, 19 * 70)),
+            bits(read_f32(&ctx, &db, 19)),
+        );
         if let Some(p) = &prev {
             check_exact("dense backward_weight bits run to run", &now.0, &p.0);
             check_exact("dense backward_bias bits run to run", &now.1, &p.1);
@@ -259,8 +315,18 @@ fn relu_forward_backward() {
         let mut ds = k.relu_forward(&ctx, &p, &xb, &yb);
         ds.extend(k.relu_backward(&ctx, &p, &yb, &dyb, &dxb));
         run(&ctx, &ds);
-        check_close(&format!("relu_forward n={n}"), &read_f32(&ctx, &yb, n), &y, EW);
-        check_close(&format!("relu_backward n={n}"), &read_f32(&ctx, &dxb, n), &dx, EW);
+        check_close(
+            &format!("relu_forward n={n}"),
+            &read_f32(&ctx, &yb, n),
+            &y,
+            EW,
+        );
+        check_close(
+            &format!("relu_backward n={n}"),
+            &read_f32(&ctx, &dxb, n),
+            &dx,
+            EW,
+        );
     }
 }
 
@@ -275,7 +341,15 @@ fn dropout_case(ctx: &GpuContext, k: &ActKernels, n: usize, prob: f32, seed: u32
     let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
     cpu::act::dropout_forward(&p, t, &x, &mut y);
     cpu::act::dropout_backward(&p, t, &dy, &mut dx);
-    let st = state_buf(ctx, StepState { epoch_step: 3, t, n: 0, batch: 0 });
+    let st = state_buf(
+        ctx,
+        StepState {
+            epoch_step: 3,
+            t,
+            n: 0,
+            batch: 0,
+        },
+    );
     let (xb, dyb) = (storage_init(ctx, "x", &x), storage_init(ctx, "dy", &dy));
     let (yb, dxb) = (out_f32(ctx, "y", n), out_f32(ctx, "dx", n));
     let mut ds = k.dropout_forward(ctx, &p, &st, &xb, &yb);
@@ -286,14 +360,21 @@ fn dropout_case(ctx: &GpuContext, k: &ActKernels, n: usize, prob: f32, seed: u32
     let mask = |v: &[f32]| v.iter().map(|&f| (f != 0.0) as u32).collect::<Vec<u32>>();
     check_exact(&format!("{tag} forward mask"), &mask(&gy), &mask(&y));
     check_exact(&format!("{tag} backward mask"), &mask(&gdx), &mask(&dx));
-    check_exact(&format!("{tag} forward/backward same mask"), &mask(&gdx), &mask(&gy));
+    check_exact(
+        &format!("{tag} forward/backward same mask"),
+        &mask(&gdx),
+        &mask(&gy),
+    );
     check_close(&format!("{tag} forward"), &gy, &y, EW);
     check_close(&format!("{tag} backward"), &gdx, &dx, EW);
     // The CPU twin is the reference, but a mask that drops nothing (or everything) for p = 0.4
     // would pass the comparison if both sides were wrong the same way.
     if n >= 10_000 {
         let dropped = mask(&gy).iter().filter(|&&m| m == 0).count() as f64 / n as f64;
-        assert!((dropped - prob as f64).abs() < 0.02, "{tag}: dropped fraction {dropped}");
+        assert!(
+            (dropped - prob as f64).abs() < 0.02,
+            "{tag}: dropped fraction {dropped}"
+        );
     }
 }
 
@@ -312,7 +393,9 @@ fn dropout_masks_match() {
     let p = dropout_params(4096, 0.5, 9);
     let q = dropout_params(4096, 0.5, 10);
     let m = |p: &fmnist_gpu::params::ActParams, t| {
-        (0..4096).map(|i| cpu::act::dropout_keep(p, t, i)).collect::<Vec<bool>>()
+        (0..4096)
+            .map(|i| cpu::act::dropout_keep(p, t, i))
+            .collect::<Vec<bool>>()
     };
     assert_ne!(m(&p, 0), m(&p, 1));
     assert_ne!(m(&p, 0), m(&q, 0));
@@ -326,7 +409,10 @@ fn dropout_split_dispatch() {
     let k = ActKernels::new(&ctx).expect("act kernels");
     let n = 65535 * 256 + 4099;
     let groups = fmnist_gpu::ops::groups_1d(n as u32, 256);
-    assert!(groups.1 > 1, "n={n} should need a split grid, got {groups:?}");
+    assert!(
+        groups.1 > 1,
+        "n={n} should need a split grid, got {groups:?}"
+    );
     dropout_case(&ctx, &k, n, 0.4, 77, 5);
 }
 
@@ -338,25 +424,48 @@ fn softmax_xent_forward_backward() {
     let Some(ctx) = ctx() else { return };
     let k = LossKernels::new(&ctx).expect("loss kernels");
     // (batch, classes, valid)
-    let cases = [(1, 10, 1), (3, 10, 2), (7, 10, 7), (7, 3, 0), (128, 10, 100), (300, 10, 300), (4096, 10, 4001)];
+    let cases = [
+        (1, 10, 1),
+        (3, 10, 2),
+        (7, 10, 7),
+        (7, 3, 0),
+        (128, 10, 100),
+        (300, 10, 300),
+        (4096, 10, 4001),
+    ];
     for (si, &(b, c, valid)) in cases.iter().enumerate() {
-        let p = LossParams { batch: b, classes: c, _pad: [0; 2] };
+        let p = LossParams {
+            batch: b,
+            classes: c,
+            _pad: [0; 2],
+        };
         let (bu, cu) = (b as usize, c as usize);
         let mut g = Gen::new(400 + si as u32);
         let mut logits = g.vec(bu * cu, -6.0, 6.0);
         // Some rows with a tied maximum: the first one must count as the prediction.
         for r in (0..bu).step_by(5) {
-            let m = logits[r * cu..][..cu].iter().fold(f32::MIN, |a, &v| a.max(v));
+            let m = logits[r * cu..][..cu]
+                .iter()
+                .fold(f32::MIN, |a, &v| a.max(v));
             logits[r * cu + cu - 1] = m;
         }
         let labels: Vec<u32> = (0..bu).map(|_| g.below(c)).collect();
         // epoch_step 2 of an epoch of n samples whose third batch has `valid` rows.
-        let state = StepState { epoch_step: 2, t: 9, n: 2 * b + valid, batch: b };
+        let state = StepState {
+            epoch_step: 2,
+            t: 9,
+            n: 2 * b + valid,
+            batch: b,
+        };
         assert_eq!(state.valid(), valid);
 
         let mut probs = vec![0.0; bu * cu];
         let mut dl = vec![0.0; bu * cu];
-        let mut m = cpu::loss::Metrics { loss_sum: 1.5, correct: 3, seen: 11 };
+        let mut m = cpu::loss::Metrics {
+            loss_sum: 1.5,
+            correct: 3,
+            seen: 11,
+        };
         // Twice: the GPU metrics must accumulate, not overwrite.
         for _ in 0..2 {
             cpu::loss::softmax_xent_forward(&p, valid, &logits, &labels, &mut probs, &mut m);
@@ -378,11 +487,30 @@ fn softmax_xent_forward_backward() {
         run(&ctx, &k.softmax_xent_backward(&ctx, &p, &st, &pc, &yb, &db));
 
         let tag = format!("loss B{b} C{c} valid{valid}");
-        check_close(&format!("{tag} probs"), &read_f32(&ctx, &pb, bu * cu), &probs, EW);
+        check_close(
+            &format!("{tag} probs"),
+            &read_f32(&ctx, &pb, bu * cu),
+            &probs,
+            EW,
+        );
         let gm = read_u32(&ctx, &metrics, 4);
-        check_close(&format!("{tag} loss_sum"), &[f32::from_bits(gm[0])], &[m.loss_sum], RED);
-        check_exact(&format!("{tag} correct, seen"), &gm[1..3], &[m.correct, m.seen]);
-        check_close(&format!("{tag} dlogits"), &read_f32(&ctx, &db, bu * cu), &dl, EW);
+        check_close(
+            &format!("{tag} loss_sum"),
+            &[f32::from_bits(gm[0])],
+            &[m.loss_sum],
+            RED,
+        );
+        check_exact(
+            &format!("{tag} correct, seen"),
+            &gm[1..3],
+            &[m.correct, m.seen],
+        );
+        check_close(
+            &format!("{tag} dlogits"),
+            &read_f32(&ctx, &db, bu * cu),
+            &dl,
+            EW,
+        );
     }
 }
 
@@ -428,7 +556,12 @@ fn optim_case(
         cpu_step(t, &mut w, &grad, &mut st);
         let tag = format!("{name} n={n} step {t}");
         check_close(&format!("{tag} w"), &read_f32(ctx, &wb, n), &w, EW);
-        check_close(&format!("{tag} state"), &read_f32(ctx, &sb, n * per), &st, EW);
+        check_close(
+            &format!("{tag} state"),
+            &read_f32(ctx, &sb, n * per),
+            &st,
+            EW,
+        );
         prev_g = grad;
     }
     let s: Vec<StepState> = read(ctx, &step, 1).expect("readback");
@@ -451,7 +584,14 @@ fn wame_params(n: usize, variant: u32) -> WameParams {
 }
 
 fn opt_params(n: usize, lr: f32, b1: f32, b2: f32, eps: f32) -> OptParams {
-    OptParams { n: n as u32, lr, b1, b2, eps, _pad: [0; 3] }
+    OptParams {
+        n: n as u32,
+        lr,
+        b1,
+        b2,
+        eps,
+        _pad: [0; 3],
+    }
 }
 
 #[test]
@@ -525,13 +665,17 @@ fn gather_and_advance() {
     let Some(ctx) = ctx() else { return };
     let k = DataKernels::new(&ctx).expect("data kernels");
     let pixels = 28 * 28;
-    let samples = 53usize;
+    let samples = 54usize;
     let mut g = Gen::new(600);
     // Mostly smooth images (so a shift or flip changes them) with a few saturated pixels.
     let images: Vec<u8> = (0..samples * pixels)
         .map(|i| {
             let (r, c) = ((i % pixels) / 28, i % 28);
-            if g.below(16) == 0 { 255 } else { ((r * 9 + c * 5 + i / pixels) % 256) as u8 }
+            if g.below(16) == 0 {
+                255
+            } else {
+                ((r * 9 + c * 5 + i / pixels) % 256) as u8
+            }
         })
         .collect();
     let labels: Vec<u8> = (0..samples).map(|_| g.below(10) as u8).collect();
@@ -548,11 +692,24 @@ fn gather_and_advance() {
         let steps = n.div_ceil(batch).min(6) + 1;
         let idx_b = storage_init(&ctx, "index", &index);
         for augment in [0u32, 1] {
-            let p = GatherParams { batch, pixels: pixels as u32, augment, seed: 42 };
+            let p = GatherParams {
+                batch,
+                pixels: pixels as u32,
+                augment,
+                seed: 42,
+            };
             let b = batch as usize;
-            let mut st = StepState { epoch_step: 0, t: 1000 + batch, n, batch };
+            let mut st = StepState {
+                epoch_step: 0,
+                t: 1000 + batch,
+                n,
+                batch,
+            };
             let st_b = state_buf(&ctx, st);
-            let (xb, yb) = (out_f32(&ctx, "x", b * pixels), storage(&ctx, "y", 4 * b as u64));
+            let (xb, yb) = (
+                out_f32(&ctx, "x", b * pixels),
+                storage(&ctx, "y", 4 * b as u64),
+            );
             let gather = k.gather(&ctx, &p, &st_b, &idx_b, &img_b, &lab_b, &xb, &yb);
             let advance = k.advance(&ctx, &st_b);
             // Jump to the last few batches for big epochs: the short batch is the interesting one.
@@ -565,17 +722,36 @@ fn gather_and_advance() {
                 let (mut x, mut y) = (vec![0.0f32; b * pixels], vec![0u32; b]);
                 cpu::data::gather(&p, &st, &index, &images, &labels, &mut x, &mut y);
                 // x and y start as garbage so rows past n must be written as zeros.
-                ctx.queue.write_buffer(&xb, 0, bytemuck::cast_slice(&vec![9.0f32; b * pixels]));
-                ctx.queue.write_buffer(&yb, 0, bytemuck::cast_slice(&vec![99u32; b]));
+                ctx.queue
+                    .write_buffer(&xb, 0, bytemuck::cast_slice(&vec![9.0f32; b * pixels]));
+                ctx.queue
+                    .write_buffer(&yb, 0, bytemuck::cast_slice(&vec![99u32; b]));
                 run(&ctx, &gather);
-                let tag = format!("gather B{batch} augment{augment} epoch_step {} valid {}", st.epoch_step, st.valid());
-                check_close(&format!("{tag} x"), &read_f32(&ctx, &xb, b * pixels), &x, EW);
+                let tag = format!(
+                    "gather B{batch} augment{augment} epoch_step {} valid {}",
+                    st.epoch_step,
+                    st.valid()
+                );
+                check_close(
+                    &format!("{tag} x"),
+                    &read_f32(&ctx, &xb, b * pixels),
+                    &x,
+                    EW,
+                );
                 check_exact(&format!("{tag} y"), &read_u32(&ctx, &yb, b), &y);
                 if augment == 1 && st.valid() > 0 {
                     // Augmentation must actually move pixels for some row of a big enough batch.
                     let mut plain = vec![0.0f32; b * pixels];
                     let q = GatherParams { augment: 0, ..p };
-                    cpu::data::gather(&q, &st, &index, &images, &labels, &mut plain, &mut y.clone());
+                    cpu::data::gather(
+                        &q,
+                        &st,
+                        &index,
+                        &images,
+                        &labels,
+                        &mut plain,
+                        &mut y.clone(),
+                    );
                     if st.valid() >= 7 {
                         assert_ne!(plain, x, "{tag}: augmentation changed nothing");
                     }

@@ -38,11 +38,21 @@ pub struct ActKernels {
 
 impl ActKernels {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let [relu_forward, relu_backward, dropout_forward, dropout_backward] = compile(
+        let [
+            relu_forward,
+            relu_backward,
+            dropout_forward,
+            dropout_backward,
+        ] = compile(
             ctx,
             "act.wgsl",
             include_str!("../../shaders/act.wgsl"),
-            ["relu_forward", "relu_backward", "dropout_forward", "dropout_backward"],
+            [
+                "relu_forward",
+                "relu_backward",
+                "dropout_forward",
+                "dropout_backward",
+            ],
         )?;
         Ok(Self {
             relu_forward,
@@ -60,7 +70,14 @@ impl ActKernels {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
-        vec![prepare(ctx, "relu_forward", &self.relu_forward, p, &[x, y], groups_1d(p.n, WG))]
+        vec![prepare(
+            ctx,
+            "relu_forward",
+            &self.relu_forward,
+            p,
+            &[x, y],
+            groups_1d(p.n, WG),
+        )]
     }
 
     /// `dx = dy * (y > 0)`, `y` the ReLU output.
@@ -73,7 +90,14 @@ impl ActKernels {
         dx: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = groups_1d(p.n, WG);
-        vec![prepare(ctx, "relu_backward", &self.relu_backward, p, &[y, dy, dx], groups)]
+        vec![prepare(
+            ctx,
+            "relu_backward",
+            &self.relu_backward,
+            p,
+            &[y, dy, dx],
+            groups,
+        )]
     }
 
     /// `y = keep ? x * scale : 0` with the mask of step `StepState.t` (read from `state`).
@@ -86,7 +110,14 @@ impl ActKernels {
         y: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = groups_1d(p.n, WG);
-        vec![prepare(ctx, "dropout_forward", &self.dropout_forward, p, &[state, x, y], groups)]
+        vec![prepare(
+            ctx,
+            "dropout_forward",
+            &self.dropout_forward,
+            p,
+            &[state, x, y],
+            groups,
+        )]
     }
 
     /// `dx = keep ? dy * scale : 0`, the same mask as the forward of the same step.
@@ -99,6 +130,13 @@ impl ActKernels {
         dx: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = groups_1d(p.n, WG);
-        vec![prepare(ctx, "dropout_backward", &self.dropout_backward, p, &[state, dy, dx], groups)]
+        vec![prepare(
+            ctx,
+            "dropout_backward",
+            &self.dropout_backward,
+            p,
+            &[state, dy, dx],
+            groups,
+        )]
     }
 }

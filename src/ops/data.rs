@@ -53,7 +53,14 @@ impl DataKernels {
         y: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = groups_1d(p.batch * p.pixels, WG);
-        vec![prepare(ctx, "gather", &self.gather, p, &[state, index, images, labels, x, y], groups)]
+        vec![prepare(
+            ctx,
+            "gather",
+            &self.gather,
+            p,
+            &[state, index, images, labels, x, y],
+            groups,
+        )]
     }
 
     /// `epoch_step += 1; t += 1` on `state`: the last dispatch of a training step. It has no

@@ -26,7 +26,12 @@ impl DenseKernels {
             ctx,
             "dense.wgsl",
             include_str!("../../shaders/dense.wgsl"),
-            ["forward", "backward_input", "backward_weight", "backward_bias"],
+            [
+                "forward",
+                "backward_input",
+                "backward_weight",
+                "backward_bias",
+            ],
         )?;
         Ok(Self {
             forward,
@@ -47,7 +52,14 @@ impl DenseKernels {
         y: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = tiles(p.batch, p.n_out);
-        vec![prepare(ctx, "dense_forward", &self.forward, p, &[x, w, bias, y], groups)]
+        vec![prepare(
+            ctx,
+            "dense_forward",
+            &self.forward,
+            p,
+            &[x, w, bias, y],
+            groups,
+        )]
     }
 
     /// `dy [B,Out]`, `w [Out,In]` `-> dx [B,In]`.
@@ -60,7 +72,14 @@ impl DenseKernels {
         dx: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = tiles(p.batch, p.n_in);
-        vec![prepare(ctx, "dense_backward_input", &self.backward_input, p, &[dy, w, dx], groups)]
+        vec![prepare(
+            ctx,
+            "dense_backward_input",
+            &self.backward_input,
+            p,
+            &[dy, w, dx],
+            groups,
+        )]
     }
 
     /// `x [B,In]`, `dy [B,Out]` `-> dw [Out,In]`, summed over the batch in ascending order.
@@ -73,7 +92,14 @@ impl DenseKernels {
         dw: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = tiles(p.n_out, p.n_in);
-        vec![prepare(ctx, "dense_backward_weight", &self.backward_weight, p, &[x, dy, dw], groups)]
+        vec![prepare(
+            ctx,
+            "dense_backward_weight",
+            &self.backward_weight,
+            p,
+            &[x, dy, dw],
+            groups,
+        )]
     }
 
     /// `dy [B,Out]` `-> db [Out]`, one workgroup per output.
@@ -85,6 +111,13 @@ impl DenseKernels {
         db: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let (gx, gy) = split_dispatch(p.n_out);
-        vec![prepare(ctx, "dense_backward_bias", &self.backward_bias, p, &[dy, db], (gx, gy, 1))]
+        vec![prepare(
+            ctx,
+            "dense_backward_bias",
+            &self.backward_bias,
+            p,
+            &[dy, db],
+            (gx, gy, 1),
+        )]
     }
 }

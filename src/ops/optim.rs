@@ -45,7 +45,14 @@ impl OptimKernels {
         g: &wgpu::Buffer,
         state: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
-        vec![prepare(ctx, "wame", &self.wame, p, &[w, g, state], groups_1d(p.n, WG))]
+        vec![prepare(
+            ctx,
+            "wame",
+            &self.wame,
+            p,
+            &[w, g, state],
+            groups_1d(p.n, WG),
+        )]
     }
 
     /// Adam with `t = StepState.t + 1` read from `step`; `state` is `[n]` of vec2 (m, v), start 0.
@@ -58,7 +65,14 @@ impl OptimKernels {
         g: &wgpu::Buffer,
         state: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
-        vec![prepare(ctx, "adam", &self.adam, p, &[step, w, g, state], groups_1d(p.n, WG))]
+        vec![prepare(
+            ctx,
+            "adam",
+            &self.adam,
+            p,
+            &[step, w, g, state],
+            groups_1d(p.n, WG),
+        )]
     }
 
     /// RMSprop; `v` is `[n]`, start 0.
@@ -70,7 +84,14 @@ impl OptimKernels {
         g: &wgpu::Buffer,
         v: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
-        vec![prepare(ctx, "rmsprop", &self.rmsprop, p, &[w, g, v], groups_1d(p.n, WG))]
+        vec![prepare(
+            ctx,
+            "rmsprop",
+            &self.rmsprop,
+            p,
+            &[w, g, v],
+            groups_1d(p.n, WG),
+        )]
     }
 
     /// SGD with momentum, `t = StepState.t + 1` read from `step`; `b` is `[n]` (overwritten
@@ -84,6 +105,13 @@ impl OptimKernels {
         g: &wgpu::Buffer,
         b: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
-        vec![prepare(ctx, "sgd", &self.sgd, p, &[step, w, g, b], groups_1d(p.n, WG))]
+        vec![prepare(
+            ctx,
+            "sgd",
+            &self.sgd,
+            p,
+            &[step, w, g, b],
+            groups_1d(p.n, WG),
+        )]
     }
 }

@@ -34,7 +34,14 @@ impl PoolKernels {
         argmax: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = groups_1d(p.y_len() as u32, WG);
-        vec![prepare(ctx, "maxpool_forward", &self.forward, p, &[x, y, argmax], groups)]
+        vec![prepare(
+            ctx,
+            "maxpool_forward",
+            &self.forward,
+            p,
+            &[x, y, argmax],
+            groups,
+        )]
     }
 
     /// `dy`, `argmax` (both `[B,C,OH,OW]`), `x` (post-ReLU input of the pool) `-> dx [B,C,H,W]`,
@@ -49,6 +56,13 @@ impl PoolKernels {
         dx: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let groups = groups_1d(p.x_len() as u32, WG);
-        vec![prepare(ctx, "maxpool_backward", &self.backward, p, &[dy, argmax, x, dx], groups)]
+        vec![prepare(
+            ctx,
+            "maxpool_backward",
+            &self.backward,
+            p,
+            &[dy, argmax, x, dx],
+            groups,
+        )]
     }
 }
