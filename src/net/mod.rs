@@ -1,6 +1,7 @@
 //! The training backends behind one interface: the CPU reference net and the wgpu net.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::Result;
 use std::sync::Arc;
