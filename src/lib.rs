@@ -1,6 +1,7 @@
 //! fmnist-gpu: a Fashion-MNIST CNN trained with WAME, every op in WGSL on wgpu, with a pure-Rust
 //! CPU reference that each shader is checked against. `../shared/SPEC.md` is the contract.
 
+pub mod cmd;
 pub mod cpu;
 pub mod data;
 pub mod error;
