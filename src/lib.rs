@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod ops;
 pub mod params;
 pub mod rng;
 

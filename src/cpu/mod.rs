@@ -4,5 +4,6 @@
 //! (central-difference gradient checks).
 
 pub mod real;
+pub mod reduce;
 
 pub use real::Real;
