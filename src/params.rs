@@ -52,6 +52,16 @@ impl ConvParams {
     }
 }
 
+/// Second pass of a split reduction: `out[i] = sum_{s in 0..parts} partials[s*n + i]`, summed in
+/// increasing `s` (conv backward_weight's split-K partials).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ReduceParams {
+    pub n: u32,
+    pub parts: u32,
+    pub _pad: [u32; 2],
+}
+
 /// Max pool, 2x2 window, stride 2, floor mode: `oh = h / 2`, `ow = w / 2`.
 ///
 /// Forward writes `y` and `argmax` (the flat index `iy*w + ix` of the winner inside the input plane;

@@ -11,5 +11,6 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod real;
+pub mod reduce;
 
 pub use real::Real;

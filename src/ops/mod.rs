@@ -1,6 +1,7 @@
 //! Host side of the WGSL kernels: pipelines built once per family, prepared dispatches per call.
 
 pub mod act;
+pub mod conv;
 pub mod data;
 pub mod dense;
 pub mod loss;

@@ -1,0 +1,430 @@
+// Convolution family: valid, stride-1 conv over NCHW activations and OIHW weights (SPEC 2, 4).
+//
+// forward, backward_input and backward_weight are implicit GEMMs sharing one tile engine:
+// a workgroup of 16 x 16 invocations owns a BM x BN = 64 x 64 tile of C = A * B, walks K in steps
+// of BK, stages an A tile (BK x BM) and a B tile (BK x BN) in workgroup memory, and each
+// invocation accumulates a 4 x 4 block of C in four vec4 registers (4 consecutive GEMM rows per
+// vec4, one vec4 per GEMM column). GEMM rows are always the dimension that is contiguous in the
+// output buffer, so the 16 invocations of a row write 64 consecutive floats. No im2col buffer is
+// built: the A/B tile loaders compute the im2col address of each element. Loads outside the
+// tensor read index 0 and select 0, so the hot loop has no branches and no out-of-range access.
+//
+// backward_weight splits its huge K (= batch * OH * OW) into a shape-determined number of chunks
+// and writes one partial dw per chunk; reduce.wgsl `sum_partials` then adds the chunks in order.
+// Every sum here has a fixed order: results are bit-identical run to run.
+
+struct ConvParams {
+    batch: u32,
+    c_in: u32,
+    h: u32,
+    w: u32,
+    c_out: u32,
+    k: u32,
+    oh: u32,
+    ow: u32,
+    relu: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+
+// forward
+@group(0) @binding(1) var<storage, read> fx: array<f32>;
+@group(0) @binding(2) var<storage, read> fw: array<f32>;
+@group(0) @binding(3) var<storage, read> fbias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fy: array<f32>;
+
+// backward_input (w shares binding 2 with forward: same type and access)
+@group(0) @binding(1) var<storage, read> bi_dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bi_dx: array<f32>;
+
+// backward_weight: partials[chunk][c_out][c_in*k*k]
+@group(0) @binding(1) var<storage, read> wx: array<f32>;
+@group(0) @binding(2) var<storage, read> wdy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> wpart: array<f32>;
+
+// backward_bias
+@group(0) @binding(1) var<storage, read> bdy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bdb: array<f32>;
+
+const TS: u32 = 16u;              // invocations per tile side
+const BM: u32 = 64u;              // tile rows: TS invocations x 4
+const BN: u32 = 64u;              // tile columns: TS invocations x 4
+const BK: u32 = 32u;              // K per step; each invocation loads BK/16 vec4 of A and of B
+const KR: u32 = BK / 16u;         // loader rounds per step
+// The K chunk of backward_weight: at least 512 and at most 256 chunks, rounded to 64 (a multiple
+// of BK). `ops::conv::weight_chunk` is the host twin; both must agree.
+const WCHUNK_MIN: u32 = 512u;
+const WCHUNK_MAX_PARTS: u32 = 256u;
+
+// A tile as [BK][BM/4] vec4 (4 consecutive GEMM rows), B tile as [BK][BN/4] (4 consecutive
+// columns): 2 x 32 x 16 x 16 B = 16 KiB, the portable limit.
+var<workgroup> As: array<vec4<f32>, 512>;
+var<workgroup> Bs: array<vec4<f32>, 512>;
+
+struct Acc {
+    c0: vec4<f32>,
+    c1: vec4<f32>,
+    c2: vec4<f32>,
+    c3: vec4<f32>,
+}
+
+// One K step of the tile product for invocation (tx, ty): column j of its 4 x 4 block is acc.cj,
+// a vec4 over its 4 rows.
+fn tile_mma(acc_in: Acc, tx: u32, ty: u32) -> Acc {
+    var acc = acc_in;
+    for (var kk = 0u; kk < BK; kk++) {
+        let a = As[kk * TS + tx];
+        let b = Bs[kk * TS + ty];
+        acc.c0 = fma(a, vec4<f32>(b.x), acc.c0);
+        acc.c1 = fma(a, vec4<f32>(b.y), acc.c1);
+        acc.c2 = fma(a, vec4<f32>(b.z), acc.c2);
+        acc.c3 = fma(a, vec4<f32>(b.w), acc.c3);
+    }
+    return acc;
+}
+
+fn ld_fx(i: u32, ok: bool) -> f32 {
+    return select(0.0, fx[select(0u, i, ok)], ok);
+}
+fn ld_fw(i: u32, ok: bool) -> f32 {
+    return select(0.0, fw[select(0u, i, ok)], ok);
+}
+fn ld_bi_dy(i: u32, ok: bool) -> f32 {
+    return select(0.0, bi_dy[select(0u, i, ok)], ok);
+}
+fn ld_wx(i: u32, ok: bool) -> f32 {
+    return select(0.0, wx[select(0u, i, ok)], ok);
+}
+fn ld_wdy(i: u32, ok: bool) -> f32 {
+    return select(0.0, wdy[select(0u, i, ok)], ok);
+}
+
+fn col(acc: Acc, j: u32) -> vec4<f32> {
+    switch j {
+        case 0u: { return acc.c0; }
+        case 1u: { return acc.c1; }
+        case 2u: { return acc.c2; }
+        default: { return acc.c3; }
+    }
+}
+
+// Tile id from a possibly 2-D split dispatch (SPEC 6).
+fn tile_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// forward: y[b,o,oy,ox] = relu?(bias[o] + sum_{c,ky,kx} x[b,c,oy+ky,ox+kx] * w[o,c,ky,kx]).
+// GEMM M = batch*oh*ow (row m = (b,oy,ox)), N = c_out, K = c_in*k*k (k = (c,ky,kx)).
+// Workgroup: one 64 x 64 tile (linear tile id, m tiles fastest); invocation (tx, ty) owns rows
+// m0+4tx..+3 and output channels n0+4ty..+3. A loader: invocation li fills As row li/16 (+16r)
+// for rows 4*(li%16)..+3 (its rows' x offsets are fixed, only the k decode changes per step);
+// B loader: Bs row li%16 (+16r), 4 channels 4*(li/16)..+3 (consecutive invocations read
+// consecutive weights).
+@compute @workgroup_size(16, 16, 1)
+fn forward(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let ohw = p.oh * p.ow;
+    let hw = p.h * p.w;
+    let kk2 = p.k * p.k;
+    let m_len = p.batch * ohw;
+    let n_len = p.c_out;
+    let k_len = p.c_in * kk2;
+    let mt = (m_len + BM - 1u) / BM;
+    let nt = (n_len + BN - 1u) / BN;
+    let tile = tile_id(wid, nwg);
+    if tile >= mt * nt {
+        return;
+    }
+    let m0 = (tile % mt) * BM;
+    let n0 = (tile / mt) * BN;
+
+    // A loader rows: x offset of (b, oy, ox) without the (c, ky, kx) part.
+    let a_mv = li % TS;
+    let a_k = li / TS;
+    let am = vec4<u32>(m0 + 4u * a_mv) + vec4<u32>(0u, 1u, 2u, 3u);
+    let a_ok = am < vec4<u32>(m_len);
+    let ab = am / vec4<u32>(ohw);
+    let apix = am - ab * vec4<u32>(ohw);
+    let aoy = apix / vec4<u32>(p.ow);
+    let aox = apix - aoy * vec4<u32>(p.ow);
+    let a_off = ab * vec4<u32>(p.c_in * hw) + aoy * vec4<u32>(p.w) + aox;
+
+    // B loader columns: weight row offsets of 4 output channels.
+    let b_k = li % TS;
+    let b_nv = li / TS;
+    let bn = vec4<u32>(n0 + 4u * b_nv) + vec4<u32>(0u, 1u, 2u, 3u);
+    let b_ok = bn < vec4<u32>(n_len);
+    let b_off = bn * vec4<u32>(k_len);
+
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k0 = 0u; k0 < k_len; k0 += BK) {
+        for (var r = 0u; r < KR; r++) {
+            let ka = k0 + a_k + r * TS;
+            let c = ka / kk2;
+            let rr = ka - c * kk2;
+            let ky = rr / p.k;
+            let kx = rr - ky * p.k;
+            let ia = a_off + vec4<u32>(c * hw + ky * p.w + kx);
+            let oka = a_ok & vec4<bool>(ka < k_len);
+            As[(a_k + r * TS) * TS + a_mv] = vec4<f32>(
+                ld_fx(ia.x, oka.x), ld_fx(ia.y, oka.y), ld_fx(ia.z, oka.z), ld_fx(ia.w, oka.w));
+
+            let kb = k0 + b_k + r * TS;
+            let ib = b_off + vec4<u32>(kb);
+            let okb = b_ok & vec4<bool>(kb < k_len);
+            Bs[(b_k + r * TS) * TS + b_nv] = vec4<f32>(
+                ld_fw(ib.x, okb.x), ld_fw(ib.y, okb.y), ld_fw(ib.z, okb.z), ld_fw(ib.w, okb.w));
+        }
+        workgroupBarrier();
+        acc = tile_mma(acc, lid.x, lid.y);
+        workgroupBarrier();
+    }
+
+    // Epilogue: bias, ReLU, scatter to NCHW (rows m -> (b, pixel), column n -> channel plane).
+    let om = m0 + 4u * lid.x;
+    let on = n0 + 4u * lid.y;
+    for (var j = 0u; j < 4u; j++) {
+        let n = on + j;
+        if n >= n_len {
+            break;
+        }
+        let v = col(acc, j) + vec4<f32>(fbias[n]);
+        let out = select(v, max(v, vec4<f32>(0.0)), p.relu != 0u);
+        for (var i = 0u; i < 4u; i++) {
+            let m = om + i;
+            if m < m_len {
+                let b = m / ohw;
+                fy[(b * p.c_out + n) * ohw + (m - b * ohw)] = out[i];
+            }
+        }
+    }
+}
+
+// backward_input: dx[b,c,iy,ix] = sum_{o,ky,kx} dy[b,o,iy-ky,ix-kx] * w[o,c,ky,kx] over the
+// (iy-ky, ix-kx) inside the output plane (the gather form of the transposed convolution).
+// GEMM M = batch*h*w (row m = (b,iy,ix)), N = c_in, K = c_out*k*k (k = (o,ky,kx)).
+// Workgroup and invocation mapping as in forward; the A loader reads dy at the shifted pixel and
+// zero outside the plane (u32 wrap-around makes negative coordinates fail the `< oh` test).
+@compute @workgroup_size(16, 16, 1)
+fn backward_input(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let ohw = p.oh * p.ow;
+    let hw = p.h * p.w;
+    let kk2 = p.k * p.k;
+    let m_len = p.batch * hw;
+    let n_len = p.c_in;
+    let k_len = p.c_out * kk2;
+    let mt = (m_len + BM - 1u) / BM;
+    let nt = (n_len + BN - 1u) / BN;
+    let tile = tile_id(wid, nwg);
+    if tile >= mt * nt {
+        return;
+    }
+    let m0 = (tile % mt) * BM;
+    let n0 = (tile / mt) * BN;
+
+    let a_mv = li % TS;
+    let a_k = li / TS;
+    let am = vec4<u32>(m0 + 4u * a_mv) + vec4<u32>(0u, 1u, 2u, 3u);
+    let a_ok = am < vec4<u32>(m_len);
+    let ab = am / vec4<u32>(hw);
+    let apix = am - ab * vec4<u32>(hw);
+    let aiy = apix / vec4<u32>(p.w);
+    let aix = apix - aiy * vec4<u32>(p.w);
+    let a_base = ab * vec4<u32>(p.c_out * ohw);
+
+    let b_k = li % TS;
+    let b_nv = li / TS;
+    let bn = vec4<u32>(n0 + 4u * b_nv) + vec4<u32>(0u, 1u, 2u, 3u);
+    let b_ok = bn < vec4<u32>(n_len);
+    let b_off = bn * vec4<u32>(kk2);
+
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k0 = 0u; k0 < k_len; k0 += BK) {
+        for (var r = 0u; r < KR; r++) {
+            let ka = k0 + a_k + r * TS;
+            let o = ka / kk2;
+            let rr = ka - o * kk2;
+            let ky = rr / p.k;
+            let kx = rr - ky * p.k;
+            let yy = aiy - vec4<u32>(ky);
+            let xx = aix - vec4<u32>(kx);
+            let oka = a_ok & (yy < vec4<u32>(p.oh)) & (xx < vec4<u32>(p.ow)) & vec4<bool>(ka < k_len);
+            let ia = a_base + vec4<u32>(o * ohw) + yy * vec4<u32>(p.ow) + xx;
+            As[(a_k + r * TS) * TS + a_mv] = vec4<f32>(
+                ld_bi_dy(ia.x, oka.x), ld_bi_dy(ia.y, oka.y), ld_bi_dy(ia.z, oka.z), ld_bi_dy(ia.w, oka.w));
+
+            let kb = k0 + b_k + r * TS;
+            let ob = kb / kk2;
+            let ib = b_off + vec4<u32>(ob * p.c_in * kk2 + (kb - ob * kk2));
+            let okb = b_ok & vec4<bool>(kb < k_len);
+            Bs[(b_k + r * TS) * TS + b_nv] = vec4<f32>(
+                ld_fw(ib.x, okb.x), ld_fw(ib.y, okb.y), ld_fw(ib.z, okb.z), ld_fw(ib.w, okb.w));
+        }
+        workgroupBarrier();
+        acc = tile_mma(acc, lid.x, lid.y);
+        workgroupBarrier();
+    }
+
+    let om = m0 + 4u * lid.x;
+    let on = n0 + 4u * lid.y;
+    for (var j = 0u; j < 4u; j++) {
+        let n = on + j;
+        if n >= n_len {
+            break;
+        }
+        let v = col(acc, j);
+        for (var i = 0u; i < 4u; i++) {
+            let m = om + i;
+            if m < m_len {
+                let b = m / hw;
+                bi_dx[(b * p.c_in + n) * hw + (m - b * hw)] = v[i];
+            }
+        }
+    }
+}
+
+// Number of batch*oh*ow positions per backward_weight chunk (host twin: ops::conv::weight_chunk).
+fn weight_chunk(q_len: u32) -> u32 {
+    let per = max((q_len + WCHUNK_MAX_PARTS - 1u) / WCHUNK_MAX_PARTS, WCHUNK_MIN);
+    return (per + 63u) / 64u * 64u;
+}
+
+// backward_weight partials: part[s][o][c,ky,kx] = sum over positions q = (b,oy,ox) of chunk s of
+// dy[b,o,oy,ox] * x[b,c,oy+ky,ox+kx].
+// GEMM (transposed so rows are contiguous in dw) M = c_in*k*k (row m = (c,ky,kx)), N = c_out,
+// K = positions of one chunk. Workgroup: one 64 x 64 tile of one chunk (linear id: m tiles
+// fastest, then n tiles, then chunks). A loader: As row li/16 (+16r) (one position), rows
+// 4*(li%16)..+3 (fixed x offsets c*h*w+ky*w+kx); B loader: Bs row li%16 (+16r) (consecutive
+// invocations read consecutive dy pixels), channels 4*(li/16)..+3.
+@compute @workgroup_size(16, 16, 1)
+fn backward_weight(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let ohw = p.oh * p.ow;
+    let hw = p.h * p.w;
+    let kk2 = p.k * p.k;
+    let m_len = p.c_in * kk2;
+    let n_len = p.c_out;
+    let q_len = p.batch * ohw;
+    let chunk = weight_chunk(q_len);
+    let parts = (q_len + chunk - 1u) / chunk;
+    let mt = (m_len + BM - 1u) / BM;
+    let nt = (n_len + BN - 1u) / BN;
+    let tile = tile_id(wid, nwg);
+    if tile >= mt * nt * parts {
+        return;
+    }
+    let m0 = (tile % mt) * BM;
+    let n0 = ((tile / mt) % nt) * BN;
+    let s = tile / (mt * nt);
+    let q_begin = s * chunk;
+    let q_end = min(q_begin + chunk, q_len);
+
+    let a_mv = li % TS;
+    let a_k = li / TS;
+    let am = vec4<u32>(m0 + 4u * a_mv) + vec4<u32>(0u, 1u, 2u, 3u);
+    let a_ok = am < vec4<u32>(m_len);
+    let ac = am / vec4<u32>(kk2);
+    let arr = am - ac * vec4<u32>(kk2);
+    let aky = arr / vec4<u32>(p.k);
+    let akx = arr - aky * vec4<u32>(p.k);
+    let a_off = ac * vec4<u32>(hw) + aky * vec4<u32>(p.w) + akx;
+
+    let b_k = li % TS;
+    let b_nv = li / TS;
+    let bn = vec4<u32>(n0 + 4u * b_nv) + vec4<u32>(0u, 1u, 2u, 3u);
+    let b_ok = bn < vec4<u32>(n_len);
+    let b_off = bn * vec4<u32>(ohw);
+
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k0 = q_begin; k0 < q_end; k0 += BK) {
+        for (var r = 0u; r < KR; r++) {
+            let qa = k0 + a_k + r * TS;
+            let ba = qa / ohw;
+            let pa = qa - ba * ohw;
+            let oy = pa / p.ow;
+            let ox = pa - oy * p.ow;
+            let ia = a_off + vec4<u32>(ba * p.c_in * hw + oy * p.w + ox);
+            let oka = a_ok & vec4<bool>(qa < q_end);
+            As[(a_k + r * TS) * TS + a_mv] = vec4<f32>(
+                ld_wx(ia.x, oka.x), ld_wx(ia.y, oka.y), ld_wx(ia.z, oka.z), ld_wx(ia.w, oka.w));
+
+            let qb = k0 + b_k + r * TS;
+            let bb = qb / ohw;
+            let ib = b_off + vec4<u32>(bb * p.c_out * ohw + (qb - bb * ohw));
+            let okb = b_ok & vec4<bool>(qb < q_end);
+            Bs[(b_k + r * TS) * TS + b_nv] = vec4<f32>(
+                ld_wdy(ib.x, okb.x), ld_wdy(ib.y, okb.y), ld_wdy(ib.z, okb.z), ld_wdy(ib.w, okb.w));
+        }
+        workgroupBarrier();
+        acc = tile_mma(acc, lid.x, lid.y);
+        workgroupBarrier();
+    }
+
+    let om = m0 + 4u * lid.x;
+    let on = n0 + 4u * lid.y;
+    let part = s * n_len * m_len;
+    for (var j = 0u; j < 4u; j++) {
+        let n = on + j;
+        if n >= n_len {
+            break;
+        }
+        let v = col(acc, j);
+        for (var i = 0u; i < 4u; i++) {
+            let m = om + i;
+            if m < m_len {
+                wpart[part + n * m_len + m] = v[i];
+            }
+        }
+    }
+}
+
+var<workgroup> red: array<f32, 256>;
+
+// backward_bias: db[o] = sum_{b,oy,ox} dy[b,o,oy,ox].
+// Workgroup: one output channel (linear id over a possibly 2-D dispatch), 256 invocations.
+// Invocation li sums positions li, li+256, ... in order, then a fixed-order tree halves 256 -> 1.
+@compute @workgroup_size(256, 1, 1)
+fn backward_bias(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let o = tile_id(wid, nwg);
+    if o >= p.c_out {
+        return;
+    }
+    let ohw = p.oh * p.ow;
+    let q_len = p.batch * ohw;
+    var s = 0.0;
+    for (var q = li; q < q_len; q += 256u) {
+        let b = q / ohw;
+        s += bdy[(b * p.c_out + o) * ohw + (q - b * ohw)];
+    }
+    red[li] = s;
+    workgroupBarrier();
+    for (var half = 128u; half > 0u; half >>= 1u) {
+        if li < half {
+            red[li] += red[li + half];
+        }
+        workgroupBarrier();
+    }
+    if li == 0u {
+        bdb[o] = red[0];
+    }
+}

@@ -1,0 +1,222 @@
+//! Conv family on the GPU: the pipelines of `shaders/conv.wgsl` (and the split-K reduction of
+//! `shaders/reduce.wgsl`) and the prepared dispatches of each entry point.
+//!
+//! Forward, backward_input and backward_weight are implicit GEMMs over 64 x 64 output tiles (see
+//! the shader header). backward_weight is two dispatches: per-chunk partials, then a fixed-order
+//! sum of the chunks into `dw` (one dispatch when the shape needs a single chunk).
+
+use crate::gpu::GpuContext;
+use crate::gpu::buffers::{self, Dispatch};
+use crate::params::{ConvParams, ReduceParams};
+use crate::{Error, Result};
+
+const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
+const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
+
+/// GEMM tile of the conv kernels (`BM`, `BN` in conv.wgsl).
+const TILE: u32 = 64;
+/// Workgroup width of `backward_bias` and `sum_partials`.
+const WG_1D: u32 = 256;
+/// Twins of `WCHUNK_MIN` and `WCHUNK_MAX_PARTS` in conv.wgsl.
+const WCHUNK_MIN: u32 = 512;
+const WCHUNK_MAX_PARTS: u32 = 256;
+
+/// Positions (`batch*oh*ow`) per backward_weight chunk: at least 512 so each workgroup has real
+/// work, at most 256 chunks so the partials stay small, a multiple of 64 so chunks hold whole K
+/// steps. Twin of `weight_chunk` in conv.wgsl: the partials layout depends on both agreeing.
+pub fn weight_chunk(q_len: u32) -> u32 {
+    q_len
+        .div_ceil(WCHUNK_MAX_PARTS)
+        .max(WCHUNK_MIN)
+        .div_ceil(64)
+        * 64
+}
+
+/// Number of backward_weight chunks (partial `dw` buffers) for `p`.
+pub fn weight_parts(p: &ConvParams) -> u32 {
+    let q_len = p.batch * p.oh * p.ow;
+    q_len.div_ceil(weight_chunk(q_len)).max(1)
+}
+
+/// Multiply-adds times two of the forward GEMM, `2 * (B*OH*OW) * C_out * (C_in*K*K)`; the
+/// backward_input and backward_weight GEMMs do the same useful work.
+pub fn conv_flops(p: &ConvParams) -> f64 {
+    2.0 * (p.batch as f64 * p.oh as f64 * p.ow as f64)
+        * p.c_out as f64
+        * (p.c_in as f64 * p.k as f64 * p.k as f64)
+}
+
+fn groups(workgroups: u32) -> (u32, u32, u32) {
+    let (x, y) = buffers::split_dispatch(workgroups);
+    (x, y, 1)
+}
+
+/// The conv pipelines, compiled once.
+pub struct ConvKernels {
+    forward: wgpu::ComputePipeline,
+    backward_input: wgpu::ComputePipeline,
+    backward_weight: wgpu::ComputePipeline,
+    backward_bias: wgpu::ComputePipeline,
+    sum_partials: wgpu::ComputePipeline,
+}
+
+impl ConvKernels {
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let conv = buffers::shader(ctx, "conv.wgsl", CONV_WGSL);
+        let reduce = buffers::shader(ctx, "reduce.wgsl", REDUCE_WGSL);
+        let kernels = Self {
+            forward: buffers::pipeline(ctx, &conv, "forward", &[]),
+            backward_input: buffers::pipeline(ctx, &conv, "backward_input", &[]),
+            backward_weight: buffers::pipeline(ctx, &conv, "backward_weight", &[]),
+            backward_bias: buffers::pipeline(ctx, &conv, "backward_bias", &[]),
+            sum_partials: buffers::pipeline(ctx, &reduce, "sum_partials", &[]),
+        };
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!(
+                "{}: building the conv pipelines: {e}",
+                ctx.adapter.name
+            )));
+        }
+        Ok(kernels)
+    }
+
+    /// `y = relu?(conv(x, w) + bias)`: one dispatch over `ceil(B*OH*OW/64) * ceil(C_out/64)` tiles.
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let u = buffers::uniform(ctx, "conv.forward params", p);
+        let tiles = (p.batch * p.oh * p.ow).div_ceil(TILE) * p.c_out.div_ceil(TILE);
+        vec![Dispatch {
+            label: "conv.forward",
+            pipeline: self.forward.clone(),
+            bind_group: buffers::bind(ctx, &self.forward, &[&u, x, w, bias, y]),
+            groups: groups(tiles),
+        }]
+    }
+
+    /// `dx` from `dy` and `w`: one dispatch over `ceil(B*H*W/64) * ceil(C_in/64)` tiles.
+    pub fn backward_input(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        dy: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let u = buffers::uniform(ctx, "conv.backward_input params", p);
+        let tiles = (p.batch * p.h * p.w).div_ceil(TILE) * p.c_in.div_ceil(TILE);
+        vec![Dispatch {
+            label: "conv.backward_input",
+            pipeline: self.backward_input.clone(),
+            bind_group: buffers::bind(ctx, &self.backward_input, &[&u, dy, w, dx]),
+            groups: groups(tiles),
+        }]
+    }
+
+    /// `dw` (overwritten) from `x` and `dy`: per-chunk partials into a scratch buffer owned by the
+    /// bind groups, then `sum_partials` into `dw`. With a single chunk the GEMM writes `dw` itself.
+    pub fn backward_weight(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dw: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let parts = weight_parts(p);
+        let n = p.w_len() as u32;
+        let tiles = (p.c_in * p.k * p.k).div_ceil(TILE) * p.c_out.div_ceil(TILE) * parts;
+        let u = buffers::uniform(ctx, "conv.backward_weight params", p);
+        if parts == 1 {
+            return vec![Dispatch {
+                label: "conv.backward_weight",
+                pipeline: self.backward_weight.clone(),
+                bind_group: buffers::bind(ctx, &self.backward_weight, &[&u, x, dy, dw]),
+                groups: groups(tiles),
+            }];
+        }
+        let partials = buffers::storage(
+            ctx,
+            "conv.backward_weight partials",
+            parts as u64 * n as u64 * 4,
+        );
+        let rp = ReduceParams {
+            n,
+            parts,
+            _pad: [0; 2],
+        };
+        let mut ds = vec![Dispatch {
+            label: "conv.backward_weight",
+            pipeline: self.backward_weight.clone(),
+            bind_group: buffers::bind(ctx, &self.backward_weight, &[&u, x, dy, &partials]),
+            groups: groups(tiles),
+        }];
+        ds.extend(self.sum_partials(ctx, &rp, &partials, dw));
+        ds
+    }
+
+    /// `out[i] = sum over s in 0..parts of partials[s*n + i]`, in increasing `s`
+    /// (reduce.wgsl; the second pass of backward_weight, exposed for tests and other families).
+    pub fn sum_partials(
+        &self,
+        ctx: &GpuContext,
+        rp: &ReduceParams,
+        partials: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let u = buffers::uniform(ctx, "reduce.sum_partials params", rp);
+        vec![Dispatch {
+            label: "reduce.sum_partials",
+            pipeline: self.sum_partials.clone(),
+            bind_group: buffers::bind(ctx, &self.sum_partials, &[&u, partials, out]),
+            groups: groups(rp.n.div_ceil(WG_1D)),
+        }]
+    }
+
+    /// `db[o] = sum of dy over batch and space`: one workgroup per output channel.
+    pub fn backward_bias(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        dy: &wgpu::Buffer,
+        db: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let u = buffers::uniform(ctx, "conv.backward_bias params", p);
+        vec![Dispatch {
+            label: "conv.backward_bias",
+            pipeline: self.backward_bias.clone(),
+            bind_group: buffers::bind(ctx, &self.backward_bias, &[&u, dy, db]),
+            groups: groups(p.c_out),
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_positions() {
+        for q in [1u32, 63, 64, 511, 512, 513, 8192, 73728, 131072, 1 << 20] {
+            let c = weight_chunk(q);
+            assert_eq!(c % 64, 0);
+            assert!(c >= WCHUNK_MIN);
+            let parts = q.div_ceil(c);
+            assert!(parts <= WCHUNK_MAX_PARTS, "q {q}: {parts} parts");
+            assert!(parts * c >= q && (parts - 1) * c < q);
+        }
+    }
+
+    #[test]
+    fn conv2_flops() {
+        let p = ConvParams::new(1, 64, 12, 12, 64, 5, true);
+        assert_eq!(conv_flops(&p), 2.0 * 64.0 * 64.0 * 1600.0);
+    }
+}
