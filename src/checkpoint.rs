@@ -14,8 +14,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(werr)?;
     f.write_all(bytes).map_err(werr)?;
@@ -37,7 +43,9 @@ pub fn save_f32(path: &Path, tensors: &[Named], metadata: BTreeMap<String, Strin
         .iter()
         .map(|t| {
             let v = TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(t.data))
-                .map_err(|e| Error::Runtime(format!("{}: tensor {}: {e}", path.display(), t.name)))?;
+                .map_err(|e| {
+                    Error::Runtime(format!("{}: tensor {}: {e}", path.display(), t.name))
+                })?;
             Ok((t.name.clone(), v))
         })
         .collect::<Result<_>>()?;
@@ -59,21 +67,34 @@ impl Loaded {
     /// The values as f32; an error naming `file` and `name` if the dtype is not F32.
     pub fn f32(&self, file: &Path, name: &str) -> Result<Vec<f32>> {
         if self.dtype != Dtype::F32 {
-            return Err(Error::bad_file(file, format!("tensor {name} has dtype {:?}, expected F32", self.dtype)));
+            return Err(Error::bad_file(
+                file,
+                format!("tensor {name} has dtype {:?}, expected F32", self.dtype),
+            ));
         }
-        Ok(self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(self
+            .bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 }
 
 /// Every tensor of a safetensors file, and its metadata. Missing, truncated or non-safetensors
 /// files are `BadFile` errors naming the file.
 pub fn load_all(path: &Path) -> Result<(BTreeMap<String, Loaded>, BTreeMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::bad_file(path, format!("cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::bad_file(path, format!("cannot read: {e}")))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file: {e}")))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file: {e}")))?;
-    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let tensors = st
         .tensors()
         .into_iter()
@@ -93,7 +114,11 @@ pub fn load_all(path: &Path) -> Result<(BTreeMap<String, Loaded>, BTreeMap<Strin
 
 /// Reads the eight parameters by their PyTorch names from `tensors` (found under `prefix`),
 /// checking names, dtypes and shapes; the hidden width comes from `fc1.weight`.
-pub fn params_from(path: &Path, tensors: &BTreeMap<String, Loaded>, prefix: &str) -> Result<Params> {
+pub fn params_from(
+    path: &Path,
+    tensors: &BTreeMap<String, Loaded>,
+    prefix: &str,
+) -> Result<Params> {
     let get = |name: &str| {
         tensors
             .get(&format!("{prefix}{name}"))
@@ -101,14 +126,30 @@ pub fn params_from(path: &Path, tensors: &BTreeMap<String, Loaded>, prefix: &str
     };
     let fc1 = get("fc1.weight")?;
     if fc1.shape.len() != 2 || fc1.shape[0] == 0 {
-        return Err(Error::bad_file(path, format!("tensor {prefix}fc1.weight has shape {:?}, expected [hidden, 1024]", fc1.shape)));
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "tensor {prefix}fc1.weight has shape {:?}, expected [hidden, 1024]",
+                fc1.shape
+            ),
+        ));
     }
     let hidden = fc1.shape[0];
     let mut p = Params::zeros(hidden);
-    for ((name, shape), t) in PARAM_NAMES.iter().zip(param_shapes(hidden)).zip(&mut p.tensors) {
+    for ((name, shape), t) in PARAM_NAMES
+        .iter()
+        .zip(param_shapes(hidden))
+        .zip(&mut p.tensors)
+    {
         let l = get(name)?;
         if l.shape != shape {
-            return Err(Error::bad_file(path, format!("tensor {prefix}{name} has shape {:?}, expected {shape:?}", l.shape)));
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "tensor {prefix}{name} has shape {:?}, expected {shape:?}",
+                    l.shape
+                ),
+            ));
         }
         *t = l.f32(path, &format!("{prefix}{name}"))?;
     }
@@ -134,7 +175,13 @@ pub fn save_model(path: &Path, p: &Params, metadata: BTreeMap<String, String>) -
 pub fn load_model(path: &Path) -> Result<(Params, BTreeMap<String, String>)> {
     let (tensors, meta) = load_all(path)?;
     if let Some(extra) = tensors.keys().find(|k| !PARAM_NAMES.contains(&k.as_str())) {
-        return Err(Error::bad_file(path, format!("unexpected tensor {extra}: not a fmnist-gpu model (expected exactly {})", PARAM_NAMES.join(", "))));
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "unexpected tensor {extra}: not a fmnist-gpu model (expected exactly {})",
+                PARAM_NAMES.join(", ")
+            ),
+        ));
     }
     Ok((params_from(path, &tensors, "")?, meta))
 }

@@ -33,16 +33,28 @@ pub struct Fixture {
 impl Fixture {
     pub fn load(path: &Path) -> Result<Self> {
         let (tensors, _) = load_all(path)?;
-        let bad = |msg: String| Error::bad_file(path, format!("not a fixture of the SPEC 10 form: {msg}"));
-        let x = tensors.get("x").ok_or_else(|| bad("missing tensor x".into()))?;
+        let bad = |msg: String| {
+            Error::bad_file(path, format!("not a fixture of the SPEC 10 form: {msg}"))
+        };
+        let x = tensors
+            .get("x")
+            .ok_or_else(|| bad("missing tensor x".into()))?;
         if x.shape.len() != 4 || x.shape[1..] != [1, 28, 28] || x.shape[0] == 0 {
-            return Err(bad(format!("x has shape {:?}, expected [B,1,28,28]", x.shape)));
+            return Err(bad(format!(
+                "x has shape {:?}, expected [B,1,28,28]",
+                x.shape
+            )));
         }
         let batch = x.shape[0];
         let xv = x.f32(path, "x")?;
-        let y = tensors.get("y").ok_or_else(|| bad("missing tensor y".into()))?;
+        let y = tensors
+            .get("y")
+            .ok_or_else(|| bad("missing tensor y".into()))?;
         if y.shape != [batch] || y.dtype != safetensors::Dtype::I64 {
-            return Err(bad(format!("y is {:?} {:?}, expected I64 [{batch}]", y.dtype, y.shape)));
+            return Err(bad(format!(
+                "y is {:?} {:?}, expected I64 [{batch}]",
+                y.dtype, y.shape
+            )));
         }
         let labels = y
             .bytes
@@ -89,9 +101,15 @@ impl Fixture {
             }
         }
         for (name, shape) in want {
-            let t = f.tensors.get(&name).ok_or_else(|| bad(format!("missing tensor {name}")))?;
+            let t = f
+                .tensors
+                .get(&name)
+                .ok_or_else(|| bad(format!("missing tensor {name}")))?;
             if t.shape != shape {
-                return Err(bad(format!("{name} has shape {:?}, expected {shape:?}", t.shape)));
+                return Err(bad(format!(
+                    "{name} has shape {:?}, expected {shape:?}",
+                    t.shape
+                )));
             }
             t.f32(path, &name)?;
         }
@@ -99,7 +117,9 @@ impl Fixture {
     }
 
     fn get(&self, name: &str) -> Vec<f32> {
-        self.tensors[name].f32(&self.path, name).expect("checked in load")
+        self.tensors[name]
+            .f32(&self.path, name)
+            .expect("checked in load")
     }
 
     /// The net config a fixture asks for: its batch and hidden width, no dropout.
@@ -133,8 +153,19 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> (f64, f64) {
         b2 += (*y as f64) * (*y as f64);
         max = max.max(d.abs());
     }
-    let rel = if b2 > 0.0 { (d2 / b2).sqrt() } else { d2.sqrt() };
-    (if a.len() == b.len() { rel } else { f64::INFINITY }, max)
+    let rel = if b2 > 0.0 {
+        (d2 / b2).sqrt()
+    } else {
+        d2.sqrt()
+    };
+    (
+        if a.len() == b.len() {
+            rel
+        } else {
+            f64::INFINITY
+        },
+        max,
+    )
 }
 
 fn row(name: &str, got: &[f32], want: &[f32], tol: f64) -> Row {
@@ -150,7 +181,10 @@ fn row(name: &str, got: &[f32], want: &[f32], tol: f64) -> Row {
 
 /// Runs every check of SPEC 10 with nets made by `make` (called once per optimizer, each
 /// starting from the fixture's parameters).
-pub fn check(f: &Fixture, make: &mut dyn FnMut(NetConfig) -> Result<Box<dyn Net>>) -> Result<Vec<Row>> {
+pub fn check(
+    f: &Fixture,
+    make: &mut dyn FnMut(NetConfig) -> Result<Box<dyn Net>>,
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut net = make(f.net_config(OptimConfig::defaults(OptimizerKind::Adam)))?;
     net.set_params(&f.params)?;
@@ -171,7 +205,12 @@ pub fn check(f: &Fixture, make: &mut dyn FnMut(NetConfig) -> Result<Box<dyn Net>
         for _ in 0..3 {
             losses.push(net.probe_step(&f.x, &f.labels)?);
         }
-        rows.push(row(&format!("{o}.losses"), &losses, &f.get(&format!("{o}.losses")), TOL_STEPS));
+        rows.push(row(
+            &format!("{o}.losses"),
+            &losses,
+            &f.get(&format!("{o}.losses")),
+            TOL_STEPS,
+        ));
         let p = net.params()?;
         for (n, t) in PARAM_NAMES.iter().zip(&p.tensors) {
             let name = format!("{o}.step3.{n}");

@@ -11,9 +11,10 @@ pub mod params;
 pub mod rng;
 
 pub use error::{Error, Result};
+pub mod checkpoint;
+pub mod fixture;
 pub mod model;
 pub mod net;
 pub mod optim;
-pub mod checkpoint;
+pub mod parity;
 pub mod train;
-pub mod fixture;

@@ -1,6 +1,8 @@
 //! The network of SPEC 1: layer shapes, PyTorch parameter names, and seeded Glorot initialisation.
 
-use crate::params::{ActParams, ConvParams, DenseParams, LossParams, PoolParams, dropout_threshold};
+use crate::params::{
+    ActParams, ConvParams, DenseParams, LossParams, PoolParams, dropout_threshold,
+};
 use crate::rng::{Stream, stream};
 use rand::RngExt;
 

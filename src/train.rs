@@ -48,7 +48,10 @@ pub fn rates(m: &Metrics) -> (f64, f64) {
     if m.seen == 0 {
         return (0.0, 0.0);
     }
-    (m.loss_sum as f64 / m.seen as f64, m.correct as f64 / m.seen as f64)
+    (
+        m.loss_sum as f64 / m.seen as f64,
+        m.correct as f64 / m.seen as f64,
+    )
 }
 
 /// Steps between metric reads while a progress bar is shown (a GPU readback drains the queue).
@@ -79,7 +82,11 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(werr)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(werr)?;
     writeln!(f, "{line}").map_err(werr)?;
     f.sync_data().map_err(werr)
 }
@@ -158,17 +165,32 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
             rec.seconds,
             rec.images_per_second
         );
-        append_line(&metrics_path, &serde_json::to_string(&rec).expect("plain data"))?;
+        append_line(
+            &metrics_path,
+            &serde_json::to_string(&rec).expect("plain data"),
+        )?;
         let params = net.params()?;
-        save_model(&plan.run_dir.join("last.safetensors"), &params, meta.clone())?;
+        save_model(
+            &plan.run_dir.join("last.safetensors"),
+            &params,
+            meta.clone(),
+        )?;
         // With no validation set every epoch counts as best, so the last one is kept.
-        if best.as_ref().is_none_or(|(a, _, _)| val_accuracy >= *a || plan.split.val.is_empty()) {
-            save_model(&plan.run_dir.join("model.safetensors"), &params, meta.clone())?;
+        if best
+            .as_ref()
+            .is_none_or(|(a, _, _)| val_accuracy >= *a || plan.split.val.is_empty())
+        {
+            save_model(
+                &plan.run_dir.join("model.safetensors"),
+                &params,
+                meta.clone(),
+            )?;
             best = Some((val_accuracy, epoch + 1, params));
         }
         records.push(rec);
     }
-    let (val_accuracy, best_epoch, best_params) = best.ok_or_else(|| Error::BadArg("--epochs must be at least 1".into()))?;
+    let (val_accuracy, best_epoch, best_params) =
+        best.ok_or_else(|| Error::BadArg("--epochs must be at least 1".into()))?;
     net.set_params(&best_params)?;
     let test_idx: Vec<u32> = (0..plan.test_n as u32).collect();
     let tm = net.evaluate(Which::Test, &test_idx, None)?;

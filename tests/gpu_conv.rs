@@ -73,7 +73,14 @@ fn check(what: &str, gpu: &[f32], cpu: &[f32]) {
         .enumerate()
         .map(|(i, (g, c))| {
             let excess = (g - c).abs() / (ATOL + RTOL * c.abs());
-            (if excess.is_nan() { f32::INFINITY } else { excess }, i)
+            (
+                if excess.is_nan() {
+                    f32::INFINITY
+                } else {
+                    excess
+                },
+                i,
+            )
         })
         .collect();
     let bad = rows.iter().filter(|r| r.0 > 1.0).count();
@@ -91,7 +98,11 @@ fn check(what: &str, gpu: &[f32], cpu: &[f32]) {
             lines.join("\n")
         );
     }
-    println!("{what}: ok, {} values, worst err/tol {:.3}", gpu.len(), worst.0);
+    println!(
+        "{what}: ok, {} values, worst err/tol {:.3}",
+        gpu.len(),
+        worst.0
+    );
 }
 
 fn run(ctx: &GpuContext, d: &[Dispatch]) {
@@ -104,7 +115,9 @@ fn read(ctx: &GpuContext, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
 
 #[test]
 fn forward_matches_cpu() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     for (si, s) in SHAPES.iter().enumerate() {
         let p = params(s);
@@ -122,7 +135,9 @@ fn forward_matches_cpu() {
 
 #[test]
 fn backward_input_matches_cpu() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     for (si, s) in SHAPES.iter().enumerate() {
         let p = params(s);
@@ -133,13 +148,19 @@ fn backward_input_matches_cpu() {
         run(&ctx, &k.backward_input(&ctx, &p, &dy, &w, &dx));
         let mut want = vec![0.0f32; p.x_len()];
         cpu::conv::backward_input(&p, &d.dy, &d.w, &mut want);
-        check(&format!("backward_input {s:?}"), &read(&ctx, &dx, p.x_len()), &want);
+        check(
+            &format!("backward_input {s:?}"),
+            &read(&ctx, &dx, p.x_len()),
+            &want,
+        );
     }
 }
 
 #[test]
 fn backward_weight_matches_cpu() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     let mut multi_chunk = 0;
     for (si, s) in SHAPES.iter().enumerate() {
@@ -149,7 +170,10 @@ fn backward_weight_matches_cpu() {
         let dy = buffers::storage_init(&ctx, "dy", &d.dy);
         let dw = nan_buffer(&ctx, "dw", p.w_len());
         let dispatches = k.backward_weight(&ctx, &p, &x, &dy, &dw);
-        assert_eq!(dispatches.len(), if conv::weight_parts(&p) > 1 { 2 } else { 1 });
+        assert_eq!(
+            dispatches.len(),
+            if conv::weight_parts(&p) > 1 { 2 } else { 1 }
+        );
         if conv::weight_parts(&p) > 1 {
             multi_chunk += 1;
         }
@@ -167,7 +191,9 @@ fn backward_weight_matches_cpu() {
 
 #[test]
 fn backward_bias_matches_cpu() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     for (si, s) in SHAPES.iter().enumerate() {
         let p = params(s);
@@ -177,7 +203,11 @@ fn backward_bias_matches_cpu() {
         run(&ctx, &k.backward_bias(&ctx, &p, &dy, &db));
         let mut want = vec![0.0f32; p.c_out as usize];
         cpu::conv::backward_bias(&p, &d.dy, &mut want);
-        check(&format!("backward_bias {s:?}"), &read(&ctx, &db, p.c_out as usize), &want);
+        check(
+            &format!("backward_bias {s:?}"),
+            &read(&ctx, &db, p.c_out as usize),
+            &want,
+        );
     }
 }
 
@@ -185,7 +215,9 @@ fn backward_bias_matches_cpu() {
 /// reassociation), so they agree bit for bit.
 #[test]
 fn sum_partials_matches_cpu_exactly() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     let mut rng = ChaCha8Rng::seed_from_u64(500);
     for (n, parts) in [(1u32, 1u32), (257, 3), (1600, 17), (70_001, 5)] {
@@ -202,15 +234,24 @@ fn sum_partials_matches_cpu_exactly() {
         cpu::reduce::sum_partials(&rp, &partials, &mut want);
         let got = read(&ctx, &out, n as usize);
         check(&format!("sum_partials n {n} parts {parts}"), &got, &want);
-        let same = got.iter().zip(&want).filter(|(g, w)| g.to_bits() == w.to_bits()).count();
-        assert_eq!(same, n as usize, "sum_partials n {n} parts {parts}: not bit-identical to the CPU");
+        let same = got
+            .iter()
+            .zip(&want)
+            .filter(|(g, w)| g.to_bits() == w.to_bits())
+            .count();
+        assert_eq!(
+            same, n as usize,
+            "sum_partials n {n} parts {parts}: not bit-identical to the CPU"
+        );
     }
 }
 
 /// Same inputs, two runs, bit-identical dw and db (fixed-order reductions, no atomics).
 #[test]
 fn backward_weight_is_deterministic() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     let p = ConvParams::new(9, 16, 12, 12, 64, 5, true);
     assert!(conv::weight_parts(&p) > 1);
@@ -224,8 +265,14 @@ fn backward_weight_is_deterministic() {
         let mut ds = k.backward_weight(&ctx, &p, &x, &dy, &dw);
         ds.extend(k.backward_bias(&ctx, &p, &dy, &db));
         run(&ctx, &ds);
-        let dw: Vec<u32> = read(&ctx, &dw, p.w_len()).iter().map(|v| v.to_bits()).collect();
-        let db: Vec<u32> = read(&ctx, &db, p.c_out as usize).iter().map(|v| v.to_bits()).collect();
+        let dw: Vec<u32> = read(&ctx, &dw, p.w_len())
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let db: Vec<u32> = read(&ctx, &db, p.c_out as usize)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
         runs.push((dw, db));
     }
     assert!(runs[0].0.iter().all(|&b| f32::from_bits(b).is_finite()));
@@ -238,7 +285,9 @@ fn backward_weight_is_deterministic() {
 #[test]
 #[ignore]
 fn conv2_b128_throughput() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     let runs: usize = std::env::var("CONV_BENCH_RUNS")
         .ok()
@@ -260,7 +309,10 @@ fn conv2_b128_throughput() {
     ];
     let flops = conv::conv_flops(&p);
     let mut total = 0.0;
-    println!("adapter: {} ({}, {})", ctx.adapter.name, ctx.adapter.backend, ctx.adapter.driver);
+    println!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.driver
+    );
     for (name, ds) in &parts {
         run(&ctx, ds);
         let t = Instant::now();
@@ -269,7 +321,11 @@ fn conv2_b128_throughput() {
         }
         let s = t.elapsed().as_secs_f64() / runs as f64;
         total += s;
-        println!("conv2 B=128 {name}: {:.2} ms, {:.2} GFLOP/s", s * 1e3, flops / s / 1e9);
+        println!(
+            "conv2 B=128 {name}: {:.2} ms, {:.2} GFLOP/s",
+            s * 1e3,
+            flops / s / 1e9
+        );
     }
     println!(
         "conv2 B=128 fwd+bwd_in+bwd_w: {:.2} ms, {:.2} GFLOP/s",

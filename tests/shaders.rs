@@ -3,8 +3,8 @@
 //! field layout of its `#[repr(C)]` twin in `src/params.rs`.
 
 use fmnist_gpu::params::{
-    ActParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams, StepState,
-    WameParams,
+    ActParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams,
+    ReduceParams, StepState, WameParams,
 };
 use std::collections::BTreeMap;
 use std::mem::size_of;
@@ -24,6 +24,7 @@ fn params_table() -> BTreeMap<&'static str, usize> {
         ("WameParams", size_of::<WameParams>()),
         ("OptParams", size_of::<OptParams>()),
         ("StepState", size_of::<StepState>()),
+        ("ReduceParams", size_of::<ReduceParams>()),
     ])
 }
 

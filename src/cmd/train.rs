@@ -90,7 +90,9 @@ impl OptimArgs {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(Error::BadArg(format!("--{name} must be a positive number, got {v}")))
+                Err(Error::BadArg(format!(
+                    "--{name} must be a positive number, got {v}"
+                )))
             }
         };
         pos("lr", c.lr)?;
@@ -100,10 +102,15 @@ impl OptimArgs {
         pos("zeta-min", c.zeta_min)?;
         pos("zeta-max", c.zeta_max)?;
         if !(0.0..1.0).contains(&c.alpha) {
-            return Err(Error::BadArg(format!("--alpha must be in [0, 1), got {}", c.alpha)));
+            return Err(Error::BadArg(format!(
+                "--alpha must be in [0, 1), got {}",
+                c.alpha
+            )));
         }
         if c.zeta_min > c.zeta_max {
-            return Err(Error::BadArg("--zeta-min must not exceed --zeta-max".into()));
+            return Err(Error::BadArg(
+                "--zeta-min must not exceed --zeta-max".into(),
+            ));
         }
         Ok(c)
     }
@@ -121,7 +128,10 @@ impl TrainArgs {
             return Err(Error::BadArg("--hidden must be at least 1".into()));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::BadArg(format!("--dropout must be in [0, 1), got {}", self.dropout)));
+            return Err(Error::BadArg(format!(
+                "--dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return Err(Error::BadArg(format!(
@@ -137,7 +147,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     args.validate()?;
     let optim = args.optim.config()?;
     let dir = data::locate(args.data.as_deref())?;
-    let FashionMnist { train: tr, test, .. } = data::load(&dir)?;
+    let FashionMnist {
+        train: tr, test, ..
+    } = data::load(&dir)?;
     let split = data::split(tr.n, args.val_fraction, args.limit, args.seed)?;
     let cfg = NetConfig {
         batch: args.batch_size,
@@ -152,7 +164,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         train: Arc::new(tr),
         test: Arc::new(test),
     };
-    let mut net = super::open_net(&args.device, cfg, data, Params::glorot(args.hidden as usize, args.seed))?;
+    let mut net = super::open_net(
+        &args.device,
+        cfg,
+        data,
+        Params::glorot(args.hidden as usize, args.seed),
+    )?;
     let run_dir = args.out.clone().unwrap_or_else(default_run_dir);
     let config = serde_json::json!({
         "data": dir,
@@ -171,7 +188,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     log::info!(
         "training on {} ({}): {} train / {} val images, batch {}, {} epochs, run dir {}",
         net.device(),
-        net.adapter().map(|a| a.name).unwrap_or_else(|| "CPU reference".into()),
+        net.adapter()
+            .map(|a| a.name)
+            .unwrap_or_else(|| "CPU reference".into()),
         split.train.len(),
         split.val.len(),
         args.batch_size,
@@ -190,7 +209,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     let summary = train(net.as_mut(), &plan)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).expect("plain data"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("plain data")
+        );
     } else {
         println!(
             "test accuracy {:.4} (best validation {:.4} at epoch {}), {:.1} s; run directory {}",

@@ -93,6 +93,8 @@ fn record(slot: &ErrorSlot, adapter: &str, what: String) {
     }
 }
 
+/// Cheap to clone: wgpu handles and the error slot are shared, so clones are one device.
+#[derive(Clone)]
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,

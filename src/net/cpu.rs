@@ -183,9 +183,13 @@ impl CpuNet {
                     let p = o.wame_params(n, self.lr);
                     optim::wame(&p, w, g, bytemuck::cast_slice_mut(s));
                 }
-                OptimizerKind::Adam => {
-                    optim::adam(&o.opt_params(n, self.lr), t, w, g, bytemuck::cast_slice_mut(s))
-                }
+                OptimizerKind::Adam => optim::adam(
+                    &o.opt_params(n, self.lr),
+                    t,
+                    w,
+                    g,
+                    bytemuck::cast_slice_mut(s),
+                ),
                 OptimizerKind::Rmsprop => optim::rmsprop(&o.opt_params(n, self.lr), w, g, s),
                 OptimizerKind::Sgd => optim::sgd(&o.opt_params(n, self.lr), t, w, g, s),
             }
@@ -312,11 +316,29 @@ impl Net for CpuNet {
         // without it (same twins, relu off).
         let (l, a, w) = (&self.layers, &self.acts, &self.params.tensors);
         let mut c1 = vec![0.0; l.conv1.y_len()];
-        conv::forward(&crate::params::ConvParams { relu: 0, ..l.conv1 }, &a.x, &w[0], &w[1], &mut c1);
+        conv::forward(
+            &crate::params::ConvParams { relu: 0, ..l.conv1 },
+            &a.x,
+            &w[0],
+            &w[1],
+            &mut c1,
+        );
         let mut c2 = vec![0.0; l.conv2.y_len()];
-        conv::forward(&crate::params::ConvParams { relu: 0, ..l.conv2 }, &a.p1, &w[2], &w[3], &mut c2);
+        conv::forward(
+            &crate::params::ConvParams { relu: 0, ..l.conv2 },
+            &a.p1,
+            &w[2],
+            &w[3],
+            &mut c2,
+        );
         let mut f1 = vec![0.0; a.h.len()];
-        dense::forward(&crate::params::DenseParams { relu: 0, ..l.fc1 }, &a.d, &w[4], &w[5], &mut f1);
+        dense::forward(
+            &crate::params::DenseParams { relu: 0, ..l.fc1 },
+            &a.d,
+            &w[4],
+            &w[5],
+            &mut f1,
+        );
         Ok(Probe {
             tensors: vec![
                 ("act.conv1".into(), c1),

@@ -221,7 +221,11 @@ impl GpuNet {
         .concat();
         let eval_gp = GatherParams { augment: 0, ..gp };
         for which in [Which::Train, Which::Test] {
-            let set = if which == Which::Train { &net.train } else { &net.test };
+            let set = if which == Which::Train {
+                &net.train
+            } else {
+                &net.test
+            };
             let list = [
                 net.gather(&eval_gp, &net.b.eval_step, &net.b.eval_index, set),
                 net.forward(false, &net.b.eval_step, &net.b.eval_metrics),
@@ -242,14 +246,32 @@ impl GpuNet {
         Ok(net)
     }
 
-    fn gather(&self, gp: &GatherParams, state: &wgpu::Buffer, index: &wgpu::Buffer, set: &Resident) -> Vec<Dispatch> {
+    fn gather(
+        &self,
+        gp: &GatherParams,
+        state: &wgpu::Buffer,
+        index: &wgpu::Buffer,
+        set: &Resident,
+    ) -> Vec<Dispatch> {
         let b = &self.b;
-        self.k
-            .data
-            .gather(&self.ctx, gp, state, index, &set.images, &set.labels, &b.x, &b.y)
+        self.k.data.gather(
+            &self.ctx,
+            gp,
+            state,
+            index,
+            &set.images,
+            &set.labels,
+            &b.x,
+            &b.y,
+        )
     }
 
-    fn forward(&self, dropout: bool, state: &wgpu::Buffer, metrics: &wgpu::Buffer) -> Vec<Dispatch> {
+    fn forward(
+        &self,
+        dropout: bool,
+        state: &wgpu::Buffer,
+        metrics: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
         let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
         let w = &b.params;
         let fc1_in = if dropout { &b.d } else { &b.p2 };
@@ -265,7 +287,10 @@ impl GpuNet {
         }
         v.extend(k.dense.forward(c, &l.fc1, fc1_in, &w[4], &w[5], &b.h));
         v.extend(k.dense.forward(c, &l.fc2, &b.h, &w[6], &w[7], &b.logits));
-        v.extend(k.loss.softmax_xent_forward(c, &l.loss, state, &b.logits, &b.y, &b.probs, metrics));
+        v.extend(
+            k.loss
+                .softmax_xent_forward(c, &l.loss, state, &b.logits, &b.y, &b.probs, metrics),
+        );
         v
     }
 
@@ -276,10 +301,12 @@ impl GpuNet {
         let pool2_dy = if dropout { &b.dp2 } else { &b.dd };
         let relu = crate::ops::act::relu_params(b_len(l.fc1.batch * l.fc1.n_out));
         let mut v = [
-            k.loss.softmax_xent_backward(c, &l.loss, state, &b.probs, &b.y, &b.dlogits),
+            k.loss
+                .softmax_xent_backward(c, &l.loss, state, &b.probs, &b.y, &b.dlogits),
             k.dense.backward_weight(c, &l.fc2, &b.h, &b.dlogits, &g[6]),
             k.dense.backward_bias(c, &l.fc2, &b.dlogits, &g[7]),
-            k.dense.backward_input(c, &l.fc2, &b.dlogits, &w[6], &b.dh_pre),
+            k.dense
+                .backward_input(c, &l.fc2, &b.dlogits, &w[6], &b.dh_pre),
             k.act.relu_backward(c, &relu, &b.h, &b.dh_pre, &b.dh),
             k.dense.backward_weight(c, &l.fc1, fc1_in, &b.dh, &g[4]),
             k.dense.backward_bias(c, &l.fc1, &b.dh, &g[5]),
@@ -291,11 +318,13 @@ impl GpuNet {
         }
         v.extend(
             [
-                k.pool.maxpool_backward(c, &l.pool2, pool2_dy, &b.am2, &b.a2, &b.da2),
+                k.pool
+                    .maxpool_backward(c, &l.pool2, pool2_dy, &b.am2, &b.a2, &b.da2),
                 k.conv.backward_weight(c, &l.conv2, &b.p1, &b.da2, &g[2]),
                 k.conv.backward_bias(c, &l.conv2, &b.da2, &g[3]),
                 k.conv.backward_input(c, &l.conv2, &b.da2, &w[2], &b.dp1),
-                k.pool.maxpool_backward(c, &l.pool1, &b.dp1, &b.am1, &b.a1, &b.da1),
+                k.pool
+                    .maxpool_backward(c, &l.pool1, &b.dp1, &b.am1, &b.a1, &b.da1),
                 k.conv.backward_weight(c, &l.conv1, &b.x, &b.da1, &g[0]),
                 k.conv.backward_bias(c, &l.conv1, &b.da1, &g[1]),
             ]
@@ -309,9 +338,30 @@ impl GpuNet {
         let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
         let w = &b.params;
         [
-            k.conv.forward(c, &ConvParams { relu: 0, ..l.conv1 }, &b.x, &w[0], &w[1], &b.pre1),
-            k.conv.forward(c, &ConvParams { relu: 0, ..l.conv2 }, &b.p1, &w[2], &w[3], &b.pre2),
-            k.dense.forward(c, &DenseParams { relu: 0, ..l.fc1 }, &b.p2, &w[4], &w[5], &b.pre_fc1),
+            k.conv.forward(
+                c,
+                &ConvParams { relu: 0, ..l.conv1 },
+                &b.x,
+                &w[0],
+                &w[1],
+                &b.pre1,
+            ),
+            k.conv.forward(
+                c,
+                &ConvParams { relu: 0, ..l.conv2 },
+                &b.p1,
+                &w[2],
+                &w[3],
+                &b.pre2,
+            ),
+            k.dense.forward(
+                c,
+                &DenseParams { relu: 0, ..l.fc1 },
+                &b.p2,
+                &w[4],
+                &w[5],
+                &b.pre_fc1,
+            ),
         ]
         .concat()
     }
@@ -356,7 +406,12 @@ impl GpuNet {
                 submission_index: idx,
                 timeout: None,
             })
-            .map_err(|e| Error::Gpu(format!("{}: waiting for the GPU: {e}", self.ctx.adapter.name)))?;
+            .map_err(|e| {
+                Error::Gpu(format!(
+                    "{}: waiting for the GPU: {e}",
+                    self.ctx.adapter.name
+                ))
+            })?;
         self.ctx.check()
     }
 
@@ -408,7 +463,11 @@ impl Net for GpuNet {
 
     fn begin_epoch(&mut self, order: &[u32], lr: f32) -> Result<()> {
         if order.len() > self.n_train {
-            return Err(Error::BadArg(format!("epoch order of {} exceeds the {} resident images", order.len(), self.n_train)));
+            return Err(Error::BadArg(format!(
+                "epoch order of {} exceeds the {} resident images",
+                order.len(),
+                self.n_train
+            )));
         }
         self.wait(None)?;
         self.in_flight.clear();
@@ -417,11 +476,14 @@ impl Net for GpuNet {
             self.lr = lr;
             let update = self.update_dispatches(lr);
             let start = self.step_list.len() - update.len() - 1;
-            self.step_list.splice(start..start + update.len(), update.iter().cloned());
+            self.step_list
+                .splice(start..start + update.len(), update.iter().cloned());
             self.update_list = update;
         }
         if !order.is_empty() {
-            self.ctx.queue.write_buffer(&self.b.order, 0, bytemuck::cast_slice(order));
+            self.ctx
+                .queue
+                .write_buffer(&self.b.order, 0, bytemuck::cast_slice(order));
         }
         self.write_state(
             &self.b.step,
@@ -462,19 +524,28 @@ impl Net for GpuNet {
         Ok(m)
     }
 
-    fn evaluate(&mut self, which: Which, indices: &[u32], mut predictions: Option<&mut Vec<u32>>) -> Result<Metrics> {
+    fn evaluate(
+        &mut self,
+        which: Which,
+        indices: &[u32],
+        mut predictions: Option<&mut Vec<u32>>,
+    ) -> Result<Metrics> {
         let limit = match which {
             Which::Train => self.n_train,
             Which::Test => self.n_test,
         };
         if indices.iter().any(|&i| i as usize >= limit) {
-            return Err(Error::BadArg("evaluation index outside the data set".into()));
+            return Err(Error::BadArg(
+                "evaluation index outside the data set".into(),
+            ));
         }
         self.wait(None)?;
         if indices.is_empty() {
             return Ok(Metrics::default());
         }
-        self.ctx.queue.write_buffer(&self.b.eval_index, 0, bytemuck::cast_slice(indices));
+        self.ctx
+            .queue
+            .write_buffer(&self.b.eval_index, 0, bytemuck::cast_slice(indices));
         self.write_state(
             &self.b.eval_step,
             StepState {
@@ -499,8 +570,13 @@ impl Net for GpuNet {
                 self.submit(&[&list]);
                 match read::<f32>(&self.ctx, &self.b.logits, self.cfg.batch as usize * CLASSES) {
                     Ok(z) => {
-                        let valid = (indices.len() - bi * self.cfg.batch as usize).min(self.cfg.batch as usize);
-                        p.extend(z.chunks(CLASSES).take(valid).map(|r| crate::cpu::loss::argmax(r) as u32));
+                        let valid = (indices.len() - bi * self.cfg.batch as usize)
+                            .min(self.cfg.batch as usize);
+                        p.extend(
+                            z.chunks(CLASSES)
+                                .take(valid)
+                                .map(|r| crate::cpu::loss::argmax(r) as u32),
+                        );
                     }
                     Err(e) => {
                         result = Err(e);
@@ -532,7 +608,10 @@ impl Net for GpuNet {
 
     fn set_params(&mut self, p: &Params) -> Result<()> {
         if p.hidden != self.cfg.hidden as usize {
-            return Err(Error::BadArg(format!("parameters of hidden width {} for a net of {}", p.hidden, self.cfg.hidden)));
+            return Err(Error::BadArg(format!(
+                "parameters of hidden width {} for a net of {}",
+                p.hidden, self.cfg.hidden
+            )));
         }
         for (t, b) in p.tensors.iter().zip(&self.b.params) {
             self.ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(t));
@@ -544,7 +623,10 @@ impl Net for GpuNet {
         self.wait(None)?;
         let w = self.cfg.optim.state_width();
         let mut out = Vec::new();
-        for (shape, b) in param_shapes(self.cfg.hidden as usize).iter().zip(&self.b.state) {
+        for (shape, b) in param_shapes(self.cfg.hidden as usize)
+            .iter()
+            .zip(&self.b.state)
+        {
             out.push(read(&self.ctx, b, w * shape.iter().product::<usize>())?);
         }
         Ok((out, self.t))
@@ -572,11 +654,17 @@ impl Net for GpuNet {
             ("act.pool1".to_string(), rd(&self.b.p1, l.pool1.y_len())?),
             ("act.conv2".to_string(), rd(&self.b.pre2, l.conv2.y_len())?),
             ("act.pool2".to_string(), rd(&self.b.p2, l.pool2.y_len())?),
-            ("act.fc1".to_string(), rd(&self.b.pre_fc1, bsz * self.cfg.hidden as usize)?),
+            (
+                "act.fc1".to_string(),
+                rd(&self.b.pre_fc1, bsz * self.cfg.hidden as usize)?,
+            ),
             ("logits".to_string(), rd(&self.b.logits, bsz * CLASSES)?),
         ];
         let mut grads = Vec::new();
-        for (shape, b) in param_shapes(self.cfg.hidden as usize).iter().zip(&self.b.grads) {
+        for (shape, b) in param_shapes(self.cfg.hidden as usize)
+            .iter()
+            .zip(&self.b.grads)
+        {
             grads.push(rd(b, shape.iter().product())?);
         }
         debug_assert_eq!(l.fc1.n_in, FLAT);
@@ -589,7 +677,10 @@ impl Net for GpuNet {
 
     fn probe_step(&mut self, x: &[f32], labels: &[u32]) -> Result<f32> {
         self.write_probe_batch(x, labels);
-        let (probe, update) = (std::mem::take(&mut self.probe_list), std::mem::take(&mut self.update_list));
+        let (probe, update) = (
+            std::mem::take(&mut self.probe_list),
+            std::mem::take(&mut self.update_list),
+        );
         self.submit(&[&probe, &update]);
         self.probe_list = probe;
         self.update_list = update;

@@ -4,12 +4,12 @@ pub mod cpu;
 pub mod gpu;
 
 use crate::Result;
-use std::sync::Arc;
 use crate::cpu::loss::Metrics;
 use crate::data::DataSet;
 use crate::gpu::AdapterSummary;
 use crate::model::Params;
 use crate::optim::OptimConfig;
+use std::sync::Arc;
 
 /// What the backend was built for. The batch size is fixed for its lifetime.
 #[derive(Clone, Copy, Debug)]

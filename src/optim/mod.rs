@@ -56,14 +56,22 @@ impl OptimConfig {
     pub fn defaults(kind: OptimizerKind) -> Self {
         Self {
             kind,
-            lr: if kind == OptimizerKind::Sgd { 1e-2 } else { 1e-3 },
+            lr: if kind == OptimizerKind::Sgd {
+                1e-2
+            } else {
+                1e-3
+            },
             variant: WameVariant::Seed,
             alpha: 0.9,
             eta_plus: 1.2,
             eta_minus: 0.1,
             zeta_min: 0.01,
             zeta_max: 100.0,
-            eps: if kind == OptimizerKind::Wame { 1e-12 } else { 1e-8 },
+            eps: if kind == OptimizerKind::Wame {
+                1e-12
+            } else {
+                1e-8
+            },
             beta1: 0.9,
             beta2: 0.999,
             momentum: 0.9,
