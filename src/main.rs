@@ -24,6 +24,8 @@ enum Command {
     Train(cmd::train::TrainArgs),
     /// Check a device against a PyTorch fixture, or the GPU kernels against the CPU reference.
     Parity(cmd::parity::ParityArgs),
+    /// Measure images per second and per-kernel GPU (or CPU) time on synthetic data (SPEC 12).
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::Adapters(a) => cmd::adapters::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Parity(a) => cmd::parity::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
