@@ -5,6 +5,7 @@ use crate::bench::{
     BatchRecord, BenchConfig, BenchReport, DEFAULT_BATCH_SIZES, bench_cpu, bench_gpu,
 };
 use crate::gpu::Selected;
+use crate::optim::{OptimConfig, OptimizerKind};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -24,6 +25,9 @@ pub struct BenchArgs {
     /// Units of the hidden dense layer.
     #[arg(long, default_value_t = 128)]
     pub hidden: u32,
+    /// Optimizer of the step, with its SPEC 5 defaults (pytorch_peer.py uses adam by default).
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Wame)]
+    pub optimizer: OptimizerKind,
     #[command(flatten)]
     pub device: super::DeviceArgs,
     /// Print one JSON document on stdout (logs stay on stderr).
@@ -42,6 +46,7 @@ impl BenchArgs {
             windows: self.windows,
             warmup: self.warmup,
             hidden: self.hidden,
+            optim: OptimConfig::defaults(self.optimizer),
             ..BenchConfig::default()
         };
         cfg.validate()?;
