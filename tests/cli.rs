@@ -307,7 +307,7 @@ fn bad_flags_exit_2() {
         &["--dropout"],
     );
     assert_bad_input(
-        &["train", "--device", "cpu", "--lr", "-1", "--out", out],
+        &["train", "--device", "cpu", "--lr=-1", "--out", out],
         &["--lr"],
     );
     assert_bad_input(
