@@ -4,8 +4,10 @@
 //! The GPU run skips with a visible message when there is no Vulkan adapter (fails instead with
 //! FMNIST_REQUIRE_GPU=1).
 
+mod common;
+
 use fmnist_gpu::gpu::select::{AdapterKind, BackendArg, list_adapters};
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// Every WGSL entry point, written out here rather than taken from the library, so a kernel
 /// dropped from the table fails this test.
@@ -36,9 +38,8 @@ const ENTRY_POINTS: [&str; 23] = [
 ];
 
 fn fmnist(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fmnist-gpu"))
+    common::bin()
         .args(args)
-        .env("WGPU_BACKEND", "vulkan")
         .env_remove("WGPU_ADAPTER_NAME")
         .output()
         .expect("run fmnist-gpu")
