@@ -300,8 +300,8 @@ fn gather_steps(batch: u32) -> (u32, u32) {
 
 /// (batch, c_in, h, w, c_out, k, relu): odd sizes, tile edges in every GEMM dimension, the
 /// model's two layers, shapes whose backward_weight needs one, several and a ragged last chunk
-/// of split-K parts, and batches of 64 and 70 (backward_input tiles of exactly one pixel or
-/// straddling two).
+/// of split-K parts, a kernel as tall as the input (one output row), and batches of 64 and 70
+/// (backward_input's batch-innermost tiles are exactly one pixel or straddle two).
 pub const CONV_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (1, 1, 7, 7, 1, 3, false),
     (2, 1, 28, 28, 64, 5, true),
@@ -315,6 +315,7 @@ pub const CONV_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (3, 65, 7, 7, 66, 3, true),
     (64, 3, 7, 7, 5, 3, true),
     (70, 2, 6, 6, 3, 3, false),
+    (3, 2, 5, 6, 4, 5, true),
     (9, 16, 12, 12, 64, 5, true),
 ];
 

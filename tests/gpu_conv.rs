@@ -9,12 +9,12 @@
 
 mod common;
 
-use common::{assert_reruns, check_kernel, ctx};
+use common::{assert_reruns, check_kernel, ctx, run_checked};
 use fmnist_gpu::gpu::GpuContext;
 use fmnist_gpu::gpu::buffers::{self, Dispatch};
 use fmnist_gpu::ops::conv::{self, ConvKernels};
 use fmnist_gpu::params::ConvParams;
-use fmnist_gpu::parity::{self, CONV_SHAPES};
+use fmnist_gpu::parity::{self, CONV_SHAPES, Case, Pass};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -139,5 +139,86 @@ fn conv2_b128_throughput() {
         "conv2 B=128 fwd+bwd_in+bwd_w: {:.2} ms, {:.2} GFLOP/s",
         total * 1e3,
         3.0 * flops / total / 1e9
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extreme shapes: long sums and split dispatches, against the CPU twin in f64
+
+/// The four entry points on one extreme shape, against the CPU twin in f64: with tens of
+/// thousands to millions of terms in one sum, the f32 twin's own rounding would dominate the
+/// comparison. `split`: some dispatch must need a 2-D grid (SPEC 6).
+fn extreme_shape(ctx: &GpuContext, p: ConvParams, seed: u64, passes: &[Pass], split: bool) {
+    let k = ConvKernels::new(ctx).expect("pipelines");
+    let b = |n: usize| buffers::storage(ctx, "probe", n as u64 * 4);
+    let (x, w, bias, y, dy) = (
+        b(p.x_len()),
+        b(p.w_len()),
+        b(p.c_out as usize),
+        b(p.y_len()),
+        b(p.y_len()),
+    );
+    let mut ds: Vec<Dispatch> = Vec::new();
+    for pass in passes {
+        ds.extend(match pass {
+            Pass::Forward => k.forward(ctx, &p, &x, &w, &bias, &y),
+            Pass::BackwardInput => k.backward_input(ctx, &p, &dy, &w, &b(p.x_len())),
+            Pass::BackwardWeight => k.backward_weight(ctx, &p, &x, &dy, &b(p.w_len())),
+            Pass::BackwardBias => k.backward_bias(ctx, &p, &dy, &bias),
+        });
+    }
+    assert_eq!(ds.iter().any(|d| d.groups.1 > 1), split, "{p:?}: 2-D split");
+    drop(ds);
+    let cases: Vec<Case> = passes
+        .iter()
+        .map(|&pass| Case::Conv {
+            pass,
+            p,
+            seed,
+            f64_reference: true,
+        })
+        .collect();
+    run_checked(ctx, &cases);
+}
+
+/// Cheap extreme 1x1 shapes: sums over more than 65,535 terms (lavapipe stops an invocation's
+/// loops after 65,535 iterations in total, which once cut these sums short) and a 2-D dispatch.
+/// - 65,600 output channels: backward_bias needs 65,600 workgroups (split), backward_input sums
+///   65,600 terms, forward and backward_weight have 1,025 column tiles.
+/// - 70,000 input channels: forward sums 70,000 terms, backward_weight has 1,094 row tiles.
+#[test]
+fn long_sums_and_split_dispatch() {
+    let Some(ctx) = ctx() else { return };
+    extreme_shape(
+        &ctx,
+        ConvParams::new(2, 1, 1, 1, 65_600, 1, false),
+        800,
+        &Pass::ALL,
+        true,
+    );
+    extreme_shape(
+        &ctx,
+        ConvParams::new(2, 70_000, 1, 1, 3, 1, true),
+        801,
+        &Pass::ALL,
+        false,
+    );
+}
+
+/// The GEMM kernels past 65,535 tiles: a 1x1 conv over a batch of 65,537 * 64 + 1 gives forward
+/// and backward_input 65,538 tiles (2-D grids), and backward_bias sums four million positions.
+/// Ignored by default: every tile is padded 64 x 64 x 32 work, ~25 s on lavapipe (twice that with
+/// the bit-identical rerun). backward_weight is left out (256 such chunks would add minutes).
+#[test]
+#[ignore]
+fn gemm_tiles_past_65535() {
+    let Some(ctx) = ctx() else { return };
+    let p = ConvParams::new(65_537 * 64 + 1, 1, 1, 1, 1, 1, true);
+    extreme_shape(
+        &ctx,
+        p,
+        802,
+        &[Pass::Forward, Pass::BackwardInput, Pass::BackwardBias],
+        true,
     );
 }
