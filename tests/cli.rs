@@ -446,20 +446,36 @@ fn gpu_training_on_lavapipe_beats_chance_and_repeats() {
     }
     let dir = tempfile::tempdir().unwrap();
     let go = |name: &str| {
-        json(&run(&[
-            "train",
-            "--adapter",
-            "software",
-            "--data",
-            data.to_str().unwrap(),
-            "--epochs",
-            "2",
-            "--limit",
-            "2000",
-            "--json",
-            "--out",
-            dir.path().join(name).to_str().unwrap(),
-        ]))
+        let out = dir.path().join(name);
+        let o = bin()
+            .env("RUST_LOG", "fmnist_gpu::net::gpu=debug")
+            .args([
+                "train",
+                "--adapter",
+                "software",
+                "--data",
+                data.to_str().unwrap(),
+            ])
+            .args([
+                "--epochs",
+                "2",
+                "--limit",
+                "2000",
+                "--json",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        // 1,800 training images in batches of 128: 15 steps an epoch, each one submit.
+        let err = stderr(&o);
+        let steps: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("dispatches in 1 compute pass, 1 submit"))
+            .collect();
+        assert_eq!(steps.len(), 30, "expected one debug line per step:\n{err}");
+        eprintln!("{}", steps[0]);
+        json(&o)
     };
     let (a, b) = (go("a"), go("b"));
     assert_eq!(a["device"], "gpu");
