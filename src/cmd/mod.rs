@@ -1,7 +1,9 @@
 //! Subcommand implementations; `main.rs` parses the command line and dispatches here.
 
 pub mod adapters;
+pub mod eval;
 pub mod parity;
+pub mod predict;
 pub mod train;
 
 pub use crate::gpu::DeviceArgs;
