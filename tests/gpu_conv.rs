@@ -19,7 +19,9 @@ const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-4;
 
 /// (batch, c_in, h, w, c_out, k, relu): odd sizes, tile edges in every GEMM dimension, the
-/// model's two layers, and shapes whose backward_weight needs one, several and a ragged last chunk.
+/// model's two layers, shapes whose backward_weight needs one, several and a ragged last chunk,
+/// and batches of 64 and 70, where backward_input's batch-innermost tiles are exactly one pixel
+/// or straddle two.
 const SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (1, 1, 7, 7, 1, 3, false),
     (2, 1, 28, 28, 64, 5, true),
@@ -31,6 +33,8 @@ const SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (2, 3, 9, 13, 7, 3, true),
     (5, 3, 28, 28, 5, 5, false),
     (3, 65, 7, 7, 66, 3, true),
+    (64, 3, 7, 7, 5, 3, true),
+    (70, 2, 6, 6, 3, 3, false),
 ];
 
 fn params(s: &(u32, u32, u32, u32, u32, u32, bool)) -> ConvParams {
@@ -73,7 +77,14 @@ fn check(what: &str, gpu: &[f32], cpu: &[f32]) {
         .enumerate()
         .map(|(i, (g, c))| {
             let excess = (g - c).abs() / (ATOL + RTOL * c.abs());
-            (if excess.is_nan() { f32::INFINITY } else { excess }, i)
+            (
+                if excess.is_nan() {
+                    f32::INFINITY
+                } else {
+                    excess
+                },
+                i,
+            )
         })
         .collect();
     let bad = rows.iter().filter(|r| r.0 > 1.0).count();
@@ -91,7 +102,11 @@ fn check(what: &str, gpu: &[f32], cpu: &[f32]) {
             lines.join("\n")
         );
     }
-    println!("{what}: ok, {} values, worst err/tol {:.3}", gpu.len(), worst.0);
+    println!(
+        "{what}: ok, {} values, worst err/tol {:.3}",
+        gpu.len(),
+        worst.0
+    );
 }
 
 fn run(ctx: &GpuContext, d: &[Dispatch]) {
@@ -104,7 +119,9 @@ fn read(ctx: &GpuContext, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
 
 #[test]
 fn forward_matches_cpu() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     for (si, s) in SHAPES.iter().enumerate() {
         let p = params(s);
@@ -122,7 +139,9 @@ fn forward_matches_cpu() {
 
 #[test]
 fn backward_input_matches_cpu() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     for (si, s) in SHAPES.iter().enumerate() {
         let p = params(s);
@@ -133,13 +152,19 @@ fn backward_input_matches_cpu() {
         run(&ctx, &k.backward_input(&ctx, &p, &dy, &w, &dx));
         let mut want = vec![0.0f32; p.x_len()];
         cpu::conv::backward_input(&p, &d.dy, &d.w, &mut want);
-        check(&format!("backward_input {s:?}"), &read(&ctx, &dx, p.x_len()), &want);
+        check(
+            &format!("backward_input {s:?}"),
+            &read(&ctx, &dx, p.x_len()),
+            &want,
+        );
     }
 }
 
 #[test]
 fn backward_weight_matches_cpu() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     let mut multi_chunk = 0;
     for (si, s) in SHAPES.iter().enumerate() {
@@ -149,7 +174,10 @@ fn backward_weight_matches_cpu() {
         let dy = buffers::storage_init(&ctx, "dy", &d.dy);
         let dw = nan_buffer(&ctx, "dw", p.w_len());
         let dispatches = k.backward_weight(&ctx, &p, &x, &dy, &dw);
-        assert_eq!(dispatches.len(), if conv::weight_parts(&p) > 1 { 2 } else { 1 });
+        assert_eq!(
+            dispatches.len(),
+            if conv::weight_parts(&p) > 1 { 2 } else { 1 }
+        );
         if conv::weight_parts(&p) > 1 {
             multi_chunk += 1;
         }
@@ -167,7 +195,9 @@ fn backward_weight_matches_cpu() {
 
 #[test]
 fn backward_bias_matches_cpu() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     for (si, s) in SHAPES.iter().enumerate() {
         let p = params(s);
@@ -177,7 +207,11 @@ fn backward_bias_matches_cpu() {
         run(&ctx, &k.backward_bias(&ctx, &p, &dy, &db));
         let mut want = vec![0.0f32; p.c_out as usize];
         cpu::conv::backward_bias(&p, &d.dy, &mut want);
-        check(&format!("backward_bias {s:?}"), &read(&ctx, &db, p.c_out as usize), &want);
+        check(
+            &format!("backward_bias {s:?}"),
+            &read(&ctx, &db, p.c_out as usize),
+            &want,
+        );
     }
 }
 
@@ -185,7 +219,9 @@ fn backward_bias_matches_cpu() {
 /// reassociation), so they agree bit for bit.
 #[test]
 fn sum_partials_matches_cpu_exactly() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     let mut rng = ChaCha8Rng::seed_from_u64(500);
     for (n, parts) in [(1u32, 1u32), (257, 3), (1600, 17), (70_001, 5)] {
@@ -202,15 +238,24 @@ fn sum_partials_matches_cpu_exactly() {
         cpu::reduce::sum_partials(&rp, &partials, &mut want);
         let got = read(&ctx, &out, n as usize);
         check(&format!("sum_partials n {n} parts {parts}"), &got, &want);
-        let same = got.iter().zip(&want).filter(|(g, w)| g.to_bits() == w.to_bits()).count();
-        assert_eq!(same, n as usize, "sum_partials n {n} parts {parts}: not bit-identical to the CPU");
+        let same = got
+            .iter()
+            .zip(&want)
+            .filter(|(g, w)| g.to_bits() == w.to_bits())
+            .count();
+        assert_eq!(
+            same, n as usize,
+            "sum_partials n {n} parts {parts}: not bit-identical to the CPU"
+        );
     }
 }
 
 /// Same inputs, two runs, bit-identical dw and db (fixed-order reductions, no atomics).
 #[test]
 fn backward_weight_is_deterministic() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     let p = ConvParams::new(9, 16, 12, 12, 64, 5, true);
     assert!(conv::weight_parts(&p) > 1);
@@ -224,8 +269,14 @@ fn backward_weight_is_deterministic() {
         let mut ds = k.backward_weight(&ctx, &p, &x, &dy, &dw);
         ds.extend(k.backward_bias(&ctx, &p, &dy, &db));
         run(&ctx, &ds);
-        let dw: Vec<u32> = read(&ctx, &dw, p.w_len()).iter().map(|v| v.to_bits()).collect();
-        let db: Vec<u32> = read(&ctx, &db, p.c_out as usize).iter().map(|v| v.to_bits()).collect();
+        let dw: Vec<u32> = read(&ctx, &dw, p.w_len())
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let db: Vec<u32> = read(&ctx, &db, p.c_out as usize)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
         runs.push((dw, db));
     }
     assert!(runs[0].0.iter().all(|&b| f32::from_bits(b).is_finite()));
@@ -233,12 +284,121 @@ fn backward_weight_is_deterministic() {
     assert_eq!(runs[0].1, runs[1].1, "db differs between runs");
 }
 
+/// Runs all four entry points on one extreme shape and checks them against the CPU twin in f64:
+/// with tens of thousands to millions of terms in one sum, the f32 twin's own rounding would
+/// dominate the comparison. `split`: some dispatch must need a 2-D grid (SPEC 6).
+fn extreme_shape(
+    ctx: &GpuContext,
+    k: &ConvKernels,
+    p: &ConvParams,
+    seed: u64,
+    with_dw: bool,
+    split: bool,
+) {
+    let d = data(p, seed);
+    let x = buffers::storage_init(ctx, "x", &d.x);
+    let w = buffers::storage_init(ctx, "w", &d.w);
+    let bias = buffers::storage_init(ctx, "bias", &d.bias);
+    let dy = buffers::storage_init(ctx, "dy", &d.dy);
+    let y = nan_buffer(ctx, "y", p.y_len());
+    let dx = nan_buffer(ctx, "dx", p.x_len());
+    let dw = nan_buffer(ctx, "dw", p.w_len());
+    let db = nan_buffer(ctx, "db", p.c_out as usize);
+    let mut ds = k.forward(ctx, p, &x, &w, &bias, &y);
+    ds.extend(k.backward_input(ctx, p, &dy, &w, &dx));
+    if with_dw {
+        ds.extend(k.backward_weight(ctx, p, &x, &dy, &dw));
+    }
+    ds.extend(k.backward_bias(ctx, p, &dy, &db));
+    assert_eq!(ds.iter().any(|d| d.groups.1 > 1), split, "{p:?}: 2-D split");
+    run(ctx, &ds);
+    let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+    let (x64, w64, b64, dy64) = (f64s(&d.x), f64s(&d.w), f64s(&d.bias), f64s(&d.dy));
+    let mut want = vec![0.0f64; p.y_len()];
+    cpu::conv::forward(p, &x64, &w64, &b64, &mut want);
+    check(
+        &format!("forward {p:?}"),
+        &read(ctx, &y, p.y_len()),
+        &f32s(&want),
+    );
+    let mut want = vec![0.0f64; p.x_len()];
+    cpu::conv::backward_input(p, &dy64, &w64, &mut want);
+    check(
+        &format!("backward_input {p:?}"),
+        &read(ctx, &dx, p.x_len()),
+        &f32s(&want),
+    );
+    if with_dw {
+        let mut want = vec![0.0f64; p.w_len()];
+        cpu::conv::backward_weight(p, &x64, &dy64, &mut want);
+        check(
+            &format!("backward_weight {p:?}"),
+            &read(ctx, &dw, p.w_len()),
+            &f32s(&want),
+        );
+    }
+    let mut want = vec![0.0f64; p.c_out as usize];
+    cpu::conv::backward_bias(p, &dy64, &mut want);
+    check(
+        &format!("backward_bias {p:?}"),
+        &read(ctx, &db, p.c_out as usize),
+        &f32s(&want),
+    );
+}
+
+/// Cheap extreme 1x1 shapes: sums over more than 65,535 terms (lavapipe stops an invocation's
+/// loops after 65,535 iterations in total, which once cut these sums short) and a 2-D dispatch.
+/// - 65,600 output channels: backward_bias needs 65,600 workgroups (split), backward_input sums
+///   65,600 terms, forward and backward_weight have 1,025 column tiles.
+/// - 70,000 input channels: forward sums 70,000 terms, backward_weight has 1,094 row tiles.
+#[test]
+fn long_sums_and_split_dispatch() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    extreme_shape(
+        &ctx,
+        &k,
+        &ConvParams::new(2, 1, 1, 1, 65_600, 1, false),
+        800,
+        true,
+        true,
+    );
+    extreme_shape(
+        &ctx,
+        &k,
+        &ConvParams::new(2, 70_000, 1, 1, 3, 1, true),
+        801,
+        true,
+        false,
+    );
+}
+
+/// The GEMM kernels past 65,535 tiles: a 1x1 conv over a batch of 65,537 * 64 + 1 gives forward
+/// and backward_input 65,538 tiles (2-D grids), and backward_bias sums four million positions.
+/// Ignored by default: every tile is padded 64 x 64 x 32 work, ~25 s on lavapipe. backward_weight
+/// is left out (256 such chunks would add minutes).
+#[test]
+#[ignore]
+fn gemm_tiles_past_65535() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    let p = ConvParams::new(65_537 * 64 + 1, 1, 1, 1, 1, 1, true);
+    extreme_shape(&ctx, &k, &p, 802, false, true);
+}
+
 /// Throughput of the real conv2 shape at batch 128 (forward + backward_input + backward_weight),
 /// wall clock after warm-up. Run with `--ignored --nocapture`.
 #[test]
 #[ignore]
 fn conv2_b128_throughput() {
-    let Some(ctx) = GpuContext::for_tests() else { return };
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
     let k = ConvKernels::new(&ctx).expect("pipelines");
     let runs: usize = std::env::var("CONV_BENCH_RUNS")
         .ok()
@@ -259,21 +419,36 @@ fn conv2_b128_throughput() {
         ("backward_weight", k.backward_weight(&ctx, &p, &x, &dy, &dw)),
     ];
     let flops = conv::conv_flops(&p);
-    let mut total = 0.0;
-    println!("adapter: {} ({}, {})", ctx.adapter.name, ctx.adapter.backend, ctx.adapter.driver);
+    let (mut total, mut best_total) = (0.0, 0.0);
+    println!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.driver
+    );
     for (name, ds) in &parts {
         run(&ctx, ds);
-        let t = Instant::now();
+        let mut times = Vec::new();
         for _ in 0..runs {
+            let t = Instant::now();
             run(&ctx, ds);
+            times.push(t.elapsed().as_secs_f64());
         }
-        let s = t.elapsed().as_secs_f64() / runs as f64;
-        total += s;
-        println!("conv2 B=128 {name}: {:.2} ms, {:.2} GFLOP/s", s * 1e3, flops / s / 1e9);
+        let mean = times.iter().sum::<f64>() / runs as f64;
+        let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+        total += mean;
+        best_total += best;
+        println!(
+            "conv2 B=128 {name}: mean {:.1} ms ({:.2} GFLOP/s), best {:.1} ms ({:.2} GFLOP/s)",
+            mean * 1e3,
+            flops / mean / 1e9,
+            best * 1e3,
+            flops / best / 1e9
+        );
     }
     println!(
-        "conv2 B=128 fwd+bwd_in+bwd_w: {:.2} ms, {:.2} GFLOP/s",
+        "conv2 B=128 fwd+bwd_in+bwd_w: mean {:.1} ms ({:.2} GFLOP/s), best {:.1} ms ({:.2} GFLOP/s)",
         total * 1e3,
-        3.0 * flops / total / 1e9
+        3.0 * flops / total / 1e9,
+        best_total * 1e3,
+        3.0 * flops / best_total / 1e9
     );
 }
