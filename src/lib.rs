@@ -1,6 +1,7 @@
 //! fmnist-gpu: a Fashion-MNIST CNN trained with WAME, every op in WGSL on wgpu, with a pure-Rust
 //! CPU reference that each shader is checked against. `../shared/SPEC.md` is the contract.
 
+pub mod cmd;
 pub mod cpu;
 pub mod data;
 pub mod error;
@@ -10,3 +11,10 @@ pub mod params;
 pub mod rng;
 
 pub use error::{Error, Result};
+pub mod checkpoint;
+pub mod fixture;
+pub mod model;
+pub mod net;
+pub mod optim;
+pub mod parity;
+pub mod train;

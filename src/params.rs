@@ -217,7 +217,9 @@ impl StepState {
 
 /// `p * 2^32` rounded down and clamped, so `hash >= threshold` keeps a unit with probability `1 - p`.
 pub fn dropout_threshold(p: f32) -> u32 {
-    ((p as f64) * 4294967296.0).floor().clamp(0.0, u32::MAX as f64) as u32
+    ((p as f64) * 4294967296.0)
+        .floor()
+        .clamp(0.0, u32::MAX as f64) as u32
 }
 
 /// PCG hash (SPEC 4), u32 arithmetic only; identical to `pcg` in the shaders.

@@ -25,3 +25,10 @@ pub fn hash_key(seed: u64, s: Stream) -> u32 {
     use rand::RngExt;
     stream(seed, s).random::<u32>()
 }
+
+/// A stream that also depends on `epoch`, so epoch `e` can be drawn without replaying `0..e`.
+pub fn epoch_stream(seed: u64, s: Stream, epoch: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((s as u64) << 32) | epoch);
+    rng
+}

@@ -1,1 +1,255 @@
 //! Fashion-MNIST IDX files: discovery, strict reading, and the seeded train/validation split.
+
+mod idx;
+
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+
+use crate::rng::{Stream, stream};
+use crate::{Error, Result};
+
+pub use idx::{MAGIC_IMAGES, MAGIC_LABELS, read_images, read_labels, resolve};
+
+/// Class names of SPEC 3; the index is the label.
+pub const CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// Where the Debian/Ubuntu package `dataset-fashion-mnist` installs the four `.gz` files.
+pub const SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The side of a Fashion-MNIST image; the network of SPEC 1 takes exactly this.
+pub const SIDE: usize = 28;
+
+/// Images (row-major u8, image after image) with their labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataSet {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub n: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl DataSet {
+    pub fn pixels(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Pixels of image `i`; panics when `i >= n`, like slice indexing.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let p = self.pixels();
+        &self.images[i * p..(i + 1) * p]
+    }
+}
+
+/// Reads an images file and its labels file; their counts must agree and be non-zero.
+pub fn read_pair(images: &Path, labels: &Path) -> Result<DataSet> {
+    let (n, rows, cols, pix) = read_images(images)?;
+    let lab = read_labels(labels)?;
+    if lab.len() != n {
+        // Name the images file inside the message too: the mismatch belongs to the pair.
+        let img = resolve(images).unwrap_or_else(|_| images.to_path_buf());
+        return Err(Error::bad_file(
+            resolve(labels).unwrap_or_else(|_| labels.to_path_buf()),
+            format!(
+                "holds {} labels but {} holds {n} images",
+                lab.len(),
+                img.display()
+            ),
+        ));
+    }
+    if n == 0 {
+        return Err(Error::bad_file(
+            resolve(images).unwrap_or_else(|_| images.to_path_buf()),
+            "holds no images",
+        ));
+    }
+    Ok(DataSet {
+        images: pix,
+        labels: lab,
+        n,
+        rows,
+        cols,
+    })
+}
+
+/// The training and test sets, and the directory they came from.
+#[derive(Clone, Debug)]
+pub struct FashionMnist {
+    pub dir: PathBuf,
+    pub train: DataSet,
+    pub test: DataSet,
+}
+
+/// Loads the four files from `dir`, each raw or `.gz`; images must be 28x28 (SPEC 1's input).
+pub fn load(dir: &Path) -> Result<FashionMnist> {
+    if !dir.is_dir() {
+        return Err(Error::bad_file(dir, "data directory does not exist"));
+    }
+    let train = read_pair(&dir.join(TRAIN_IMAGES), &dir.join(TRAIN_LABELS))?;
+    let test = read_pair(&dir.join(TEST_IMAGES), &dir.join(TEST_LABELS))?;
+    for (set, name) in [(&train, TRAIN_IMAGES), (&test, TEST_IMAGES)] {
+        if set.rows != SIDE || set.cols != SIDE {
+            let path = dir.join(name);
+            return Err(Error::bad_file(
+                resolve(&path).unwrap_or(path),
+                format!(
+                    "images are {}x{}; Fashion-MNIST images are {SIDE}x{SIDE}",
+                    set.rows, set.cols
+                ),
+            ));
+        }
+    }
+    Ok(FashionMnist {
+        dir: dir.to_path_buf(),
+        train,
+        test,
+    })
+}
+
+/// True when `dir` holds the training images, raw or gzip: the mark of a data directory.
+pub fn has_data(dir: &Path) -> bool {
+    let f = dir.join(TRAIN_IMAGES);
+    f.is_file() || idx::with_gz(&f).is_file()
+}
+
+/// The places searched after `--data`, in order (SPEC 3). Split out of the environment so the
+/// search order can be tested without touching process-wide variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Places {
+    /// `$FMNIST_DATA`, when set and non-empty.
+    pub env: Option<PathBuf>,
+    /// `/usr/share/datasets/fashion-mnist`.
+    pub system: PathBuf,
+    /// `$XDG_CACHE_HOME/fmnist-gpu` or `$HOME/.cache/fmnist-gpu`, when either is known.
+    pub cache: Option<PathBuf>,
+}
+
+impl Places {
+    pub fn from_env() -> Self {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        // The XDG spec says relative values are invalid and must be ignored.
+        let cache = var("XDG_CACHE_HOME")
+            .filter(|p| p.is_absolute())
+            .or_else(|| var("HOME").map(|h| h.join(".cache")))
+            .map(|c| c.join("fmnist-gpu"));
+        Places {
+            env: var("FMNIST_DATA"),
+            system: PathBuf::from(SYSTEM_DIR),
+            cache,
+        }
+    }
+}
+
+/// Finds the data directory in SPEC 3's order, from the real environment.
+pub fn locate(flag: Option<&Path>) -> Result<PathBuf> {
+    locate_in(flag, &Places::from_env())
+}
+
+/// Finds the data directory: `flag` (no fall-through when given), then `places` in order.
+pub fn locate_in(flag: Option<&Path>, places: &Places) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        if has_data(dir) {
+            return Ok(dir.to_path_buf());
+        }
+        let msg = if dir.is_dir() {
+            format!("--data directory has no {TRAIN_IMAGES} (or {TRAIN_IMAGES}.gz)")
+        } else {
+            "--data directory does not exist".to_string()
+        };
+        return Err(Error::bad_file(dir, msg));
+    }
+    if let Some(env) = &places.env {
+        if has_data(env) {
+            return Ok(env.clone());
+        }
+        log::warn!(
+            "FMNIST_DATA={} has no {TRAIN_IMAGES}[.gz]; searching further",
+            env.display()
+        );
+    }
+    if has_data(&places.system) {
+        return Ok(places.system.clone());
+    }
+    if let Some(cache) = &places.cache {
+        if has_data(cache) {
+            return Ok(cache.clone());
+        }
+    }
+    let show = |p: &Option<PathBuf>, unset: &str| match p {
+        Some(p) => p.display().to_string(),
+        None => unset.to_string(),
+    };
+    Err(Error::BadArg(format!(
+        "Fashion-MNIST not found: no {TRAIN_IMAGES}[.gz] in any of\n  \
+         --data DIR            (not given)\n  \
+         $FMNIST_DATA          {}\n  \
+         system package        {}\n  \
+         user cache            {}\n\
+         Install it with `sudo apt-get install dataset-fashion-mnist`, or pass --data DIR \
+         (or set FMNIST_DATA) naming a directory with the four IDX files, raw or .gz.",
+        show(&places.env, "(not set)"),
+        places.system.display(),
+        show(&places.cache, "(neither XDG_CACHE_HOME nor HOME is set)"),
+    )))
+}
+
+/// Indices into the training set, in the seeded order (neither list is sorted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub train: Vec<u32>,
+    pub val: Vec<u32>,
+}
+
+/// Shuffles `0..n_total` with the split stream, keeps the first `limit`, and takes the first
+/// `round(kept * val_fraction)` of those for validation (SPEC 3).
+pub fn split(n_total: usize, val_fraction: f64, limit: Option<usize>, seed: u64) -> Result<Split> {
+    if !(0.0..1.0).contains(&val_fraction) {
+        return Err(Error::BadArg(format!(
+            "--val-fraction must be in [0, 1), got {val_fraction}"
+        )));
+    }
+    let n32 = u32::try_from(n_total)
+        .map_err(|_| Error::BadArg(format!("{n_total} training images is more than supported")))?;
+    let kept = match limit {
+        Some(0) => return Err(Error::BadArg("--limit must be at least 1".into())),
+        Some(l) if l > n_total => {
+            return Err(Error::BadArg(format!(
+                "--limit {l} is larger than the {n_total} training images"
+            )));
+        }
+        Some(l) => l,
+        None => n_total,
+    };
+    let mut idx: Vec<u32> = (0..n32).collect();
+    idx.shuffle(&mut stream(seed, Stream::Split));
+    idx.truncate(kept);
+    let n_val = ((kept as f64) * val_fraction).round() as usize;
+    if n_val >= kept {
+        return Err(Error::BadArg(format!(
+            "--val-fraction {val_fraction} of {kept} images leaves no training images"
+        )));
+    }
+    let train = idx.split_off(n_val);
+    Ok(Split { train, val: idx })
+}

@@ -60,12 +60,7 @@ pub fn read<T: Pod>(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Result<
         }
     });
     let idx = ctx.queue.submit([enc.finish()]);
-    ctx.device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(idx),
-            timeout: None,
-        })
-        .map_err(|e| Error::Gpu(format!("{}: waiting for readback: {e}", ctx.adapter.name)))?;
+    ctx.wait(idx, "waiting for readback")?;
     let out = {
         let view = staging
             .get_mapped_range(..)
@@ -105,8 +100,31 @@ pub fn shader(ctx: &GpuContext, label: &str, src: &str) -> wgpu::ShaderModule {
         })
 }
 
+/// [`shader`] inside an error scope: a WGSL error becomes `Error::Gpu` naming the adapter and
+/// the shader instead of an uncaptured error.
+pub fn shader_checked(ctx: &GpuContext, label: &str, src: &str) -> Result<wgpu::ShaderModule> {
+    ctx.scoped(&format!("shader {label}"), || shader(ctx, label, src))
+}
+
+/// [`pipeline`] inside an error scope: a bad entry point, override or layout becomes `Error::Gpu`
+/// naming the adapter and the entry point.
+pub fn pipeline_checked(
+    ctx: &GpuContext,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> Result<wgpu::ComputePipeline> {
+    ctx.scoped(&format!("pipeline {entry}"), || {
+        pipeline(ctx, module, entry, constants)
+    })
+}
+
 /// Bind group 0 of `pipeline` with `buffers[i]` at binding `i`.
-pub fn bind(ctx: &GpuContext, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+pub fn bind(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
     let layout = pipeline.get_bind_group_layout(0);
     let entries: Vec<wgpu::BindGroupEntry> = buffers
         .iter()
@@ -164,11 +182,5 @@ pub fn run_once(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<()> {
         }
     }
     let idx = ctx.queue.submit([enc.finish()]);
-    ctx.device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(idx),
-            timeout: None,
-        })
-        .map_err(|e| Error::Gpu(format!("{}: waiting for work: {e}", ctx.adapter.name)))?;
-    Ok(())
+    ctx.wait(idx, "waiting for work")
 }

@@ -1,6 +1,8 @@
-//! The device context: one adapter, its device and queue, and the limits we asked for.
+//! The device context: one adapter, its device and queue, the limits we asked for, and the slot
+//! where asynchronous GPU errors wait for the next [`GpuContext::check`].
 
 use crate::{Error, Result};
+use std::sync::{Arc, Mutex};
 
 /// What a run reports about its adapter (SPEC 8 `adapter` object).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -29,24 +31,112 @@ impl AdapterSummary {
     }
 }
 
+/// Limits our kernels rely on (SPEC 6), checked before a device is opened:
+/// `(name, needed, what the adapter has)`.
+fn required_limits(al: &wgpu::Limits) -> [(&'static str, u64, u64); 6] {
+    [
+        (
+            "max_storage_buffers_per_shader_stage",
+            8,
+            al.max_storage_buffers_per_shader_stage as u64,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            16 * 1024,
+            al.max_compute_workgroup_storage_size as u64,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            256,
+            al.max_compute_invocations_per_workgroup as u64,
+        ),
+        (
+            "max_compute_workgroup_size_x",
+            256,
+            al.max_compute_workgroup_size_x as u64,
+        ),
+        // split_dispatch assumes this value.
+        (
+            "max_compute_workgroups_per_dimension",
+            65535,
+            al.max_compute_workgroups_per_dimension as u64,
+        ),
+        // The resident training images (47 MB) and the largest activations are bound whole.
+        (
+            "max_storage_buffer_binding_size",
+            128 << 20,
+            al.max_storage_buffer_binding_size,
+        ),
+    ]
+}
+
+/// The required limits `al` falls short of, as `"<limit> <has> < <needs>"`; empty when usable.
+pub fn missing_limits(al: &wgpu::Limits) -> Vec<String> {
+    required_limits(al)
+        .iter()
+        .filter(|(_, need, have)| have < need)
+        .map(|(name, need, have)| format!("{name} {have} < {need}"))
+        .collect()
+}
+
+/// The first GPU error seen on a device (uncaptured validation error, out of memory, device
+/// lost). Later errors are usually consequences of the first, so only it is kept.
+type ErrorSlot = Arc<Mutex<Option<String>>>;
+
+fn record(slot: &ErrorSlot, adapter: &str, what: String) {
+    let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if s.is_none() {
+        log::error!("GPU error on {adapter}: {what}");
+        *s = Some(what);
+    } else {
+        log::debug!("further GPU error on {adapter}: {what}");
+    }
+}
+
+/// Cheap to clone: wgpu handles and the error slot are shared, so clones are one device.
+#[derive(Clone)]
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    errors: ErrorSlot,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.adapter)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GpuContext {
     /// Opens a device on `adapter`, asking only for the limits our kernels need and the adapter has.
+    ///
+    /// Fails with [`Error::Gpu`] naming the adapter when it lacks a limit the kernels rely on.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let summary = AdapterSummary::from_info(&info);
         let al = adapter.limits();
-        let mut limits = wgpu::Limits::defaults();
+        let missing = missing_limits(&al);
+        if !missing.is_empty() {
+            return Err(Error::Gpu(format!(
+                "{} ({}, {}) lacks limits the kernels need: {}",
+                summary.name,
+                summary.device_type,
+                summary.backend,
+                missing.join(", ")
+            )));
+        }
+        // WebGPU defaults, lowered where the adapter is below them in a limit we do not rely on
+        // (asking for more than the adapter has fails the whole request).
+        let mut limits = wgpu::Limits::defaults().or_worse_values_from(&al);
         limits.max_storage_buffer_binding_size = al.max_storage_buffer_binding_size;
         limits.max_buffer_size = al.max_buffer_size;
-        limits.max_storage_buffers_per_shader_stage = al.max_storage_buffers_per_shader_stage.min(16);
+        limits.max_storage_buffers_per_shader_stage =
+            al.max_storage_buffers_per_shader_stage.min(16);
         limits.max_compute_workgroup_storage_size =
             al.max_compute_workgroup_storage_size.min(32 * 1024);
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
@@ -59,41 +149,123 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::Gpu(format!("{}: cannot open device: {e}", summary.name)))?;
-        let name = summary.name.clone();
-        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
-            // Uncaptured errors mean a bug in our encoding; report the adapter and stop cleanly.
-            eprintln!("error: GPU error on {name}: {e}");
-            std::process::exit(1);
+        let errors: ErrorSlot = Arc::new(Mutex::new(None));
+        // Uncaptured errors (wgpu's default is a panic) and device loss land in the slot;
+        // `check` turns them into an `Error::Gpu` at the next synchronisation point.
+        let (slot, name) = (errors.clone(), summary.name.clone());
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            record(&slot, &name, e.to_string().trim_end().to_string());
         }));
+        let (slot, name) = (errors.clone(), summary.name.clone());
+        device.set_device_lost_callback(move |reason, msg| {
+            let what = match reason {
+                wgpu::DeviceLostReason::Destroyed => format!("device destroyed: {msg}"),
+                wgpu::DeviceLostReason::Unknown => format!("device lost: {msg}"),
+            };
+            record(&slot, &name, what);
+        });
         Ok(Self {
             device,
             queue,
             adapter: summary,
             limits,
             features,
+            errors,
         })
     }
 
-    /// The context GPU tests run on: the first adapter wgpu finds (lavapipe in CI).
+    /// `Err(Error::Gpu("<adapter>: <first error>"))` once any uncaptured GPU error or device loss
+    /// has happened on this device. Sticky: results computed after an error cannot be trusted.
+    pub fn check(&self) -> Result<()> {
+        let s = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        match &*s {
+            None => Ok(()),
+            Some(what) => Err(Error::Gpu(format!("{}: {what}", self.adapter.name))),
+        }
+    }
+
+    /// Blocks until `submission` is done, then [`check`](Self::check)s. A recorded error wins over
+    /// the poll's own: an invalid submit leaves its index unknown to `poll`, which would otherwise
+    /// hide the cause.
+    pub fn wait(&self, submission: wgpu::SubmissionIndex, what: &str) -> Result<()> {
+        let polled = self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(submission),
+            timeout: None,
+        });
+        self.check()?;
+        polled.map_err(|e| Error::Gpu(format!("{}: {what}: {e}", self.adapter.name)))?;
+        Ok(())
+    }
+
+    /// Runs `f` inside validation, out-of-memory and internal error scopes and turns what they
+    /// catch into `Error::Gpu("<adapter>: <what>: <error>")` instead of the uncaptured path.
+    /// Scopes are thread-local: `f` must do its wgpu calls on this thread.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        // Popped innermost first; on native the futures are ready once popped.
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        let i = pollster::block_on(internal.pop());
+        match v.or(o).or(i) {
+            None => Ok(out),
+            Some(e) => Err(Error::Gpu(format!(
+                "{}: {what}: {}",
+                self.adapter.name,
+                e.to_string().trim_end()
+            ))),
+        }
+    }
+
+    /// The context GPU tests run on. Prefers a software adapter (lavapipe in CI) so results do not
+    /// depend on which GPU a machine has; `WGPU_ADAPTER_NAME` picks another, `WGPU_BACKEND`
+    /// restricts the search.
     ///
     /// Returns `None` with a visible message when there is none, unless `FMNIST_REQUIRE_GPU=1`,
     /// where a missing adapter fails the test.
     pub fn for_tests() -> Option<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapters = pollster::block_on(instance.enumerate_adapters(
-            wgpu::Backends::from_env().unwrap_or(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12),
-        ));
-        let adapter = adapters.into_iter().next();
-        match adapter {
-            Some(a) => Some(Self::from_adapter(&a).expect("device for tests")),
-            None => {
-                if std::env::var("FMNIST_REQUIRE_GPU").as_deref() == Ok("1") {
-                    panic!("FMNIST_REQUIRE_GPU=1 but no GPU adapter was found");
-                }
-                eprintln!("SKIPPED: no GPU adapter found; set FMNIST_REQUIRE_GPU=1 to make this a failure");
+        use super::select::{AdapterKind, Choice, DeviceArgs, DeviceKind, choose, list_adapters};
+        let list = list_adapters(None);
+        let env_name = std::env::var("WGPU_ADAPTER_NAME").ok();
+        let args = DeviceArgs {
+            device: DeviceKind::Gpu,
+            adapter: if env_name.as_deref().is_some_and(|n| !n.trim().is_empty()) {
                 None
+            } else {
+                Some(AdapterKind::Software.name().to_string())
+            },
+            backend: None,
+        };
+        let picked = choose(&list.entries, &args, env_name.as_deref()).or_else(|e| {
+            if args.adapter.is_some() {
+                // No software adapter: any GPU will do.
+                let any = DeviceArgs {
+                    adapter: None,
+                    ..args.clone()
+                };
+                choose(&list.entries, &any, None)
+            } else {
+                Err(e)
             }
+        });
+        let why = match picked {
+            Ok(Choice::Gpu(i)) => {
+                return match Self::from_adapter(&list.adapters[i]) {
+                    Ok(ctx) => Some(ctx),
+                    Err(e) => panic!("cannot open the test adapter: {e}"),
+                };
+            }
+            Ok(Choice::Cpu { .. }) => "no GPU adapter was found".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if std::env::var("FMNIST_REQUIRE_GPU").as_deref() == Ok("1") {
+            panic!("FMNIST_REQUIRE_GPU=1 but no GPU adapter is usable: {why}");
         }
+        eprintln!(
+            "SKIPPED: no GPU adapter for tests ({why}); set FMNIST_REQUIRE_GPU=1 to make this a failure"
+        );
+        None
     }
 }

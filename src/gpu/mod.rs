@@ -2,5 +2,7 @@
 
 pub mod buffers;
 pub mod context;
+pub mod select;
 
 pub use context::{AdapterSummary, GpuContext};
+pub use select::{Choice, DeviceArgs, DeviceKind, Selected};

@@ -1,0 +1,366 @@
+//! The CPU net: the SPEC 1 network composed from the CPU twins in `crate::cpu`, in the same order
+//! the GPU net records its dispatches.
+
+use super::{Net, NetConfig, NetData, Probe, Which};
+use crate::Result;
+use crate::cpu::loss::{Metrics, argmax};
+use crate::cpu::{act, conv, data, dense, loss, optim, pool};
+use crate::gpu::AdapterSummary;
+use crate::model::{CLASSES, Layers, Params};
+use crate::optim::OptimizerKind;
+use crate::params::{GatherParams, StepState};
+use crate::rng::{Stream, hash_key};
+
+/// Activations and their gradients for one batch.
+struct Acts {
+    x: Vec<f32>,
+    y: Vec<u32>,
+    a1: Vec<f32>,
+    p1: Vec<f32>,
+    am1: Vec<u32>,
+    a2: Vec<f32>,
+    p2: Vec<f32>,
+    am2: Vec<u32>,
+    d: Vec<f32>,
+    h: Vec<f32>,
+    logits: Vec<f32>,
+    probs: Vec<f32>,
+    dlogits: Vec<f32>,
+    dh_pre: Vec<f32>,
+    dh: Vec<f32>,
+    dd: Vec<f32>,
+    dp2: Vec<f32>,
+    da2: Vec<f32>,
+    dp1: Vec<f32>,
+    da1: Vec<f32>,
+}
+
+impl Acts {
+    fn new(l: &Layers) -> Self {
+        let z = |n: usize| vec![0.0f32; n];
+        let b = l.batch as usize;
+        Self {
+            x: z(l.conv1.x_len()),
+            y: vec![0; b],
+            a1: z(l.conv1.y_len()),
+            p1: z(l.pool1.y_len()),
+            am1: vec![0; l.pool1.y_len()],
+            a2: z(l.conv2.y_len()),
+            p2: z(l.pool2.y_len()),
+            am2: vec![0; l.pool2.y_len()],
+            d: z(l.pool2.y_len()),
+            h: z(b * l.hidden as usize),
+            logits: z(b * CLASSES),
+            probs: z(b * CLASSES),
+            dlogits: z(b * CLASSES),
+            dh_pre: z(b * l.hidden as usize),
+            dh: z(b * l.hidden as usize),
+            dd: z(l.pool2.y_len()),
+            dp2: z(l.pool2.y_len()),
+            da2: z(l.conv2.y_len()),
+            dp1: z(l.pool1.y_len()),
+            da1: z(l.conv1.y_len()),
+        }
+    }
+}
+
+pub struct CpuNet {
+    cfg: NetConfig,
+    layers: Layers,
+    data: NetData,
+    params: Params,
+    grads: Params,
+    state: Vec<Vec<f32>>,
+    acts: Acts,
+    step: StepState,
+    order: Vec<u32>,
+    lr: f32,
+    gather: GatherParams,
+    metrics: Metrics,
+}
+
+impl CpuNet {
+    pub fn new(cfg: NetConfig, data: NetData, params: Params) -> Self {
+        let layers = Layers::new(
+            cfg.batch,
+            cfg.hidden,
+            cfg.dropout,
+            hash_key(cfg.seed, Stream::Dropout),
+        );
+        let state = params
+            .tensors
+            .iter()
+            .map(|t| cfg.optim.initial_state(t.len()))
+            .collect();
+        Self {
+            layers,
+            grads: Params::zeros(params.hidden),
+            state,
+            acts: Acts::new(&layers),
+            step: StepState {
+                batch: cfg.batch,
+                ..Default::default()
+            },
+            order: Vec::new(),
+            lr: cfg.optim.lr,
+            gather: GatherParams {
+                batch: cfg.batch,
+                pixels: 784,
+                augment: cfg.augment as u32,
+                seed: hash_key(cfg.seed, Stream::Augment),
+            },
+            metrics: Metrics::default(),
+            data,
+            params,
+            cfg,
+        }
+    }
+
+    /// Forward pass on `acts.x`; `train` applies dropout at step `self.step.t`.
+    fn forward(&mut self, train: bool, valid: u32, metrics: &mut Metrics) -> f32 {
+        let (l, a, w) = (&self.layers, &mut self.acts, &self.params.tensors);
+        conv::forward(&l.conv1, &a.x, &w[0], &w[1], &mut a.a1);
+        pool::maxpool_forward(&l.pool1, &a.a1, &mut a.p1, &mut a.am1);
+        conv::forward(&l.conv2, &a.p1, &w[2], &w[3], &mut a.a2);
+        pool::maxpool_forward(&l.pool2, &a.a2, &mut a.p2, &mut a.am2);
+        if train && l.dropout_on() {
+            act::dropout_forward(&l.drop, self.step.t, &a.p2, &mut a.d);
+        } else {
+            a.d.copy_from_slice(&a.p2);
+        }
+        dense::forward(&l.fc1, &a.d, &w[4], &w[5], &mut a.h);
+        dense::forward(&l.fc2, &a.h, &w[6], &w[7], &mut a.logits);
+        loss::softmax_xent_forward(&l.loss, valid, &a.logits, &a.y, &mut a.probs, metrics)
+    }
+
+    /// Backward pass into `self.grads` after [`Self::forward`].
+    fn backward(&mut self, train: bool, valid: u32) {
+        let (l, a, w, g) = (
+            &self.layers,
+            &mut self.acts,
+            &self.params.tensors,
+            &mut self.grads.tensors,
+        );
+        loss::softmax_xent_backward(&l.loss, valid, &a.probs, &a.y, &mut a.dlogits);
+        dense::backward_weight(&l.fc2, &a.h, &a.dlogits, &mut g[6]);
+        dense::backward_bias(&l.fc2, &a.dlogits, &mut g[7]);
+        dense::backward_input(&l.fc2, &a.dlogits, &w[6], &mut a.dh_pre);
+        let relu = crate::params::ActParams {
+            n: a.h.len() as u32,
+            ..Default::default()
+        };
+        act::relu_backward(&relu, &a.h, &a.dh_pre, &mut a.dh);
+        dense::backward_weight(&l.fc1, &a.d, &a.dh, &mut g[4]);
+        dense::backward_bias(&l.fc1, &a.dh, &mut g[5]);
+        dense::backward_input(&l.fc1, &a.dh, &w[4], &mut a.dd);
+        if train && l.dropout_on() {
+            act::dropout_backward(&l.drop, self.step.t, &a.dd, &mut a.dp2);
+        } else {
+            a.dp2.copy_from_slice(&a.dd);
+        }
+        pool::maxpool_backward(&l.pool2, &a.dp2, &a.am2, &a.a2, &mut a.da2);
+        conv::backward_weight(&l.conv2, &a.p1, &a.da2, &mut g[2]);
+        conv::backward_bias(&l.conv2, &a.da2, &mut g[3]);
+        conv::backward_input(&l.conv2, &a.da2, &w[2], &mut a.dp1);
+        pool::maxpool_backward(&l.pool1, &a.dp1, &a.am1, &a.a1, &mut a.da1);
+        conv::backward_weight(&l.conv1, &a.x, &a.da1, &mut g[0]);
+        conv::backward_bias(&l.conv1, &a.da1, &mut g[1]);
+    }
+
+    fn update(&mut self) {
+        let t = self.step.t + 1;
+        let o = self.cfg.optim;
+        for ((w, g), s) in self
+            .params
+            .tensors
+            .iter_mut()
+            .zip(&self.grads.tensors)
+            .zip(&mut self.state)
+        {
+            let n = w.len();
+            match o.kind {
+                OptimizerKind::Wame => {
+                    let p = o.wame_params(n, self.lr);
+                    optim::wame(&p, w, g, bytemuck::cast_slice_mut(s));
+                }
+                OptimizerKind::Adam => optim::adam(
+                    &o.opt_params(n, self.lr),
+                    t,
+                    w,
+                    g,
+                    bytemuck::cast_slice_mut(s),
+                ),
+                OptimizerKind::Rmsprop => optim::rmsprop(&o.opt_params(n, self.lr), w, g, s),
+                OptimizerKind::Sgd => optim::sgd(&o.opt_params(n, self.lr), t, w, g, s),
+            }
+        }
+    }
+
+    fn load_batch(&mut self, x: &[f32], labels: &[u32]) {
+        self.acts.x.copy_from_slice(x);
+        self.acts.y.copy_from_slice(labels);
+    }
+}
+
+impl Net for CpuNet {
+    fn device(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn adapter(&self) -> Option<AdapterSummary> {
+        None
+    }
+
+    fn begin_epoch(&mut self, order: &[u32], lr: f32) -> Result<()> {
+        self.order = order.to_vec();
+        self.step.epoch_step = 0;
+        self.step.n = order.len() as u32;
+        self.lr = lr;
+        Ok(())
+    }
+
+    fn train_step(&mut self) -> Result<()> {
+        let train = &self.data.train;
+        data::gather(
+            &self.gather,
+            &self.step,
+            &self.order,
+            &train.images,
+            &train.labels,
+            &mut self.acts.x,
+            &mut self.acts.y,
+        );
+        let valid = self.step.valid();
+        let mut m = self.metrics;
+        self.forward(true, valid, &mut m);
+        self.metrics = m;
+        self.backward(true, valid);
+        self.update();
+        data::advance(&mut self.step);
+        Ok(())
+    }
+
+    fn take_metrics(&mut self) -> Result<Metrics> {
+        Ok(std::mem::take(&mut self.metrics))
+    }
+
+    fn evaluate(
+        &mut self,
+        which: Which,
+        indices: &[u32],
+        mut predictions: Option<&mut Vec<u32>>,
+    ) -> Result<Metrics> {
+        let set = self.data.get(which).clone();
+        let gp = GatherParams {
+            augment: 0,
+            ..self.gather
+        };
+        let mut st = StepState {
+            epoch_step: 0,
+            t: 0,
+            n: indices.len() as u32,
+            batch: self.cfg.batch,
+        };
+        let mut m = Metrics::default();
+        if let Some(p) = predictions.as_deref_mut() {
+            p.clear();
+        }
+        while st.valid() > 0 {
+            data::gather(
+                &gp,
+                &st,
+                indices,
+                &set.images,
+                &set.labels,
+                &mut self.acts.x,
+                &mut self.acts.y,
+            );
+            let valid = st.valid();
+            self.forward(false, valid, &mut m);
+            if let Some(p) = predictions.as_deref_mut() {
+                for r in self.acts.logits.chunks(CLASSES).take(valid as usize) {
+                    p.push(argmax(r) as u32);
+                }
+            }
+            st.epoch_step += 1;
+        }
+        Ok(m)
+    }
+
+    fn params(&mut self) -> Result<Params> {
+        Ok(self.params.clone())
+    }
+
+    fn set_params(&mut self, p: &Params) -> Result<()> {
+        self.params = p.clone();
+        Ok(())
+    }
+
+    fn optim_state(&mut self) -> Result<(Vec<Vec<f32>>, u32)> {
+        Ok((self.state.clone(), self.step.t))
+    }
+
+    fn set_optim_state(&mut self, state: &[Vec<f32>], t: u32) -> Result<()> {
+        self.state = state.to_vec();
+        self.step.t = t;
+        Ok(())
+    }
+
+    fn probe(&mut self, x: &[f32], labels: &[u32]) -> Result<Probe> {
+        self.load_batch(x, labels);
+        let b = self.cfg.batch;
+        let mut m = Metrics::default();
+        let loss_sum = self.forward(false, b, &mut m);
+        self.backward(false, b);
+        // The fixture stores pre-ReLU conv/fc outputs; our forward fuses ReLU, so recompute them
+        // without it (same twins, relu off).
+        let (l, a, w) = (&self.layers, &self.acts, &self.params.tensors);
+        let mut c1 = vec![0.0; l.conv1.y_len()];
+        conv::forward(
+            &crate::params::ConvParams { relu: 0, ..l.conv1 },
+            &a.x,
+            &w[0],
+            &w[1],
+            &mut c1,
+        );
+        let mut c2 = vec![0.0; l.conv2.y_len()];
+        conv::forward(
+            &crate::params::ConvParams { relu: 0, ..l.conv2 },
+            &a.p1,
+            &w[2],
+            &w[3],
+            &mut c2,
+        );
+        let mut f1 = vec![0.0; a.h.len()];
+        dense::forward(
+            &crate::params::DenseParams { relu: 0, ..l.fc1 },
+            &a.d,
+            &w[4],
+            &w[5],
+            &mut f1,
+        );
+        Ok(Probe {
+            tensors: vec![
+                ("act.conv1".into(), c1),
+                ("act.pool1".into(), a.p1.clone()),
+                ("act.conv2".into(), c2),
+                ("act.pool2".into(), a.p2.clone()),
+                ("act.fc1".into(), f1),
+                ("logits".into(), a.logits.clone()),
+            ],
+            loss: loss_sum / b as f32,
+            grads: self.grads.tensors.clone(),
+        })
+    }
+
+    fn probe_step(&mut self, x: &[f32], labels: &[u32]) -> Result<f32> {
+        self.load_batch(x, labels);
+        let b = self.cfg.batch;
+        let mut m = Metrics::default();
+        let loss_sum = self.forward(false, b, &mut m);
+        self.backward(false, b);
+        self.update();
+        self.step.t += 1;
+        Ok(loss_sum / b as f32)
+    }
+}

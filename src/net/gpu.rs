@@ -1,0 +1,692 @@
+//! The GPU net: the SPEC 1 network as prepared dispatches over resident buffers (SPEC 6).
+//!
+//! Everything is created in [`GpuNet::new`]: buffers, uniforms, bind groups, pipelines. A training
+//! step records the same dispatch list into one encoder and one compute pass and submits once:
+//! gather, forward, loss, backward, optimizer, counter advance. Loss sums and correct counts stay
+//! on the GPU until [`Net::take_metrics`] reads them.
+
+use super::{Net, NetConfig, NetData, Probe, Which};
+use crate::cpu::loss::Metrics;
+use crate::gpu::buffers::{Dispatch, read, storage, storage_init};
+use crate::gpu::{AdapterSummary, GpuContext};
+use crate::model::{CLASSES, FLAT, Layers, Params, param_shapes};
+use crate::ops::{act::ActKernels, conv::ConvKernels, data::DataKernels, data::pack_u8};
+use crate::ops::{dense::DenseKernels, loss::LossKernels, optim::OptimKernels, pool::PoolKernels};
+use crate::optim::OptimizerKind;
+use crate::params::{ConvParams, DenseParams, GatherParams, StepState};
+use crate::rng::{Stream, hash_key};
+use crate::{Error, Result};
+
+struct Kernels {
+    conv: ConvKernels,
+    pool: PoolKernels,
+    dense: DenseKernels,
+    act: ActKernels,
+    loss: LossKernels,
+    optim: OptimKernels,
+    data: DataKernels,
+}
+
+/// Resident images (packed u8) and labels (u32) of one data set.
+struct Resident {
+    images: wgpu::Buffer,
+    labels: wgpu::Buffer,
+}
+
+struct Bufs {
+    params: Vec<wgpu::Buffer>,
+    grads: Vec<wgpu::Buffer>,
+    state: Vec<wgpu::Buffer>,
+    x: wgpu::Buffer,
+    y: wgpu::Buffer,
+    a1: wgpu::Buffer,
+    p1: wgpu::Buffer,
+    am1: wgpu::Buffer,
+    a2: wgpu::Buffer,
+    p2: wgpu::Buffer,
+    am2: wgpu::Buffer,
+    d: wgpu::Buffer,
+    h: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    probs: wgpu::Buffer,
+    dlogits: wgpu::Buffer,
+    dh_pre: wgpu::Buffer,
+    dh: wgpu::Buffer,
+    dd: wgpu::Buffer,
+    dp2: wgpu::Buffer,
+    da2: wgpu::Buffer,
+    dp1: wgpu::Buffer,
+    da1: wgpu::Buffer,
+    /// Pre-ReLU outputs, only for [`Net::probe`].
+    pre1: wgpu::Buffer,
+    pre2: wgpu::Buffer,
+    pre_fc1: wgpu::Buffer,
+    step: wgpu::Buffer,
+    eval_step: wgpu::Buffer,
+    order: wgpu::Buffer,
+    eval_index: wgpu::Buffer,
+    metrics: wgpu::Buffer,
+    eval_metrics: wgpu::Buffer,
+}
+
+pub struct GpuNet {
+    ctx: GpuContext,
+    cfg: NetConfig,
+    layers: Layers,
+    k: Kernels,
+    b: Bufs,
+    train: Resident,
+    test: Resident,
+    n_train: usize,
+    n_test: usize,
+    /// gather + forward + loss + backward + optimizer + advance.
+    step_list: Vec<Dispatch>,
+    /// One eval batch per data set: gather + forward without dropout + loss + advance.
+    eval_train: Vec<Dispatch>,
+    eval_test: Vec<Dispatch>,
+    /// Forward + loss + backward without gather and dropout, and the pre-ReLU outputs.
+    probe_list: Vec<Dispatch>,
+    update_list: Vec<Dispatch>,
+    lr: f32,
+    /// Host mirror of `StepState.t` (completed optimizer steps).
+    t: u32,
+    steps_in_epoch: u32,
+    in_flight: std::collections::VecDeque<wgpu::SubmissionIndex>,
+}
+
+fn f32_bytes(n: usize) -> u64 {
+    (n * 4) as u64
+}
+
+impl GpuNet {
+    pub fn new(ctx: GpuContext, cfg: NetConfig, data: NetData, params: Params) -> Result<Self> {
+        let layers = Layers::new(
+            cfg.batch,
+            cfg.hidden,
+            cfg.dropout,
+            hash_key(cfg.seed, Stream::Dropout),
+        );
+        let biggest = f32_bytes(layers.conv1.y_len());
+        if biggest > ctx.limits.max_storage_buffer_binding_size {
+            return Err(Error::BadArg(format!(
+                "--batch-size {} needs a {} MiB activation buffer, more than {} allows for one binding ({} MiB)",
+                cfg.batch,
+                biggest >> 20,
+                ctx.adapter.name,
+                ctx.limits.max_storage_buffer_binding_size >> 20
+            )));
+        }
+        let k = Kernels {
+            conv: ConvKernels::new(&ctx)?,
+            pool: PoolKernels::new(&ctx)?,
+            dense: DenseKernels::new(&ctx)?,
+            act: ActKernels::new(&ctx)?,
+            loss: LossKernels::new(&ctx)?,
+            optim: OptimKernels::new(&ctx)?,
+            data: DataKernels::new(&ctx)?,
+        };
+        let upload = |name: &str, set: &crate::data::DataSet| Resident {
+            images: storage_init(&ctx, name, &pack_u8(&set.images)),
+            labels: storage_init(
+                &ctx,
+                name,
+                &set.labels.iter().map(|&l| l as u32).collect::<Vec<u32>>(),
+            ),
+        };
+        let train = upload("train set", &data.train);
+        let test = upload("test set", &data.test);
+        let (n_train, n_test) = (data.train.n, data.test.n);
+        let l = &layers;
+        let bsz = cfg.batch as usize;
+        let hid = cfg.hidden as usize;
+        let s = |name: &str, n: usize| storage(&ctx, name, f32_bytes(n));
+        let b = Bufs {
+            params: params
+                .tensors
+                .iter()
+                .map(|t| storage_init(&ctx, "param", t))
+                .collect(),
+            grads: params.tensors.iter().map(|t| s("grad", t.len())).collect(),
+            state: params
+                .tensors
+                .iter()
+                .map(|t| storage_init(&ctx, "optim state", &cfg.optim.initial_state(t.len())))
+                .collect(),
+            x: s("x", l.conv1.x_len()),
+            y: s("y", bsz),
+            a1: s("a1", l.conv1.y_len()),
+            p1: s("p1", l.pool1.y_len()),
+            am1: s("am1", l.pool1.y_len()),
+            a2: s("a2", l.conv2.y_len()),
+            p2: s("p2", l.pool2.y_len()),
+            am2: s("am2", l.pool2.y_len()),
+            d: s("d", l.pool2.y_len()),
+            h: s("h", bsz * hid),
+            logits: s("logits", bsz * CLASSES),
+            probs: s("probs", bsz * CLASSES),
+            dlogits: s("dlogits", bsz * CLASSES),
+            dh_pre: s("dh_pre", bsz * hid),
+            dh: s("dh", bsz * hid),
+            dd: s("dd", l.pool2.y_len()),
+            dp2: s("dp2", l.pool2.y_len()),
+            da2: s("da2", l.conv2.y_len()),
+            dp1: s("dp1", l.pool1.y_len()),
+            da1: s("da1", l.conv1.y_len()),
+            pre1: s("pre1", l.conv1.y_len()),
+            pre2: s("pre2", l.conv2.y_len()),
+            pre_fc1: s("pre_fc1", bsz * hid),
+            step: storage(&ctx, "step state", 16),
+            eval_step: storage(&ctx, "eval step state", 16),
+            order: s("order", n_train.max(1)),
+            eval_index: s("eval index", n_train.max(n_test).max(1)),
+            metrics: storage(&ctx, "metrics", crate::ops::loss::METRICS_BYTES),
+            eval_metrics: storage(&ctx, "eval metrics", crate::ops::loss::METRICS_BYTES),
+        };
+        let gp = GatherParams {
+            batch: cfg.batch,
+            pixels: 784,
+            augment: cfg.augment as u32,
+            seed: hash_key(cfg.seed, Stream::Augment),
+        };
+        let mut net = Self {
+            layers,
+            lr: cfg.optim.lr,
+            t: 0,
+            steps_in_epoch: 0,
+            n_train,
+            n_test,
+            step_list: Vec::new(),
+            eval_train: Vec::new(),
+            eval_test: Vec::new(),
+            probe_list: Vec::new(),
+            update_list: Vec::new(),
+            in_flight: Default::default(),
+            k,
+            b,
+            train,
+            test,
+            cfg,
+            ctx,
+        };
+        net.update_list = net.update_dispatches(net.lr);
+        let g = net.gather(&gp, &net.b.step, &net.b.order, &net.train);
+        let train_on = net.layers.dropout_on();
+        net.step_list = [
+            g,
+            net.forward(train_on, &net.b.step, &net.b.metrics),
+            net.backward(train_on, &net.b.step),
+            net.update_list.clone(),
+            net.k.data.advance(&net.ctx, &net.b.step),
+        ]
+        .concat();
+        let eval_gp = GatherParams { augment: 0, ..gp };
+        for which in [Which::Train, Which::Test] {
+            let set = if which == Which::Train {
+                &net.train
+            } else {
+                &net.test
+            };
+            let list = [
+                net.gather(&eval_gp, &net.b.eval_step, &net.b.eval_index, set),
+                net.forward(false, &net.b.eval_step, &net.b.eval_metrics),
+                net.k.data.advance(&net.ctx, &net.b.eval_step),
+            ]
+            .concat();
+            match which {
+                Which::Train => net.eval_train = list,
+                Which::Test => net.eval_test = list,
+            }
+        }
+        net.probe_list = [
+            net.forward(false, &net.b.step, &net.b.metrics),
+            net.backward(false, &net.b.step),
+            net.pre_relu(),
+        ]
+        .concat();
+        Ok(net)
+    }
+
+    fn gather(
+        &self,
+        gp: &GatherParams,
+        state: &wgpu::Buffer,
+        index: &wgpu::Buffer,
+        set: &Resident,
+    ) -> Vec<Dispatch> {
+        let b = &self.b;
+        self.k.data.gather(
+            &self.ctx,
+            gp,
+            state,
+            index,
+            &set.images,
+            &set.labels,
+            &b.x,
+            &b.y,
+        )
+    }
+
+    fn forward(
+        &self,
+        dropout: bool,
+        state: &wgpu::Buffer,
+        metrics: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
+        let w = &b.params;
+        let fc1_in = if dropout { &b.d } else { &b.p2 };
+        let mut v = [
+            k.conv.forward(c, &l.conv1, &b.x, &w[0], &w[1], &b.a1),
+            k.pool.maxpool_forward(c, &l.pool1, &b.a1, &b.p1, &b.am1),
+            k.conv.forward(c, &l.conv2, &b.p1, &w[2], &w[3], &b.a2),
+            k.pool.maxpool_forward(c, &l.pool2, &b.a2, &b.p2, &b.am2),
+        ]
+        .concat();
+        if dropout {
+            v.extend(k.act.dropout_forward(c, &l.drop, state, &b.p2, &b.d));
+        }
+        v.extend(k.dense.forward(c, &l.fc1, fc1_in, &w[4], &w[5], &b.h));
+        v.extend(k.dense.forward(c, &l.fc2, &b.h, &w[6], &w[7], &b.logits));
+        v.extend(
+            k.loss
+                .softmax_xent_forward(c, &l.loss, state, &b.logits, &b.y, &b.probs, metrics),
+        );
+        v
+    }
+
+    fn backward(&self, dropout: bool, state: &wgpu::Buffer) -> Vec<Dispatch> {
+        let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
+        let (w, g) = (&b.params, &b.grads);
+        let fc1_in = if dropout { &b.d } else { &b.p2 };
+        let pool2_dy = if dropout { &b.dp2 } else { &b.dd };
+        let relu = crate::ops::act::relu_params(b_len(l.fc1.batch * l.fc1.n_out));
+        let mut v = [
+            k.loss
+                .softmax_xent_backward(c, &l.loss, state, &b.probs, &b.y, &b.dlogits),
+            k.dense.backward_weight(c, &l.fc2, &b.h, &b.dlogits, &g[6]),
+            k.dense.backward_bias(c, &l.fc2, &b.dlogits, &g[7]),
+            k.dense
+                .backward_input(c, &l.fc2, &b.dlogits, &w[6], &b.dh_pre),
+            k.act.relu_backward(c, &relu, &b.h, &b.dh_pre, &b.dh),
+            k.dense.backward_weight(c, &l.fc1, fc1_in, &b.dh, &g[4]),
+            k.dense.backward_bias(c, &l.fc1, &b.dh, &g[5]),
+            k.dense.backward_input(c, &l.fc1, &b.dh, &w[4], &b.dd),
+        ]
+        .concat();
+        if dropout {
+            v.extend(k.act.dropout_backward(c, &l.drop, state, &b.dd, &b.dp2));
+        }
+        v.extend(
+            [
+                k.pool
+                    .maxpool_backward(c, &l.pool2, pool2_dy, &b.am2, &b.a2, &b.da2),
+                k.conv.backward_weight(c, &l.conv2, &b.p1, &b.da2, &g[2]),
+                k.conv.backward_bias(c, &l.conv2, &b.da2, &g[3]),
+                k.conv.backward_input(c, &l.conv2, &b.da2, &w[2], &b.dp1),
+                k.pool
+                    .maxpool_backward(c, &l.pool1, &b.dp1, &b.am1, &b.a1, &b.da1),
+                k.conv.backward_weight(c, &l.conv1, &b.x, &b.da1, &g[0]),
+                k.conv.backward_bias(c, &l.conv1, &b.da1, &g[1]),
+            ]
+            .concat(),
+        );
+        v
+    }
+
+    /// The fixture's pre-ReLU conv1, conv2 and fc1 outputs (our forward fuses the ReLU).
+    fn pre_relu(&self) -> Vec<Dispatch> {
+        let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
+        let w = &b.params;
+        [
+            k.conv.forward(
+                c,
+                &ConvParams { relu: 0, ..l.conv1 },
+                &b.x,
+                &w[0],
+                &w[1],
+                &b.pre1,
+            ),
+            k.conv.forward(
+                c,
+                &ConvParams { relu: 0, ..l.conv2 },
+                &b.p1,
+                &w[2],
+                &w[3],
+                &b.pre2,
+            ),
+            k.dense.forward(
+                c,
+                &DenseParams { relu: 0, ..l.fc1 },
+                &b.p2,
+                &w[4],
+                &w[5],
+                &b.pre_fc1,
+            ),
+        ]
+        .concat()
+    }
+
+    fn update_dispatches(&self, lr: f32) -> Vec<Dispatch> {
+        let (c, b, o) = (&self.ctx, &self.b, &self.cfg.optim);
+        let mut v = Vec::new();
+        for (i, shape) in param_shapes(self.cfg.hidden as usize).iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let (w, g, s) = (&b.params[i], &b.grads[i], &b.state[i]);
+            v.extend(match o.kind {
+                OptimizerKind::Wame => self.k.optim.wame(c, &o.wame_params(n, lr), w, g, s),
+                OptimizerKind::Adam => self.k.optim.adam(c, &o.opt_params(n, lr), &b.step, w, g, s),
+                OptimizerKind::Rmsprop => self.k.optim.rmsprop(c, &o.opt_params(n, lr), w, g, s),
+                OptimizerKind::Sgd => self.k.optim.sgd(c, &o.opt_params(n, lr), &b.step, w, g, s),
+            });
+        }
+        v
+    }
+
+    /// Records `lists` into one encoder and one compute pass, and submits once.
+    fn submit(&mut self, lists: &[&[Dispatch]]) -> wgpu::SubmissionIndex {
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step"),
+                timestamp_writes: None,
+            });
+            for list in lists {
+                for d in *list {
+                    d.record(&mut pass);
+                }
+            }
+        }
+        self.ctx.queue.submit([enc.finish()])
+    }
+
+    fn wait(&self, idx: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.ctx
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: idx,
+                timeout: None,
+            })
+            .map_err(|e| {
+                Error::Gpu(format!(
+                    "{}: waiting for the GPU: {e}",
+                    self.ctx.adapter.name
+                ))
+            })?;
+        self.ctx.check()
+    }
+
+    fn write_state(&self, buf: &wgpu::Buffer, s: StepState) {
+        self.ctx.queue.write_buffer(buf, 0, bytemuck::bytes_of(&s));
+    }
+
+    fn read_metrics(&self, buf: &wgpu::Buffer) -> Result<Metrics> {
+        let m: Vec<u32> = read(&self.ctx, buf, 4)?;
+        self.ctx.check()?;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(buf, 0, None);
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(Metrics {
+            loss_sum: f32::from_bits(m[0]),
+            correct: m[1],
+            seen: m[2],
+        })
+    }
+
+    fn write_probe_batch(&mut self, x: &[f32], labels: &[u32]) {
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.b.x, 0, bytemuck::cast_slice(x));
+        q.write_buffer(&self.b.y, 0, bytemuck::cast_slice(labels));
+        self.write_state(
+            &self.b.step,
+            StepState {
+                epoch_step: 0,
+                t: self.t,
+                n: self.cfg.batch,
+                batch: self.cfg.batch,
+            },
+        );
+    }
+}
+
+fn b_len(n: u32) -> u32 {
+    n
+}
+
+impl Net for GpuNet {
+    fn device(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn adapter(&self) -> Option<AdapterSummary> {
+        Some(self.ctx.adapter.clone())
+    }
+
+    fn begin_epoch(&mut self, order: &[u32], lr: f32) -> Result<()> {
+        if order.len() > self.n_train {
+            return Err(Error::BadArg(format!(
+                "epoch order of {} exceeds the {} resident images",
+                order.len(),
+                self.n_train
+            )));
+        }
+        self.wait(None)?;
+        self.in_flight.clear();
+        if lr != self.lr {
+            // New uniforms for the new rate: once per epoch, never inside a step.
+            self.lr = lr;
+            let update = self.update_dispatches(lr);
+            let start = self.step_list.len() - update.len() - 1;
+            self.step_list
+                .splice(start..start + update.len(), update.iter().cloned());
+            self.update_list = update;
+        }
+        if !order.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(&self.b.order, 0, bytemuck::cast_slice(order));
+        }
+        self.write_state(
+            &self.b.step,
+            StepState {
+                epoch_step: 0,
+                t: self.t,
+                n: order.len() as u32,
+                batch: self.cfg.batch,
+            },
+        );
+        self.steps_in_epoch = 0;
+        Ok(())
+    }
+
+    fn train_step(&mut self) -> Result<()> {
+        let list = std::mem::take(&mut self.step_list);
+        let idx = self.submit(&[&list]);
+        log::debug!(
+            "step {}: {} dispatches in 1 compute pass, 1 submit",
+            self.t + 1,
+            list.len()
+        );
+        self.step_list = list;
+        self.t += 1;
+        self.steps_in_epoch += 1;
+        // At most two steps in flight: enough to keep the GPU busy without queueing unbounded work.
+        self.in_flight.push_back(idx);
+        if self.in_flight.len() > 2 {
+            let old = self.in_flight.pop_front();
+            self.wait(old)?;
+        }
+        Ok(())
+    }
+
+    fn take_metrics(&mut self) -> Result<Metrics> {
+        let m = self.read_metrics(&self.b.metrics)?;
+        self.in_flight.clear();
+        Ok(m)
+    }
+
+    fn evaluate(
+        &mut self,
+        which: Which,
+        indices: &[u32],
+        mut predictions: Option<&mut Vec<u32>>,
+    ) -> Result<Metrics> {
+        let limit = match which {
+            Which::Train => self.n_train,
+            Which::Test => self.n_test,
+        };
+        if indices.iter().any(|&i| i as usize >= limit) {
+            return Err(Error::BadArg(
+                "evaluation index outside the data set".into(),
+            ));
+        }
+        self.wait(None)?;
+        if indices.is_empty() {
+            return Ok(Metrics::default());
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.b.eval_index, 0, bytemuck::cast_slice(indices));
+        self.write_state(
+            &self.b.eval_step,
+            StepState {
+                epoch_step: 0,
+                t: 0,
+                n: indices.len() as u32,
+                batch: self.cfg.batch,
+            },
+        );
+        let batches = indices.len().div_ceil(self.cfg.batch as usize);
+        let list = match which {
+            Which::Train => std::mem::take(&mut self.eval_train),
+            Which::Test => std::mem::take(&mut self.eval_test),
+        };
+        if let Some(p) = predictions.as_deref_mut() {
+            p.clear();
+        }
+        let mut result = Ok(());
+        if let Some(p) = predictions.as_deref_mut() {
+            // Predictions need the logits of every batch: one submit and readback per batch.
+            for bi in 0..batches {
+                self.submit(&[&list]);
+                match read::<f32>(&self.ctx, &self.b.logits, self.cfg.batch as usize * CLASSES) {
+                    Ok(z) => {
+                        let valid = (indices.len() - bi * self.cfg.batch as usize)
+                            .min(self.cfg.batch as usize);
+                        p.extend(
+                            z.chunks(CLASSES)
+                                .take(valid)
+                                .map(|r| crate::cpu::loss::argmax(r) as u32),
+                        );
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        } else {
+            // Every batch in one submit; the counter kernel moves the gather along.
+            let lists: Vec<&[Dispatch]> = (0..batches).map(|_| list.as_slice()).collect();
+            self.submit(&lists);
+        }
+        match which {
+            Which::Train => self.eval_train = list,
+            Which::Test => self.eval_test = list,
+        }
+        result?;
+        self.read_metrics(&self.b.eval_metrics)
+    }
+
+    fn params(&mut self) -> Result<Params> {
+        self.wait(None)?;
+        let mut p = Params::zeros(self.cfg.hidden as usize);
+        for (t, b) in p.tensors.iter_mut().zip(&self.b.params) {
+            *t = read(&self.ctx, b, t.len())?;
+        }
+        Ok(p)
+    }
+
+    fn set_params(&mut self, p: &Params) -> Result<()> {
+        if p.hidden != self.cfg.hidden as usize {
+            return Err(Error::BadArg(format!(
+                "parameters of hidden width {} for a net of {}",
+                p.hidden, self.cfg.hidden
+            )));
+        }
+        for (t, b) in p.tensors.iter().zip(&self.b.params) {
+            self.ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(t));
+        }
+        Ok(())
+    }
+
+    fn optim_state(&mut self) -> Result<(Vec<Vec<f32>>, u32)> {
+        self.wait(None)?;
+        let w = self.cfg.optim.state_width();
+        let mut out = Vec::new();
+        for (shape, b) in param_shapes(self.cfg.hidden as usize)
+            .iter()
+            .zip(&self.b.state)
+        {
+            out.push(read(&self.ctx, b, w * shape.iter().product::<usize>())?);
+        }
+        Ok((out, self.t))
+    }
+
+    fn set_optim_state(&mut self, state: &[Vec<f32>], t: u32) -> Result<()> {
+        for (s, b) in state.iter().zip(&self.b.state) {
+            self.ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(s));
+        }
+        self.t = t;
+        Ok(())
+    }
+
+    fn probe(&mut self, x: &[f32], labels: &[u32]) -> Result<Probe> {
+        self.write_probe_batch(x, labels);
+        let list = std::mem::take(&mut self.probe_list);
+        self.submit(&[&list]);
+        self.probe_list = list;
+        self.wait(None)?;
+        let m = self.read_metrics(&self.b.metrics)?;
+        let (l, bsz) = (&self.layers, self.cfg.batch as usize);
+        let rd = |b: &wgpu::Buffer, n: usize| read::<f32>(&self.ctx, b, n);
+        let tensors = vec![
+            ("act.conv1".to_string(), rd(&self.b.pre1, l.conv1.y_len())?),
+            ("act.pool1".to_string(), rd(&self.b.p1, l.pool1.y_len())?),
+            ("act.conv2".to_string(), rd(&self.b.pre2, l.conv2.y_len())?),
+            ("act.pool2".to_string(), rd(&self.b.p2, l.pool2.y_len())?),
+            (
+                "act.fc1".to_string(),
+                rd(&self.b.pre_fc1, bsz * self.cfg.hidden as usize)?,
+            ),
+            ("logits".to_string(), rd(&self.b.logits, bsz * CLASSES)?),
+        ];
+        let mut grads = Vec::new();
+        for (shape, b) in param_shapes(self.cfg.hidden as usize)
+            .iter()
+            .zip(&self.b.grads)
+        {
+            grads.push(rd(b, shape.iter().product())?);
+        }
+        debug_assert_eq!(l.fc1.n_in, FLAT);
+        Ok(Probe {
+            tensors,
+            loss: m.loss_sum / bsz as f32,
+            grads,
+        })
+    }
+
+    fn probe_step(&mut self, x: &[f32], labels: &[u32]) -> Result<f32> {
+        self.write_probe_batch(x, labels);
+        let (probe, update) = (
+            std::mem::take(&mut self.probe_list),
+            std::mem::take(&mut self.update_list),
+        );
+        self.submit(&[&probe, &update]);
+        self.probe_list = probe;
+        self.update_list = update;
+        self.t += 1;
+        self.wait(None)?;
+        let m = self.read_metrics(&self.b.metrics)?;
+        Ok(m.loss_sum / self.cfg.batch as f32)
+    }
+}

@@ -1,0 +1,123 @@
+//! Host side of `shaders/dense.wgsl`: fully connected forward and the three backward GEMMs.
+
+use super::{compile, prepare};
+use crate::Result;
+use crate::gpu::GpuContext;
+use crate::gpu::buffers::{Dispatch, split_dispatch};
+use crate::params::DenseParams;
+
+/// Output tile edge of the GEMM kernels (a 32x32 tile of C per 8x8 workgroup).
+const TILE: u32 = 32;
+
+pub struct DenseKernels {
+    forward: wgpu::ComputePipeline,
+    backward_input: wgpu::ComputePipeline,
+    backward_weight: wgpu::ComputePipeline,
+    backward_bias: wgpu::ComputePipeline,
+}
+
+fn tiles(m: u32, n: u32) -> (u32, u32, u32) {
+    (n.div_ceil(TILE).max(1), m.div_ceil(TILE).max(1), 1)
+}
+
+impl DenseKernels {
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let [forward, backward_input, backward_weight, backward_bias] = compile(
+            ctx,
+            "dense.wgsl",
+            include_str!("../../shaders/dense.wgsl"),
+            [
+                "forward",
+                "backward_input",
+                "backward_weight",
+                "backward_bias",
+            ],
+        )?;
+        Ok(Self {
+            forward,
+            backward_input,
+            backward_weight,
+            backward_bias,
+        })
+    }
+
+    /// `x [B,In]`, `w [Out,In]`, `bias [Out]` `-> y [B,Out]` (+ReLU when `p.relu != 0`).
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        p: &DenseParams,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let groups = tiles(p.batch, p.n_out);
+        vec![prepare(
+            ctx,
+            "dense_forward",
+            &self.forward,
+            p,
+            &[x, w, bias, y],
+            groups,
+        )]
+    }
+
+    /// `dy [B,Out]`, `w [Out,In]` `-> dx [B,In]`.
+    pub fn backward_input(
+        &self,
+        ctx: &GpuContext,
+        p: &DenseParams,
+        dy: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let groups = tiles(p.batch, p.n_in);
+        vec![prepare(
+            ctx,
+            "dense_backward_input",
+            &self.backward_input,
+            p,
+            &[dy, w, dx],
+            groups,
+        )]
+    }
+
+    /// `x [B,In]`, `dy [B,Out]` `-> dw [Out,In]`, summed over the batch in ascending order.
+    pub fn backward_weight(
+        &self,
+        ctx: &GpuContext,
+        p: &DenseParams,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dw: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let groups = tiles(p.n_out, p.n_in);
+        vec![prepare(
+            ctx,
+            "dense_backward_weight",
+            &self.backward_weight,
+            p,
+            &[x, dy, dw],
+            groups,
+        )]
+    }
+
+    /// `dy [B,Out]` `-> db [Out]`, one workgroup per output.
+    pub fn backward_bias(
+        &self,
+        ctx: &GpuContext,
+        p: &DenseParams,
+        dy: &wgpu::Buffer,
+        db: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let (gx, gy) = split_dispatch(p.n_out);
+        vec![prepare(
+            ctx,
+            "dense_backward_bias",
+            &self.backward_bias,
+            p,
+            &[dy, db],
+            (gx, gy, 1),
+        )]
+    }
+}

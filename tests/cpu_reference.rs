@@ -1,0 +1,410 @@
+//! The CPU reference checked on its own: f64 central-difference gradients of every backward op,
+//! WAME golden values (SPEC 5), optimizer definitions, dropout masks and the batch gather.
+
+use fmnist_gpu::cpu::{act, conv, data, dense, loss, optim, pool};
+use fmnist_gpu::params::*;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rand_vec(rng: &mut ChaCha8Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Checks `analytic` against the central difference of the scalar `f` at `x`, entry by entry.
+fn check_grad(name: &str, x: &[f64], analytic: &[f64], f: impl Fn(&[f64]) -> f64) {
+    let h = 1e-6;
+    let mut xp = x.to_vec();
+    let mut worst = 0.0f64;
+    for i in 0..x.len() {
+        xp[i] = x[i] + h;
+        let fp = f(&xp);
+        xp[i] = x[i] - h;
+        let fm = f(&xp);
+        xp[i] = x[i];
+        let num = (fp - fm) / (2.0 * h);
+        let err = (num - analytic[i]).abs() / (1e-6 + num.abs().max(analytic[i].abs()));
+        worst = worst.max(err);
+        assert!(
+            err < 1e-5,
+            "{name}[{i}]: numeric {num:e} vs analytic {:e} (rel err {err:e})",
+            analytic[i]
+        );
+    }
+    eprintln!("{name}: {} entries, worst rel err {worst:.2e}", x.len());
+}
+
+#[test]
+fn conv_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for &(b, ci, hw, co, k) in &[
+        (2usize, 1usize, 7usize, 3usize, 3usize),
+        (3, 2, 6, 2, 5),
+        (1, 3, 5, 4, 2),
+    ] {
+        let p = ConvParams::new(
+            b as u32, ci as u32, hw as u32, hw as u32, co as u32, k as u32, false,
+        );
+        let x = rand_vec(&mut rng, p.x_len(), -1.0, 1.0);
+        let w = rand_vec(&mut rng, p.w_len(), -1.0, 1.0);
+        let bias = rand_vec(&mut rng, co, -1.0, 1.0);
+        let r = rand_vec(&mut rng, p.y_len(), -1.0, 1.0);
+        let loss = |x: &[f64], w: &[f64], bias: &[f64]| {
+            let mut y = vec![0.0; p.y_len()];
+            conv::forward(&p, x, w, bias, &mut y);
+            dot(&y, &r)
+        };
+        let mut dx = vec![0.0; p.x_len()];
+        let mut dw = vec![0.0; p.w_len()];
+        let mut db = vec![0.0; co];
+        conv::backward_input(&p, &r, &w, &mut dx);
+        conv::backward_weight(&p, &x, &r, &mut dw);
+        conv::backward_bias(&p, &r, &mut db);
+        check_grad("conv dx", &x, &dx, |v| loss(v, &w, &bias));
+        check_grad("conv dw", &w, &dw, |v| loss(&x, v, &bias));
+        check_grad("conv db", &bias, &db, |v| loss(&x, &w, v));
+    }
+}
+
+#[test]
+fn conv_forward_matches_direct_sum_with_relu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    // Batch 19 spans several parallel chunks, one of them short.
+    let p = ConvParams::new(19, 2, 9, 8, 3, 3, true);
+    let x = rand_vec(&mut rng, p.x_len(), -1.0, 1.0);
+    let w = rand_vec(&mut rng, p.w_len(), -1.0, 1.0);
+    let bias = rand_vec(&mut rng, 3, -0.5, 0.5);
+    let mut y = vec![0.0; p.y_len()];
+    conv::forward(&p, &x, &w, &bias, &mut y);
+    let (ci, h, wd, co, k, oh, ow) = (2, 9, 8, 3, 3, 7, 6);
+    for b in 0..19 {
+        for o in 0..co {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias[o];
+                    for c in 0..ci {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                s += x[((b * ci + c) * h + oy + ky) * wd + ox + kx]
+                                    * w[((o * ci + c) * k + ky) * k + kx];
+                            }
+                        }
+                    }
+                    let got = y[((b * co + o) * oh + oy) * ow + ox];
+                    assert!(
+                        (got - s.max(0.0)).abs() < 1e-12,
+                        "conv forward at {b},{o},{oy},{ox}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let p = DenseParams::new(3, 7, 5, false);
+    let x = rand_vec(&mut rng, 21, -1.0, 1.0);
+    let w = rand_vec(&mut rng, 35, -1.0, 1.0);
+    let bias = rand_vec(&mut rng, 5, -1.0, 1.0);
+    let r = rand_vec(&mut rng, 15, -1.0, 1.0);
+    let loss = |x: &[f64], w: &[f64], bias: &[f64]| {
+        let mut y = vec![0.0; 15];
+        dense::forward(&p, x, w, bias, &mut y);
+        dot(&y, &r)
+    };
+    let (mut dx, mut dw, mut db) = (vec![0.0; 21], vec![0.0; 35], vec![0.0; 5]);
+    dense::backward_input(&p, &r, &w, &mut dx);
+    dense::backward_weight(&p, &x, &r, &mut dw);
+    dense::backward_bias(&p, &r, &mut db);
+    check_grad("dense dx", &x, &dx, |v| loss(v, &w, &bias));
+    check_grad("dense dw", &w, &dw, |v| loss(&x, v, &bias));
+    check_grad("dense db", &bias, &db, |v| loss(&x, &w, v));
+}
+
+#[test]
+fn pool_gradient_and_relu_mask() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for &(h, w) in &[(6usize, 6usize), (7, 5)] {
+        let p = PoolParams::new(2, 3, h as u32, w as u32);
+        // Positive inputs: the fused ReLU mask is 1, so this checks the pool gradient alone.
+        let x = rand_vec(&mut rng, p.x_len(), 0.1, 1.0);
+        let r = rand_vec(&mut rng, p.y_len(), -1.0, 1.0);
+        let fwd = |x: &[f64]| {
+            let mut y = vec![0.0; p.y_len()];
+            let mut am = vec![0u32; p.y_len()];
+            pool::maxpool_forward(&p, x, &mut y, &mut am);
+            (y, am)
+        };
+        let (_, am) = fwd(&x);
+        let mut dx = vec![0.0; p.x_len()];
+        pool::maxpool_backward(&p, &r, &am, &x, &mut dx);
+        check_grad("pool dx", &x, &dx, |v| dot(&fwd(v).0, &r));
+    }
+    // Ties go to the first maximum; a winner that is not positive passes no gradient (ReLU mask).
+    let p = PoolParams::new(1, 1, 2, 4);
+    let x = [0.5f32, 0.5, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0];
+    let (mut y, mut am) = (vec![0.0f32; 2], vec![0u32; 2]);
+    pool::maxpool_forward(&p, &x, &mut y, &mut am);
+    assert_eq!(am, vec![0, 2]);
+    let mut dx = vec![9.0f32; 8];
+    pool::maxpool_backward(&p, &[1.0, 1.0], &am, &x, &mut dx);
+    assert_eq!(dx, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn loss_gradient() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let p = LossParams {
+        batch: 4,
+        classes: 10,
+        _pad: [0; 2],
+    };
+    let logits = rand_vec(&mut rng, 40, -3.0, 3.0);
+    let labels = [3u32, 0, 9, 3];
+    for valid in [4u32, 3] {
+        let mut probs = vec![0.0; 40];
+        let mean = |z: &[f64]| {
+            let mut pr = vec![0.0; 40];
+            let mut m = loss::Metrics::default();
+            loss::softmax_xent_forward(&p, valid, z, &labels, &mut pr, &mut m) / valid as f64
+        };
+        let mut m = loss::Metrics::default();
+        loss::softmax_xent_forward(&p, valid, &logits, &labels, &mut probs, &mut m);
+        assert_eq!(m.seen, valid);
+        let mut d = vec![0.0; 40];
+        loss::softmax_xent_backward(&p, valid, &probs, &labels, &mut d);
+        check_grad("loss dlogits", &logits, &d, mean);
+    }
+}
+
+#[test]
+fn relu_and_dropout() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let n = 5000;
+    let x = rand_vec(&mut rng, n, -1.0, 1.0);
+    let ap = ActParams {
+        n: n as u32,
+        threshold: 0,
+        scale: 1.0,
+        seed: 0,
+    };
+    let mut y = vec![0.0; n];
+    act::relu_forward(&ap, &x, &mut y);
+    let r = rand_vec(&mut rng, n, -1.0, 1.0);
+    let mut dx = vec![0.0; n];
+    act::relu_backward(&ap, &y, &r, &mut dx);
+    for i in 0..n {
+        assert_eq!(y[i], x[i].max(0.0));
+        assert_eq!(dx[i], if x[i] > 0.0 { r[i] } else { 0.0 });
+    }
+    for p in [0.0f32, 0.4, 0.8] {
+        let dp = ActParams {
+            n: n as u32,
+            threshold: dropout_threshold(p),
+            scale: 1.0 / (1.0 - p),
+            seed: 77,
+        };
+        let mut y = vec![0.0; n];
+        act::dropout_forward(&dp, 12, &x, &mut y);
+        let kept = y.iter().filter(|v| **v != 0.0).count() as f64 / n as f64;
+        assert!((kept - (1.0 - p as f64)).abs() < 0.03, "p={p}: kept {kept}");
+        // The backward is the same linear map, and another step draws another mask.
+        let mut dx = vec![0.0; n];
+        act::dropout_backward(&dp, 12, &x, &mut dx);
+        assert_eq!(dx, y);
+        let mut y2 = vec![0.0; n];
+        act::dropout_forward(&dp, 13, &x, &mut y2);
+        if p > 0.0 {
+            assert_ne!(y2, y);
+        }
+    }
+}
+
+const GOLD_G: [f64; 7] = [0.5, 0.4, -0.3, -0.2, 0.1, 0.0, 0.25];
+
+fn wame_run(variant: u32) -> (Vec<f64>, Vec<[f64; 4]>) {
+    let h = optim::WameHyper::<f64> {
+        variant,
+        lr: 1e-3,
+        alpha: 0.9,
+        eta_plus: 1.2,
+        eta_minus: 0.1,
+        zeta_min: 0.01,
+        zeta_max: 100.0,
+        eps: 1e-12,
+    };
+    let (mut w, mut st) = ([0.0f64], [[1.0, 0.0, 0.0, 0.0f64]]);
+    let (mut deltas, mut states) = (vec![], vec![]);
+    for g in GOLD_G {
+        let before = w[0];
+        optim::wame_update(&h, &mut w, &[g], &mut st);
+        deltas.push(w[0] - before);
+        states.push(st[0]);
+    }
+    (deltas, states)
+}
+
+fn assert_close(name: &str, got: &[f64], want: &[f64], rtol: f64) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-15 + rtol * w.abs(),
+            "{name}[{i}]: got {g:e}, want {w:e}"
+        );
+    }
+}
+
+#[test]
+fn wame_golden_values() {
+    // SPEC 5, float64 throughout; the golden values are given to 10 significant digits.
+    let seed = [
+        -3.162277660e-02,
+        -1.164907866e-02,
+        8.572634730e-04,
+        7.087964497e-04,
+        -4.065187177e-05,
+        0.0,
+        -1.252427024e-04,
+    ];
+    let paper = [
+        -3.162277660e-04,
+        -4.281036408e-04,
+        2.886191798e-04,
+        1.877429026e-04,
+        -8.865321830e-05,
+        0.0,
+        -1.860958478e-04,
+    ];
+    let inverse = [
+        -3.162277660e-02,
+        -9.707565551e-03,
+        7.143862275e-03,
+        4.922197567e-03,
+        -2.823046651e-03,
+        0.0,
+        -8.697409889e-03,
+    ];
+    let zeta = [1.0, 1.2, 0.12, 0.144, 0.0144, 0.0144, 0.0144];
+    let z = [0.1, 0.21, 0.201, 0.1953, 0.17721, 0.160929, 0.1462761];
+    let theta = [
+        0.025,
+        0.0385,
+        0.04365,
+        0.043285,
+        0.0399565,
+        0.03596085,
+        0.038614765,
+    ];
+    for (variant, want) in [(0, seed), (1, paper), (2, inverse)] {
+        let (d, st) = wame_run(variant);
+        assert_close(&format!("wame variant {variant} deltas"), &d, &want, 1e-9);
+        let col = |j: usize| st.iter().map(|s| s[j]).collect::<Vec<_>>();
+        assert_close("zeta", &col(0), &zeta, 1e-12);
+        assert_close("Z", &col(1), &z, 1e-12);
+        assert_close("theta", &col(2), &theta, 1e-12);
+        assert_close("g_prev", &col(3), &GOLD_G, 0.0);
+    }
+}
+
+#[test]
+fn wame_f32_matches_f64() {
+    // The f32 path (what training and the shader use) follows the f64 golden run closely.
+    let p = WameParams {
+        n: 1,
+        variant: 0,
+        lr: 1e-3,
+        alpha: 0.9,
+        eta_plus: 1.2,
+        eta_minus: 0.1,
+        zeta_min: 0.01,
+        zeta_max: 100.0,
+        eps: 1e-12,
+        _pad: [0; 3],
+    };
+    let (d64, _) = wame_run(0);
+    let (mut w, mut st) = ([0.0f32], [[1.0, 0.0, 0.0, 0.0f32]]);
+    for (g, want) in GOLD_G.iter().zip(d64) {
+        let before = w[0] as f64;
+        optim::wame(&p, &mut w, &[*g as f32], &mut st);
+        let got = w[0] as f64 - before;
+        assert!(
+            (got - want).abs() <= 1e-8 + 1e-3 * want.abs(),
+            "f32 delta {got:e} vs {want:e}"
+        );
+    }
+}
+
+#[test]
+fn baselines_follow_their_definitions() {
+    let p = OptParams {
+        n: 1,
+        lr: 0.1,
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        _pad: [0; 3],
+    };
+    // Adam's first step is lr * sign(g) (bias corrections cancel).
+    let (mut w, mut st) = ([1.0f64], [[0.0, 0.0]]);
+    optim::adam(&p, 1, &mut w, &[0.5], &mut st);
+    assert!((w[0] - 0.9).abs() < 1e-7);
+    // SGD: b = g on step 1, then mu*b + g.
+    let (mut w, mut b) = ([1.0f64], [0.0]);
+    optim::sgd(&p, 1, &mut w, &[2.0], &mut b);
+    optim::sgd(&p, 2, &mut w, &[1.0], &mut b);
+    assert!((b[0] - 2.8).abs() < 1e-7 && (w[0] - (1.0 - 0.2 - 0.28)).abs() < 1e-7);
+    // RMSprop: v = a v + (1-a) g^2, w -= lr g / (sqrt(v) + eps).
+    let pr = OptParams { b2: 0.9, ..p };
+    let (mut w, mut v) = ([1.0f64], [0.0]);
+    optim::rmsprop(&pr, &mut w, &[2.0], &mut v);
+    assert!((v[0] - 0.4).abs() < 1e-7 && (w[0] - (1.0 - 0.2 / 0.4f64.sqrt())).abs() < 1e-6);
+}
+
+#[test]
+fn gather_plain_short_batch_and_augment() {
+    let pix = 784;
+    let images: Vec<u8> = (0..5 * pix).map(|i| (i * 7 % 251) as u8).collect();
+    let labels = [1u8, 2, 3, 4, 5];
+    let index = [4u32, 0, 2, 1, 3];
+    let p = GatherParams {
+        batch: 3,
+        pixels: pix as u32,
+        augment: 0,
+        seed: 9,
+    };
+    let st = StepState {
+        epoch_step: 1,
+        t: 5,
+        n: 5,
+        batch: 3,
+    };
+    let (mut x, mut y) = (vec![1.0f32; 3 * pix], vec![7u32; 3]);
+    data::gather(&p, &st, &index, &images, &labels, &mut x, &mut y);
+    assert_eq!(st.valid(), 2);
+    assert_eq!(y, vec![2, 4, 0]);
+    assert_eq!(x[0], images[pix] as f32 / 255.0);
+    assert!(x[2 * pix..].iter().all(|v| *v == 0.0));
+    // Augmented rows are the plain image flipped and shifted by the draw; pixel mass is kept
+    // except what is shifted out.
+    let pa = GatherParams { augment: 1, ..p };
+    let (mut xa, mut ya) = (vec![0.0f32; 3 * pix], vec![0u32; 3]);
+    data::gather(&pa, &st, &index, &images, &labels, &mut xa, &mut ya);
+    assert_eq!(ya, y);
+    let (flip, dx, dy) = data::augment_draw(9, 5, 0);
+    let (yy, xx) = (14i32, 13i32);
+    let (sy, mut sx) = (yy - dy, xx - dx);
+    if flip {
+        sx = 27 - sx;
+    }
+    assert_eq!(
+        xa[(yy * 28 + xx) as usize],
+        images[pix + (sy * 28 + sx) as usize] as f32 / 255.0
+    );
+    let mut s = st;
+    data::advance(&mut s);
+    assert_eq!((s.epoch_step, s.t), (2, 6));
+}
