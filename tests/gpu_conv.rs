@@ -20,8 +20,8 @@ const RTOL: f32 = 1e-4;
 
 /// (batch, c_in, h, w, c_out, k, relu): odd sizes, tile edges in every GEMM dimension, the
 /// model's two layers, shapes whose backward_weight needs one, several and a ragged last chunk,
-/// and batches of 64 and 70, where backward_input's batch-innermost tiles are exactly one pixel
-/// or straddle two.
+/// a kernel as tall as the input (one output row), and batches of 64 and 70, where
+/// backward_input's batch-innermost tiles are exactly one pixel or straddle two.
 const SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (1, 1, 7, 7, 1, 3, false),
     (2, 1, 28, 28, 64, 5, true),
@@ -35,6 +35,7 @@ const SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (3, 65, 7, 7, 66, 3, true),
     (64, 3, 7, 7, 5, 3, true),
     (70, 2, 6, 6, 3, 3, false),
+    (3, 2, 5, 6, 4, 5, true),
 ];
 
 fn params(s: &(u32, u32, u32, u32, u32, u32, bool)) -> ConvParams {
