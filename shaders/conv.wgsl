@@ -52,7 +52,7 @@ struct ConvParams {
 const TS: u32 = 16u;              // invocations per tile side
 const BM: u32 = 64u;              // tile rows: TS invocations x 4
 const BN: u32 = 64u;              // tile columns: TS invocations x 4
-const BK: u32 = 32u;              // K per step (tile_mma is unrolled for 32); two loader rounds
+const BK: u32 = 32u;              // K per step: tile_mma walks it 8 rows at a time; two loader rounds
 // The K chunk of backward_weight: at least 512 and at most 256 chunks, rounded to 64 (a multiple
 // of BK). `ops::conv::weight_chunk` is the host twin; both must agree.
 const WCHUNK_MIN: u32 = 512u;
@@ -88,20 +88,16 @@ fn mma_4rows(acc: Acc, kk: u32, tx: u32, ty: u32) -> Acc {
         kk + 3u, tx, ty);
 }
 
-// One K step (BK = 32 rows) of the tile product, unrolled by hand: lavapipe (Mesa 22.3) stops
-// every loop of an invocation once all its loops together have run 65,535 iterations, so an inner
-// loop here would silently cut sums over K > ~62,000 short. Unrolled, only the K-step loop
-// counts (K up to 2M on lavapipe; no such limit elsewhere).
+// One K step (BK = 32 rows) of the tile product, in 4 loop iterations of 8 rows. Unrolling
+// matters on lavapipe (Mesa 22.3), which stops all loops of an invocation once they have run
+// 65,535 iterations in total: one iteration per row capped K near 62,000, this caps it at about
+// 419,000 (13,107 K steps of 5 iterations). Unrolling all 32 rows ran 1.5-2x slower there.
+// GPUs have no such cap.
 fn tile_mma(acc: Acc, tx: u32, ty: u32) -> Acc {
     var a = acc;
-    a = mma_4rows(a, 0u, tx, ty);
-    a = mma_4rows(a, 4u, tx, ty);
-    a = mma_4rows(a, 8u, tx, ty);
-    a = mma_4rows(a, 12u, tx, ty);
-    a = mma_4rows(a, 16u, tx, ty);
-    a = mma_4rows(a, 20u, tx, ty);
-    a = mma_4rows(a, 24u, tx, ty);
-    a = mma_4rows(a, 28u, tx, ty);
+    for (var kk = 0u; kk < BK; kk += 8u) {
+        a = mma_4rows(mma_4rows(a, kk, tx, ty), kk + 4u, tx, ty);
+    }
     return a;
 }
 
@@ -495,6 +491,7 @@ fn backward_bias(
     }
     let ohw = p.oh * p.ow;
     let q_len = p.batch * ohw;
+    // On lavapipe this loop's 65,535-iteration cap (see tile_mma) allows 16.7M positions.
     var s = 0.0;
     for (var q = li; q < q_len; q += 256u) {
         let b = q / ohw;
