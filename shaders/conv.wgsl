@@ -4,8 +4,9 @@
 // a workgroup of 16 x 16 invocations owns a BM x BN = 64 x 64 tile of C = A * B, walks K in steps
 // of BK, stages an A tile (BK x BM) and a B tile (BK x BN) in workgroup memory, and each
 // invocation accumulates a 4 x 4 block of C in four vec4 registers (4 consecutive GEMM rows per
-// vec4, one vec4 per GEMM column). GEMM rows are always the dimension that is contiguous in the
-// output buffer, so the 16 invocations of a row write 64 consecutive floats. No im2col buffer is
+// vec4, one vec4 per GEMM column). In forward and backward_weight GEMM rows are the dimension
+// that is contiguous in the output, so 16 invocations write 64 consecutive floats; backward_input
+// puts the batch innermost instead, to skip kernel taps that fall outside. No im2col buffer is
 // built: the A/B tile loaders compute the im2col address of each element. Loads outside the
 // tensor read index 0 and select 0, so the hot loop has no branches and no out-of-range access.
 //
