@@ -1,8 +1,11 @@
-//! Helpers shared by the integration tests: synthetic data and the GPU-or-skip context.
+//! Helpers shared by the integration tests: synthetic data, the GPU-or-skip context, and the
+//! kernel-table cases (`fmnist_gpu::parity`) run with the worst entries on failure.
 #![allow(dead_code)]
 
 use fmnist_gpu::data::DataSet;
+use fmnist_gpu::gpu::GpuContext;
 use fmnist_gpu::net::NetData;
+use fmnist_gpu::parity::{self, Case, KernelRow};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -61,4 +64,50 @@ pub fn bin() -> std::process::Command {
 /// True when a GPU adapter exists; else prints a skip line, or panics under FMNIST_REQUIRE_GPU=1.
 pub fn have_gpu() -> bool {
     fmnist_gpu::gpu::GpuContext::for_tests().is_some()
+}
+
+/// The test adapter (lavapipe in CI), or `None` after a visible SKIPPED message.
+pub fn ctx() -> Option<GpuContext> {
+    let c = GpuContext::for_tests();
+    if let Some(c) = &c {
+        eprintln!("adapter: {} ({})", c.adapter.name, c.adapter.backend);
+    }
+    c
+}
+
+/// Runs `cases`, prints their rows, and panics with the worst entries of every failing output.
+#[track_caller]
+pub fn run_checked(ctx: &GpuContext, cases: &[Case]) -> Vec<KernelRow> {
+    assert!(!cases.is_empty(), "no cases to run");
+    let rows = parity::run_cases(ctx, cases).expect("GPU run");
+    print!("{}", parity::format_rows(&rows));
+    if let Some(report) = parity::failure_report(&rows) {
+        panic!("{report}");
+    }
+    assert!(rows.len() >= cases.len(), "a case produced no rows");
+    rows
+}
+
+/// The table's cases of one entry point, run and checked; at least two shapes each.
+#[track_caller]
+pub fn check_kernel(ctx: &GpuContext, kernel: &str) -> Vec<KernelRow> {
+    let cases = parity::cases_for(kernel);
+    assert!(cases.len() >= 2, "{kernel}: only {} case(s)", cases.len());
+    let rows = run_checked(ctx, &cases);
+    assert!(rows.iter().all(|r| r.kernel == kernel));
+    rows
+}
+
+/// Every case of a reduction kernel also ran twice and got the same bits (SPEC 4).
+#[track_caller]
+pub fn assert_reruns(rows: &[KernelRow]) {
+    let firsts = rows
+        .iter()
+        .filter(|r| !r.output.ends_with(" rerun"))
+        .count();
+    let reruns = rows.iter().filter(|r| r.output.ends_with(" rerun")).count();
+    assert!(
+        firsts > 0 && reruns == firsts,
+        "{firsts} outputs, {reruns} reruns"
+    );
 }
