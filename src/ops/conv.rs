@@ -63,19 +63,7 @@ pub struct ConvKernels {
 impl ConvKernels {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let conv = if std::env::var("CONV_TRUSTED").is_ok() {
-            unsafe {
-                ctx.device.create_shader_module_trusted(
-                    wgpu::ShaderModuleDescriptor {
-                        label: Some("conv"),
-                        source: wgpu::ShaderSource::Wgsl(CONV_WGSL.into()),
-                    },
-                    wgpu::ShaderRuntimeChecks::unchecked(),
-                )
-            }
-        } else {
-            buffers::shader(ctx, "conv.wgsl", CONV_WGSL)
-        };
+        let conv = buffers::shader(ctx, "conv.wgsl", CONV_WGSL);
         let reduce = buffers::shader(ctx, "reduce.wgsl", REDUCE_WGSL);
         let kernels = Self {
             forward: buffers::pipeline(ctx, &conv, "forward", &[]),
