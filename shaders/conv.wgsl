@@ -4,8 +4,9 @@
 // a workgroup of 16 x 16 invocations owns a BM x BN = 64 x 64 tile of C = A * B, walks K in steps
 // of BK, stages an A tile (BK x BM) and a B tile (BK x BN) in workgroup memory, and each
 // invocation accumulates a 4 x 4 block of C in four vec4 registers (4 consecutive GEMM rows per
-// vec4, one vec4 per GEMM column). GEMM rows are always the dimension that is contiguous in the
-// output buffer, so the 16 invocations of a row write 64 consecutive floats. No im2col buffer is
+// vec4, one vec4 per GEMM column). In forward and backward_weight GEMM rows are the dimension
+// that is contiguous in the output, so 16 invocations write 64 consecutive floats; backward_input
+// puts the batch innermost instead, to skip kernel taps that fall outside. No im2col buffer is
 // built: the A/B tile loaders compute the im2col address of each element. Loads outside the
 // tensor read index 0 and select 0, so the hot loop has no branches and no out-of-range access.
 //
@@ -52,8 +53,7 @@ struct ConvParams {
 const TS: u32 = 16u;              // invocations per tile side
 const BM: u32 = 64u;              // tile rows: TS invocations x 4
 const BN: u32 = 64u;              // tile columns: TS invocations x 4
-const BK: u32 = 32u;              // K per step; each invocation loads BK/16 vec4 of A and of B
-const KR: u32 = BK / 16u;         // loader rounds per step
+const BK: u32 = 32u;              // K per step: tile_mma walks it 8 rows at a time; two loader rounds
 // The K chunk of backward_weight: at least 512 and at most 256 chunks, rounded to 64 (a multiple
 // of BK). `ops::conv::weight_chunk` is the host twin; both must agree.
 const WCHUNK_MIN: u32 = 512u;
@@ -71,19 +71,35 @@ struct Acc {
     c3: vec4<f32>,
 }
 
-// One K step of the tile product for invocation (tx, ty): column j of its 4 x 4 block is acc.cj,
+// k row `kk` of the tile product for invocation (tx, ty): column j of its 4 x 4 block is acc.cj,
 // a vec4 over its 4 rows.
-fn tile_mma(acc_in: Acc, tx: u32, ty: u32) -> Acc {
-    var acc = acc_in;
-    for (var kk = 0u; kk < BK; kk++) {
-        let a = As[kk * TS + tx];
-        let b = Bs[kk * TS + ty];
-        acc.c0 = fma(a, vec4<f32>(b.x), acc.c0);
-        acc.c1 = fma(a, vec4<f32>(b.y), acc.c1);
-        acc.c2 = fma(a, vec4<f32>(b.z), acc.c2);
-        acc.c3 = fma(a, vec4<f32>(b.w), acc.c3);
+fn mma_row(acc: Acc, kk: u32, tx: u32, ty: u32) -> Acc {
+    let a = As[kk * TS + tx];
+    let b = Bs[kk * TS + ty];
+    return Acc(
+        fma(a, vec4<f32>(b.x), acc.c0),
+        fma(a, vec4<f32>(b.y), acc.c1),
+        fma(a, vec4<f32>(b.z), acc.c2),
+        fma(a, vec4<f32>(b.w), acc.c3),
+    );
+}
+
+fn mma_4rows(acc: Acc, kk: u32, tx: u32, ty: u32) -> Acc {
+    return mma_row(mma_row(mma_row(mma_row(acc, kk, tx, ty), kk + 1u, tx, ty), kk + 2u, tx, ty),
+        kk + 3u, tx, ty);
+}
+
+// One K step (BK = 32 rows) of the tile product, in 4 loop iterations of 8 rows. Unrolling
+// matters on lavapipe (Mesa 22.3), which stops all loops of an invocation once they have run
+// 65,535 iterations in total: one iteration per row capped K near 62,000, this caps it at about
+// 419,000 (13,107 K steps of 5 iterations). Unrolling all 32 rows ran 1.5-2x slower there.
+// GPUs have no such cap.
+fn tile_mma(acc: Acc, tx: u32, ty: u32) -> Acc {
+    var a = acc;
+    for (var kk = 0u; kk < BK; kk += 8u) {
+        a = mma_4rows(mma_4rows(a, kk, tx, ty), kk + 4u, tx, ty);
     }
-    return acc;
+    return a;
 }
 
 fn ld_fx(i: u32, ok: bool) -> f32 {
@@ -114,6 +130,29 @@ fn col(acc: Acc, j: u32) -> vec4<f32> {
 // Tile id from a possibly 2-D split dispatch (SPEC 6).
 fn tile_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
+}
+
+// Stages A row `ra` (rows 4mv..+3 of the tile) and B row `rb` (columns 4nv..+3) of the forward
+// K step at k0: A = im2col(x), B = w^T.
+fn fwd_stage(k0: u32, ra: u32, mv: u32, a_off: vec4<u32>, a_ok: vec4<bool>, rb: u32, nv: u32,
+             b_off: vec4<u32>, b_ok: vec4<bool>) {
+    let kk2 = p.k * p.k;
+    let k_len = p.c_in * kk2;
+    let ka = k0 + ra;
+    let c = ka / kk2;
+    let rr = ka - c * kk2;
+    let ky = rr / p.k;
+    let kx = rr - ky * p.k;
+    let ia = a_off + vec4<u32>(c * p.h * p.w + ky * p.w + kx);
+    let oka = a_ok & vec4<bool>(ka < k_len);
+    As[ra * TS + mv] = vec4<f32>(
+        ld_fx(ia.x, oka.x), ld_fx(ia.y, oka.y), ld_fx(ia.z, oka.z), ld_fx(ia.w, oka.w));
+
+    let kb = k0 + rb;
+    let ib = b_off + vec4<u32>(kb);
+    let okb = b_ok & vec4<bool>(kb < k_len);
+    Bs[rb * TS + nv] = vec4<f32>(
+        ld_fw(ib.x, okb.x), ld_fw(ib.y, okb.y), ld_fw(ib.z, okb.z), ld_fw(ib.w, okb.w));
 }
 
 // forward: y[b,o,oy,ox] = relu?(bias[o] + sum_{c,ky,kx} x[b,c,oy+ky,ox+kx] * w[o,c,ky,kx]).
@@ -165,23 +204,8 @@ fn forward(
 
     var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k0 = 0u; k0 < k_len; k0 += BK) {
-        for (var r = 0u; r < KR; r++) {
-            let ka = k0 + a_k + r * TS;
-            let c = ka / kk2;
-            let rr = ka - c * kk2;
-            let ky = rr / p.k;
-            let kx = rr - ky * p.k;
-            let ia = a_off + vec4<u32>(c * hw + ky * p.w + kx);
-            let oka = a_ok & vec4<bool>(ka < k_len);
-            As[(a_k + r * TS) * TS + a_mv] = vec4<f32>(
-                ld_fx(ia.x, oka.x), ld_fx(ia.y, oka.y), ld_fx(ia.z, oka.z), ld_fx(ia.w, oka.w));
-
-            let kb = k0 + b_k + r * TS;
-            let ib = b_off + vec4<u32>(kb);
-            let okb = b_ok & vec4<bool>(kb < k_len);
-            Bs[(b_k + r * TS) * TS + b_nv] = vec4<f32>(
-                ld_fw(ib.x, okb.x), ld_fw(ib.y, okb.y), ld_fw(ib.z, okb.z), ld_fw(ib.w, okb.w));
-        }
+        fwd_stage(k0, a_k, a_mv, a_off, a_ok, b_k, b_nv, b_off, b_ok);
+        fwd_stage(k0, a_k + TS, a_mv, a_off, a_ok, b_k + TS, b_nv, b_off, b_ok);
         workgroupBarrier();
         acc = tile_mma(acc, lid.x, lid.y);
         workgroupBarrier();
@@ -207,11 +231,61 @@ fn forward(
     }
 }
 
+// The kernel taps a backward_input tile visits: ky in ky0.., kx in kx0..kx0+nkx-1, every o;
+// K index t = ((ky-ky0)*nkx + (kx-kx0))*c_out + o, t < k_len.
+struct Taps {
+    ky0: u32,
+    kx0: u32,
+    nkx: u32,
+    k_len: u32,
+}
+
+// An invocation's 4 A-loader rows of backward_input: dy offset of their sample, their pixel.
+struct Rows {
+    base: vec4<u32>,
+    iy: vec4<u32>,
+    ix: vec4<u32>,
+    ok: vec4<bool>,
+}
+
+// Stages A row `ra` and B row `rb` of the backward_input K step at k0: A = dy at the shifted
+// pixel (0 outside the output plane), B = w[o, c, ky, kx] for the K index's tap and o.
+fn bi_stage(k0: u32, taps: Taps, ra: u32, mv: u32, rows: Rows, rb: u32, nv: u32,
+            b_off: vec4<u32>, b_ok: vec4<bool>) {
+    let ohw = p.oh * p.ow;
+    let ka = k0 + ra;
+    let ta = ka / p.c_out;
+    let oa = ka - ta * p.c_out;
+    let tya = ta / taps.nkx;
+    let yy = rows.iy - vec4<u32>(taps.ky0 + tya);
+    let xx = rows.ix - vec4<u32>(taps.kx0 + ta - tya * taps.nkx);
+    let oka = rows.ok & (yy < vec4<u32>(p.oh)) & (xx < vec4<u32>(p.ow))
+        & vec4<bool>(ka < taps.k_len);
+    let ia = rows.base + vec4<u32>(oa * ohw) + yy * vec4<u32>(p.ow) + xx;
+    As[ra * TS + mv] = vec4<f32>(
+        ld_bi_dy(ia.x, oka.x), ld_bi_dy(ia.y, oka.y), ld_bi_dy(ia.z, oka.z), ld_bi_dy(ia.w, oka.w));
+
+    let kb = k0 + rb;
+    let tb = kb / p.c_out;
+    let ob = kb - tb * p.c_out;
+    let tyb = tb / taps.nkx;
+    let tap = (taps.ky0 + tyb) * p.k + taps.kx0 + tb - tyb * taps.nkx;
+    let ib = b_off + vec4<u32>(ob * p.c_in * p.k * p.k + tap);
+    let okb = b_ok & vec4<bool>(kb < taps.k_len);
+    Bs[rb * TS + nv] = vec4<f32>(
+        ld_fw(ib.x, okb.x), ld_fw(ib.y, okb.y), ld_fw(ib.z, okb.z), ld_fw(ib.w, okb.w));
+}
+
 // backward_input: dx[b,c,iy,ix] = sum_{o,ky,kx} dy[b,o,iy-ky,ix-kx] * w[o,c,ky,kx] over the
 // (iy-ky, ix-kx) inside the output plane (the gather form of the transposed convolution).
-// GEMM M = batch*h*w (row m = (b,iy,ix)), N = c_in, K = c_out*k*k (k = (o,ky,kx)).
-// Workgroup and invocation mapping as in forward; the A loader reads dy at the shifted pixel and
-// zero outside the plane (u32 wrap-around makes negative coordinates fail the `< oh` test).
+// GEMM M = h*w*batch with the batch innermost (row m = (iy,ix,b)), N = c_in, K = (ky,kx,o)
+// restricted to the kernel taps that reach the tile's pixels: with batch a multiple of 64 a tile
+// is one pixel, and it visits exactly its valid taps (a zero-padded gather would do 2.25x the
+// work for 12x12 -> 8x8 with k = 5). Taps valid for some but not all of a tile's rows (small
+// batches, tiles spanning pixels) are zeroed per element: u32 wrap-around makes negative
+// coordinates fail the `< oh` test.
+// Workgroup and invocation mapping as in forward; A loader: As row li/16 (+16r), rows
+// 4*(li%16)..+3; B loader: Bs row li%16 (+16r), input channels 4*(li/16)..+3.
 @compute @workgroup_size(16, 16, 1)
 fn backward_input(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -222,9 +296,8 @@ fn backward_input(
     let ohw = p.oh * p.ow;
     let hw = p.h * p.w;
     let kk2 = p.k * p.k;
-    let m_len = p.batch * hw;
+    let m_len = hw * p.batch;
     let n_len = p.c_in;
-    let k_len = p.c_out * kk2;
     let mt = (m_len + BM - 1u) / BM;
     let nt = (n_len + BN - 1u) / BN;
     let tile = tile_id(wid, nwg);
@@ -234,15 +307,32 @@ fn backward_input(
     let m0 = (tile % mt) * BM;
     let n0 = (tile / mt) * BN;
 
+    // Taps (ky, kx) valid for at least one pixel of the tile.
+    let pix_lo = m0 / p.batch;
+    let pix_hi = (min(m0 + BM, m_len) - 1u) / p.batch;
+    let iy_lo = pix_lo / p.w;
+    let iy_hi = pix_hi / p.w;
+    var ix_lo = 0u;
+    var ix_hi = p.w - 1u;
+    if iy_lo == iy_hi {
+        ix_lo = pix_lo - iy_lo * p.w;
+        ix_hi = pix_hi - iy_hi * p.w;
+    }
+    let ky0 = select(0u, iy_lo + 1u - p.oh, iy_lo + 1u > p.oh);
+    let kx0 = select(0u, ix_lo + 1u - p.ow, ix_lo + 1u > p.ow);
+    let nkx = min(p.k - 1u, ix_hi) + 1u - kx0;
+    let nky = min(p.k - 1u, iy_hi) + 1u - ky0;
+    let taps = Taps(ky0, kx0, nkx, nky * nkx * p.c_out);
+
     let a_mv = li % TS;
     let a_k = li / TS;
     let am = vec4<u32>(m0 + 4u * a_mv) + vec4<u32>(0u, 1u, 2u, 3u);
     let a_ok = am < vec4<u32>(m_len);
-    let ab = am / vec4<u32>(hw);
-    let apix = am - ab * vec4<u32>(hw);
+    let apix = am / vec4<u32>(p.batch);
+    let ab = am - apix * vec4<u32>(p.batch);
     let aiy = apix / vec4<u32>(p.w);
     let aix = apix - aiy * vec4<u32>(p.w);
-    let a_base = ab * vec4<u32>(p.c_out * ohw);
+    let rows = Rows(ab * vec4<u32>(p.c_out * ohw), aiy, aix, a_ok);
 
     let b_k = li % TS;
     let b_nv = li / TS;
@@ -251,27 +341,9 @@ fn backward_input(
     let b_off = bn * vec4<u32>(kk2);
 
     var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    for (var k0 = 0u; k0 < k_len; k0 += BK) {
-        for (var r = 0u; r < KR; r++) {
-            let ka = k0 + a_k + r * TS;
-            let o = ka / kk2;
-            let rr = ka - o * kk2;
-            let ky = rr / p.k;
-            let kx = rr - ky * p.k;
-            let yy = aiy - vec4<u32>(ky);
-            let xx = aix - vec4<u32>(kx);
-            let oka = a_ok & (yy < vec4<u32>(p.oh)) & (xx < vec4<u32>(p.ow)) & vec4<bool>(ka < k_len);
-            let ia = a_base + vec4<u32>(o * ohw) + yy * vec4<u32>(p.ow) + xx;
-            As[(a_k + r * TS) * TS + a_mv] = vec4<f32>(
-                ld_bi_dy(ia.x, oka.x), ld_bi_dy(ia.y, oka.y), ld_bi_dy(ia.z, oka.z), ld_bi_dy(ia.w, oka.w));
-
-            let kb = k0 + b_k + r * TS;
-            let ob = kb / kk2;
-            let ib = b_off + vec4<u32>(ob * p.c_in * kk2 + (kb - ob * kk2));
-            let okb = b_ok & vec4<bool>(kb < k_len);
-            Bs[(b_k + r * TS) * TS + b_nv] = vec4<f32>(
-                ld_fw(ib.x, okb.x), ld_fw(ib.y, okb.y), ld_fw(ib.z, okb.z), ld_fw(ib.w, okb.w));
-        }
+    for (var k0 = 0u; k0 < taps.k_len; k0 += BK) {
+        bi_stage(k0, taps, a_k, a_mv, rows, b_k, b_nv, b_off, b_ok);
+        bi_stage(k0, taps, a_k + TS, a_mv, rows, b_k + TS, b_nv, b_off, b_ok);
         workgroupBarrier();
         acc = tile_mma(acc, lid.x, lid.y);
         workgroupBarrier();
@@ -288,8 +360,9 @@ fn backward_input(
         for (var i = 0u; i < 4u; i++) {
             let m = om + i;
             if m < m_len {
-                let b = m / hw;
-                bi_dx[(b * p.c_in + n) * hw + (m - b * hw)] = v[i];
+                let pix = m / p.batch;
+                let b = m - pix * p.batch;
+                bi_dx[(b * p.c_in + n) * hw + pix] = v[i];
             }
         }
     }
@@ -299,6 +372,30 @@ fn backward_input(
 fn weight_chunk(q_len: u32) -> u32 {
     let per = max((q_len + WCHUNK_MAX_PARTS - 1u) / WCHUNK_MAX_PARTS, WCHUNK_MIN);
     return (per + 63u) / 64u * 64u;
+}
+
+// Stages A row `ra` and B row `rb` of the backward_weight K step at k0 (positions q of one
+// chunk, q < q_end): A = x at (c, oy+ky, ox+kx) for the invocation's 4 rows (c, ky, kx),
+// B = dy[b, o, oy, ox].
+fn bw_stage(k0: u32, q_end: u32, ra: u32, mv: u32, a_off: vec4<u32>, a_ok: vec4<bool>, rb: u32,
+            nv: u32, b_off: vec4<u32>, b_ok: vec4<bool>) {
+    let ohw = p.oh * p.ow;
+    let qa = k0 + ra;
+    let ba = qa / ohw;
+    let pa = qa - ba * ohw;
+    let oy = pa / p.ow;
+    let ox = pa - oy * p.ow;
+    let ia = a_off + vec4<u32>(ba * p.c_in * p.h * p.w + oy * p.w + ox);
+    let oka = a_ok & vec4<bool>(qa < q_end);
+    As[ra * TS + mv] = vec4<f32>(
+        ld_wx(ia.x, oka.x), ld_wx(ia.y, oka.y), ld_wx(ia.z, oka.z), ld_wx(ia.w, oka.w));
+
+    let qb = k0 + rb;
+    let bb = qb / ohw;
+    let ib = b_off + vec4<u32>(bb * p.c_out * ohw + (qb - bb * ohw));
+    let okb = b_ok & vec4<bool>(qb < q_end);
+    Bs[rb * TS + nv] = vec4<f32>(
+        ld_wdy(ib.x, okb.x), ld_wdy(ib.y, okb.y), ld_wdy(ib.z, okb.z), ld_wdy(ib.w, okb.w));
 }
 
 // backward_weight partials: part[s][o][c,ky,kx] = sum over positions q = (b,oy,ox) of chunk s of
@@ -353,24 +450,8 @@ fn backward_weight(
 
     var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k0 = q_begin; k0 < q_end; k0 += BK) {
-        for (var r = 0u; r < KR; r++) {
-            let qa = k0 + a_k + r * TS;
-            let ba = qa / ohw;
-            let pa = qa - ba * ohw;
-            let oy = pa / p.ow;
-            let ox = pa - oy * p.ow;
-            let ia = a_off + vec4<u32>(ba * p.c_in * hw + oy * p.w + ox);
-            let oka = a_ok & vec4<bool>(qa < q_end);
-            As[(a_k + r * TS) * TS + a_mv] = vec4<f32>(
-                ld_wx(ia.x, oka.x), ld_wx(ia.y, oka.y), ld_wx(ia.z, oka.z), ld_wx(ia.w, oka.w));
-
-            let qb = k0 + b_k + r * TS;
-            let bb = qb / ohw;
-            let ib = b_off + vec4<u32>(bb * p.c_out * ohw + (qb - bb * ohw));
-            let okb = b_ok & vec4<bool>(qb < q_end);
-            Bs[(b_k + r * TS) * TS + b_nv] = vec4<f32>(
-                ld_wdy(ib.x, okb.x), ld_wdy(ib.y, okb.y), ld_wdy(ib.z, okb.z), ld_wdy(ib.w, okb.w));
-        }
+        bw_stage(k0, q_end, a_k, a_mv, a_off, a_ok, b_k, b_nv, b_off, b_ok);
+        bw_stage(k0, q_end, a_k + TS, a_mv, a_off, a_ok, b_k + TS, b_nv, b_off, b_ok);
         workgroupBarrier();
         acc = tile_mma(acc, lid.x, lid.y);
         workgroupBarrier();
@@ -411,6 +492,7 @@ fn backward_bias(
     }
     let ohw = p.oh * p.ow;
     let q_len = p.batch * ohw;
+    // On lavapipe this loop's 65,535-iteration cap (see tile_mma) allows 16.7M positions.
     var s = 0.0;
     for (var q = li; q < q_len; q += 256u) {
         let b = q / ohw;
@@ -428,3 +510,4 @@ fn backward_bias(
         bdb[o] = red[0];
     }
 }
+

@@ -1,9 +1,10 @@
 //! Safetensors files: atomic writes, strict reads, and the model checkpoint with PyTorch names.
 
 use crate::model::{PARAM_NAMES, Params, param_shapes};
+use crate::optim::OptimizerKind;
 use crate::{Error, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::{BTreeMap, HashMap};
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -38,19 +39,51 @@ pub struct Named<'a> {
     pub data: &'a [f32],
 }
 
+/// Safetensors bytes for f32 tensors, with a deterministic header: tensors in name order, data
+/// in the same order, metadata keys sorted. The same tensors and metadata always give the same
+/// bytes (the `safetensors` crate's serializer keeps metadata in a `HashMap`, whose order varies
+/// from run to run), so checkpoints of identical runs compare equal byte for byte.
+pub fn serialize_f32(tensors: &[Named], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let mut order: Vec<&Named> = tensors.iter().collect();
+    order.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).expect("string map"),
+        );
+    }
+    let mut offset = 0usize;
+    for t in &order {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            return Err(Error::Runtime(format!(
+                "tensor {}: shape {:?} does not hold {} values",
+                t.name,
+                t.shape,
+                t.data.len()
+            )));
+        }
+        let end = offset + 4 * t.data.len();
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut h = serde_json::to_vec(&header).expect("plain data");
+    // The format pads the header with spaces so the data starts 8-byte aligned.
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    for t in &order {
+        out.extend_from_slice(bytemuck::cast_slice(t.data));
+    }
+    Ok(out)
+}
+
 pub fn save_f32(path: &Path, tensors: &[Named], metadata: BTreeMap<String, String>) -> Result<()> {
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|t| {
-            let v = TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(t.data))
-                .map_err(|e| {
-                    Error::Runtime(format!("{}: tensor {}: {e}", path.display(), t.name))
-                })?;
-            Ok((t.name.clone(), v))
-        })
-        .collect::<Result<_>>()?;
-    let meta: HashMap<String, String> = metadata.into_iter().collect();
-    let bytes = safetensors::serialize(views, Some(meta))
+    let bytes = serialize_f32(tensors, &metadata)
         .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
@@ -80,11 +113,64 @@ impl Loaded {
     }
 }
 
+/// Why `bytes` (read from `path`) is not a whole safetensors file, in words a user can act on:
+/// empty, truncated (the header or the tensor data ends early), or not safetensors at all.
+fn container_problem(bytes: &[u8]) -> Option<String> {
+    if bytes.is_empty() {
+        return Some("empty file (not a safetensors file)".into());
+    }
+    if bytes.len() < 8 {
+        return Some(format!(
+            "{} bytes: truncated or not a safetensors file (it starts with an 8-byte header length)",
+            bytes.len()
+        ));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
+    let n = n as usize;
+    // The header is JSON right after its length; the format caps it at 100 MB.
+    if bytes.get(8).is_some_and(|&b| b != b'{') || n > 100_000_000 {
+        return Some("not a safetensors file (no JSON header after the 8-byte length)".into());
+    }
+    if n + 8 > bytes.len() {
+        return Some(format!(
+            "truncated: the header alone should be {n} bytes but the file has only {} bytes",
+            bytes.len()
+        ));
+    }
+    let header: serde_json::Value = match serde_json::from_slice(&bytes[8..8 + n]) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("not a safetensors file (header is not JSON: {e})")),
+    };
+    let end = header
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let have = (bytes.len() - 8 - n) as u64;
+    if end > have {
+        return Some(format!(
+            "truncated: the tensors need {end} bytes of data but the file has {have}"
+        ));
+    }
+    None
+}
+
 /// Every tensor of a safetensors file, and its metadata. Missing, truncated or non-safetensors
 /// files are `BadFile` errors naming the file.
 pub fn load_all(path: &Path) -> Result<(BTreeMap<String, Loaded>, BTreeMap<String, String>)> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::bad_file(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        let what = if e.kind() == std::io::ErrorKind::NotFound {
+            "no such file".to_string()
+        } else {
+            format!("cannot read: {e}")
+        };
+        Error::bad_file(path, what)
+    })?;
+    if let Some(problem) = container_problem(&bytes) {
+        return Err(Error::bad_file(path, problem));
+    }
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file: {e}")))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
@@ -184,4 +270,182 @@ pub fn load_model(path: &Path) -> Result<(Params, BTreeMap<String, String>)> {
         ));
     }
     Ok((params_from(path, &tensors, "")?, meta))
+}
+
+/// Names of the optimizer state components, in their interleaved order per weight
+/// (`OptimConfig::state_width` floats per weight).
+pub fn state_components(kind: OptimizerKind) -> &'static [&'static str] {
+    match kind {
+        OptimizerKind::Wame => &["zeta", "Z", "theta", "g_prev"],
+        OptimizerKind::Adam => &["m", "v"],
+        OptimizerKind::Rmsprop => &["v"],
+        OptimizerKind::Sgd => &["momentum"],
+    }
+}
+
+/// Prefix of the best-validation parameters inside `optimizer.safetensors`.
+pub const BEST_PREFIX: &str = "best.";
+
+/// Everything `--resume` needs, as of the end of epoch `epoch` (1-based count of completed
+/// epochs): `optimizer.safetensors` holds it all, so one atomic rename commits an epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    /// Parameters after `epoch` epochs (what `last.safetensors` holds).
+    pub params: Params,
+    /// Parameters of the best validation epoch so far (what `model.safetensors` holds).
+    pub best: Params,
+    /// Optimizer state per parameter tensor, interleaved as the nets keep it.
+    pub optim: Vec<Vec<f32>>,
+    /// Completed optimizer steps: the dropout and augmentation hashes key on it.
+    pub t: u32,
+    pub epoch: usize,
+    pub best_epoch: usize,
+    pub best_val_accuracy: f64,
+}
+
+/// Writes `optimizer.safetensors`: the parameters as `<name>`, the best ones as `best.<name>`,
+/// each optimizer state component as `<name>.<component>` (e.g. `conv1.weight.zeta`), and the
+/// counters in the metadata (with `extra`, e.g. the run config).
+pub fn save_state(
+    path: &Path,
+    kind: OptimizerKind,
+    s: &TrainState,
+    extra: BTreeMap<String, String>,
+) -> Result<()> {
+    let comps = state_components(kind);
+    let w = comps.len();
+    let shapes = param_shapes(s.params.hidden);
+    let split: Vec<Vec<Vec<f32>>> = s
+        .optim
+        .iter()
+        .map(|st| {
+            (0..w)
+                .map(|j| st.iter().skip(j).step_by(w).copied().collect())
+                .collect()
+        })
+        .collect();
+    let mut named = Vec::new();
+    for (i, (name, shape)) in PARAM_NAMES.iter().zip(&shapes).enumerate() {
+        named.push(Named {
+            name: name.to_string(),
+            shape: shape.clone(),
+            data: &s.params.tensors[i],
+        });
+        named.push(Named {
+            name: format!("{BEST_PREFIX}{name}"),
+            shape: shape.clone(),
+            data: &s.best.tensors[i],
+        });
+        for (j, c) in comps.iter().enumerate() {
+            named.push(Named {
+                name: format!("{name}.{c}"),
+                shape: shape.clone(),
+                data: &split[i][j],
+            });
+        }
+    }
+    let mut meta = extra;
+    meta.insert("format".into(), "fmnist-gpu training state".into());
+    meta.insert("optimizer".into(), format!("{kind:?}").to_lowercase());
+    meta.insert("t".into(), s.t.to_string());
+    meta.insert("epoch".into(), s.epoch.to_string());
+    meta.insert("best_epoch".into(), s.best_epoch.to_string());
+    // `{:?}` of an f64 round-trips exactly.
+    meta.insert(
+        "best_val_accuracy".into(),
+        format!("{:?}", s.best_val_accuracy),
+    );
+    save_f32(path, &named, meta)
+}
+
+/// Reads `optimizer.safetensors` for a run of `kind`: exactly the tensors [`save_state`] writes,
+/// with the parameters' shapes and F32; anything else is a `BadFile` error naming the file.
+pub fn load_state(
+    path: &Path,
+    kind: OptimizerKind,
+) -> Result<(TrainState, BTreeMap<String, String>)> {
+    let (tensors, meta) = load_all(path)?;
+    let params = params_from(path, &tensors, "")?;
+    let best = params_from(path, &tensors, BEST_PREFIX)?;
+    if best.hidden != params.hidden {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "best.fc1.weight has hidden width {}, fc1.weight {}",
+                best.hidden, params.hidden
+            ),
+        ));
+    }
+    let comps = state_components(kind);
+    let w = comps.len();
+    let mut expected: Vec<String> = Vec::new();
+    let mut optim = Vec::new();
+    for (name, shape) in PARAM_NAMES.iter().zip(param_shapes(params.hidden)) {
+        expected.push(name.to_string());
+        expected.push(format!("{BEST_PREFIX}{name}"));
+        let n: usize = shape.iter().product();
+        let mut st = vec![0.0f32; n * w];
+        for (j, c) in comps.iter().enumerate() {
+            let key = format!("{name}.{c}");
+            let l = tensors.get(&key).ok_or_else(|| {
+                Error::bad_file(
+                    path,
+                    format!(
+                        "missing tensor {key} (the run's optimizer is {kind:?}; its state is {})",
+                        comps.join(", ")
+                    ),
+                )
+            })?;
+            if l.shape != shape {
+                return Err(Error::bad_file(
+                    path,
+                    format!("tensor {key} has shape {:?}, expected {shape:?}", l.shape),
+                ));
+            }
+            for (i, v) in l.f32(path, &key)?.into_iter().enumerate() {
+                st[i * w + j] = v;
+            }
+            expected.push(key);
+        }
+        optim.push(st);
+    }
+    if let Some(extra) = tensors.keys().find(|k| !expected.contains(k)) {
+        return Err(Error::bad_file(
+            path,
+            format!("unexpected tensor {extra}: not the training state of a {kind:?} run"),
+        ));
+    }
+    let num = |key: &str| -> Result<u64> {
+        meta.get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::bad_file(path, format!("metadata {key} missing or not a number")))
+    };
+    let t = u32::try_from(num("t")?)
+        .map_err(|_| Error::bad_file(path, "metadata t is out of range"))?;
+    let epoch = num("epoch")? as usize;
+    let best_epoch = num("best_epoch")? as usize;
+    let best_val_accuracy: f64 = meta
+        .get("best_val_accuracy")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            Error::bad_file(path, "metadata best_val_accuracy missing or not a number")
+        })?;
+    if epoch == 0 || best_epoch == 0 || best_epoch > epoch {
+        return Err(Error::bad_file(
+            path,
+            format!("metadata epoch {epoch} / best_epoch {best_epoch} are inconsistent"),
+        ));
+    }
+    Ok((
+        TrainState {
+            params,
+            best,
+            optim,
+            t,
+            epoch,
+            best_epoch,
+            best_val_accuracy,
+        },
+        meta,
+    ))
 }

@@ -1,7 +1,8 @@
 //! The `fmnist-gpu` command line: parses flags with clap and maps errors to exit codes
 //! (0 success, 1 runtime failure, 2 bad arguments or input).
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use fmnist_gpu::cmd;
 use std::process::ExitCode;
 
@@ -24,19 +25,44 @@ enum Command {
     Train(cmd::train::TrainArgs),
     /// Check a device against a PyTorch fixture, or the GPU kernels against the CPU reference.
     Parity(cmd::parity::ParityArgs),
+    /// Evaluate a model file: accuracy, per-class precision/recall/F1, confusion matrix.
+    Eval(cmd::eval::EvalArgs),
+    /// Classify image files (PNG, JPEG, GIF, BMP, WebP) with a model file (on the CPU unless
+    /// --device gpu or --adapter says otherwise).
+    Predict(cmd::predict::PredictArgs),
     /// Measure images per second and per-kernel GPU (or CPU) time on synthetic data (SPEC 12).
     Bench(cmd::bench::BenchArgs),
+}
+
+/// Ids of the arguments given on the command line (not defaults) of subcommand `name`; argument
+/// groups (clap makes one per flattened struct) are not arguments and are left out.
+fn explicit_ids(m: &ArgMatches, name: &str) -> Vec<String> {
+    let cli = Cli::command();
+    let (Some(def), Some(sub)) = (cli.find_subcommand(name), m.subcommand_matches(name)) else {
+        return Vec::new();
+    };
+    def.get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| sub.value_source(id) == Some(ValueSource::CommandLine))
+        .map(String::from)
+        .collect()
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp(None)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Train(a) = &mut cli.command {
+        a.explicit = explicit_ids(&matches, "train");
+    }
     let result = match &cli.command {
         Command::Adapters(a) => cmd::adapters::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Parity(a) => cmd::parity::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Predict(a) => cmd::predict::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     match result {

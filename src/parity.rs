@@ -1,10 +1,1680 @@
-//! The kernel table: every GPU entry point against its CPU twin on random inputs (SPEC 10).
+//! The kernel table (SPEC 8, 10): every GPU entry point against its CPU twin on seeded random
+//! inputs, several shapes each (odd ones included), every output buffer compared with
+//! `|gpu - cpu| <= atol + rtol * |cpu|`, and the worst entries kept for the report.
+//!
+//! `fmnist-gpu parity` (no `--fixture`) runs [`cases`] through [`run_table`]; the GPU tests run
+//! the same cases, a kernel at a time, through [`Runner`], so the table and the tests cannot drift.
 
-use crate::Result;
-use crate::gpu::DeviceArgs;
+use crate::cpu;
+use crate::cpu::Real;
+use crate::gpu::buffers::{Dispatch, read, run_once, storage_init};
+use crate::gpu::{DeviceArgs, GpuContext, Selected};
+use crate::ops::act::{ActKernels, dropout_params, relu_params};
+use crate::ops::conv::ConvKernels;
+use crate::ops::data::{DataKernels, pack_u8};
+use crate::ops::dense::DenseKernels;
+use crate::ops::loss::LossKernels;
+use crate::ops::optim::{OptimKernels, WAME_INIT};
+use crate::ops::pool::PoolKernels;
+use crate::params::{
+    ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams, ReduceParams,
+    StepState, WameParams,
+};
+use crate::{Error, Result};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cell::OnceCell;
+use std::time::Instant;
 
-pub fn run_table(_device: &DeviceArgs, _json: bool) -> Result<()> {
-    Err(crate::Error::BadArg(
-        "the kernel table is not built yet; pass --fixture".into(),
-    ))
+/// What one output must satisfy.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Tol {
+    /// `|gpu - cpu| <= atol + rtol * |cpu|` element-wise; NaN never passes.
+    Close { atol: f32, rtol: f32 },
+    /// Equal: integers by value, floats bit for bit.
+    Exact,
+}
+
+/// SPEC 10, element-wise ops (pool, activations, softmax, optimizers, gather).
+pub const ELEMENTWISE: Tol = Tol::Close {
+    atol: 1e-6,
+    rtol: 1e-5,
+};
+/// SPEC 10, reductions (conv, dense, the loss sum).
+pub const REDUCTION: Tol = Tol::Close {
+    atol: 1e-5,
+    rtol: 1e-4,
+};
+
+impl std::fmt::Display for Tol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tol::Close { atol, rtol } => write!(f, "{atol:.0e}+{rtol:.0e}|c|"),
+            Tol::Exact => write!(f, "exact"),
+        }
+    }
+}
+
+/// Every entry point the table covers, as `family.entry` (the WGSL entry point's name).
+pub const KERNELS: [&str; 23] = [
+    "conv.forward",
+    "conv.backward_input",
+    "conv.backward_weight",
+    "conv.backward_bias",
+    "reduce.sum_partials",
+    "pool.maxpool_forward",
+    "pool.maxpool_backward",
+    "dense.forward",
+    "dense.backward_input",
+    "dense.backward_weight",
+    "dense.backward_bias",
+    "act.relu_forward",
+    "act.relu_backward",
+    "act.dropout_forward",
+    "act.dropout_backward",
+    "loss.softmax_xent_forward",
+    "loss.softmax_xent_backward",
+    "optim.wame",
+    "optim.adam",
+    "optim.rmsprop",
+    "optim.sgd",
+    "data.gather",
+    "data.advance",
+];
+
+/// The four entry points of the GEMM-shaped families (conv and dense).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+    BackwardBias,
+}
+
+impl Pass {
+    pub const ALL: [Pass; 4] = [
+        Pass::Forward,
+        Pass::BackwardInput,
+        Pass::BackwardWeight,
+        Pass::BackwardBias,
+    ];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opt {
+    /// `variant` as in [`WameParams`]: 0 seed, 1 paper, 2 inverse.
+    Wame {
+        variant: u32,
+    },
+    Adam,
+    Rmsprop,
+    Sgd,
+}
+
+/// One GPU-vs-CPU comparison: an entry point, a shape and the seed of its random inputs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Case {
+    /// `f64_reference` runs the CPU twin in f64 and rounds once: for sums so long that the f32
+    /// twin's own rounding would dominate the comparison.
+    Conv {
+        pass: Pass,
+        p: ConvParams,
+        seed: u64,
+        f64_reference: bool,
+    },
+    SumPartials {
+        n: u32,
+        parts: u32,
+        seed: u64,
+    },
+    Pool {
+        backward: bool,
+        p: PoolParams,
+        seed: u64,
+    },
+    Dense {
+        pass: Pass,
+        p: DenseParams,
+        seed: u64,
+    },
+    Relu {
+        backward: bool,
+        n: u32,
+        seed: u64,
+    },
+    /// `seed` also seeds the dropout hash; `t` is the step the mask is drawn for.
+    Dropout {
+        backward: bool,
+        n: u32,
+        prob: f32,
+        t: u32,
+        seed: u64,
+    },
+    /// The batch is the third of an epoch whose last batch holds `valid` rows.
+    Loss {
+        backward: bool,
+        batch: u32,
+        classes: u32,
+        valid: u32,
+        seed: u64,
+    },
+    /// `steps` consecutive updates (each followed by `advance`) with fresh gradients.
+    Optim {
+        opt: Opt,
+        n: u32,
+        steps: u32,
+        seed: u64,
+    },
+    /// The last batches of an epoch of [`GATHER_N`] of [`GATHER_SAMPLES`] images, the short
+    /// batch and one batch past the end included, each followed by `advance`.
+    Gather {
+        batch: u32,
+        augment: bool,
+        seed: u64,
+    },
+    Advance {
+        start: StepState,
+        steps: u32,
+    },
+}
+
+/// Samples in the gather cases' data set, and the epoch length that uses all but four of them
+/// (so positions past `n` exist in the index list and must not be read).
+pub const GATHER_SAMPLES: usize = 54;
+pub const GATHER_N: u32 = GATHER_SAMPLES as u32 - 4;
+const PIXELS: usize = 28 * 28;
+
+impl Case {
+    /// The entry point, one of [`KERNELS`].
+    pub fn kernel(&self) -> &'static str {
+        let gemm = |family: [&'static str; 4], pass: Pass| family[pass as usize];
+        let pick = |backward: bool, forward: &'static str, back: &'static str| {
+            if backward { back } else { forward }
+        };
+        match self {
+            Case::Conv { pass, .. } => gemm(
+                [
+                    "conv.forward",
+                    "conv.backward_input",
+                    "conv.backward_weight",
+                    "conv.backward_bias",
+                ],
+                *pass,
+            ),
+            Case::SumPartials { .. } => "reduce.sum_partials",
+            Case::Pool { backward, .. } => {
+                pick(*backward, "pool.maxpool_forward", "pool.maxpool_backward")
+            }
+            Case::Dense { pass, .. } => gemm(
+                [
+                    "dense.forward",
+                    "dense.backward_input",
+                    "dense.backward_weight",
+                    "dense.backward_bias",
+                ],
+                *pass,
+            ),
+            Case::Relu { backward, .. } => pick(*backward, "act.relu_forward", "act.relu_backward"),
+            Case::Dropout { backward, .. } => {
+                pick(*backward, "act.dropout_forward", "act.dropout_backward")
+            }
+            Case::Loss { backward, .. } => pick(
+                *backward,
+                "loss.softmax_xent_forward",
+                "loss.softmax_xent_backward",
+            ),
+            Case::Optim { opt, .. } => match opt {
+                Opt::Wame { .. } => "optim.wame",
+                Opt::Adam => "optim.adam",
+                Opt::Rmsprop => "optim.rmsprop",
+                Opt::Sgd => "optim.sgd",
+            },
+            Case::Gather { .. } => "data.gather",
+            Case::Advance { .. } => "data.advance",
+        }
+    }
+
+    /// The shape (and whatever else distinguishes the case) in a few words.
+    pub fn shape(&self) -> String {
+        match self {
+            Case::Conv {
+                p, f64_reference, ..
+            } => format!(
+                "B{} Cin{} {}x{} Cout{} k{}{}{}",
+                p.batch,
+                p.c_in,
+                p.h,
+                p.w,
+                p.c_out,
+                p.k,
+                if p.relu != 0 { " relu" } else { "" },
+                if *f64_reference { " (f64 ref)" } else { "" }
+            ),
+            Case::SumPartials { n, parts, .. } => format!("n={n} parts={parts}"),
+            Case::Pool { p, .. } => format!("{}x{}x{}x{}", p.batch, p.c, p.h, p.w),
+            Case::Dense { p, .. } => format!(
+                "B{} In{} Out{}{}",
+                p.batch,
+                p.n_in,
+                p.n_out,
+                if p.relu != 0 { " relu" } else { "" }
+            ),
+            Case::Relu { n, .. } => format!("n={n}"),
+            Case::Dropout { n, prob, t, .. } => format!("n={n} p={prob} t={t}"),
+            Case::Loss {
+                batch,
+                classes,
+                valid,
+                ..
+            } => format!("B{batch} C{classes} valid {valid}"),
+            Case::Optim { opt, n, steps, .. } => match opt {
+                Opt::Wame { variant } => format!(
+                    "n={n} {} x{steps}",
+                    ["seed", "paper", "inverse"]
+                        .get(*variant as usize)
+                        .unwrap_or(&"?")
+                ),
+                _ => format!("n={n} x{steps}"),
+            },
+            Case::Gather { batch, augment, .. } => format!(
+                "B{batch}{} n={GATHER_N} x{}",
+                if *augment { " augment" } else { "" },
+                gather_steps(*batch).1
+            ),
+            Case::Advance { start, steps } => format!(
+                "from ({},{},{},{}) x{steps}",
+                start.epoch_step, start.t, start.n, start.batch
+            ),
+        }
+    }
+}
+
+/// `(first, count)`: the gather cases skip to the last `count - 1` batches of the epoch (the
+/// short one is the interesting one) and run one batch past its end.
+fn gather_steps(batch: u32) -> (u32, u32) {
+    let batches = GATHER_N.div_ceil(batch);
+    let count = batches.min(6) + 1;
+    (batches - (count - 1), count)
+}
+
+/// (batch, c_in, h, w, c_out, k, relu): odd sizes, tile edges in every GEMM dimension, the
+/// model's two layers, shapes whose backward_weight needs one, several and a ragged last chunk
+/// of split-K parts, a kernel as tall as the input (one output row), and batches of 64 and 70
+/// (backward_input's batch-innermost tiles are exactly one pixel or straddle two).
+pub const CONV_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
+    (1, 1, 7, 7, 1, 3, false),
+    (2, 1, 28, 28, 64, 5, true),
+    (3, 3, 13, 13, 5, 3, true),
+    (5, 64, 12, 12, 64, 5, true),
+    (2, 3, 7, 7, 5, 5, false),
+    (4, 64, 13, 13, 5, 3, false),
+    (1, 5, 12, 12, 64, 5, true),
+    (2, 3, 9, 13, 7, 3, true),
+    (5, 3, 28, 28, 5, 5, false),
+    (3, 65, 7, 7, 66, 3, true),
+    (64, 3, 7, 7, 5, 3, true),
+    (70, 2, 6, 6, 3, 3, false),
+    (3, 2, 5, 6, 4, 5, true),
+    (9, 16, 12, 12, 64, 5, true),
+];
+
+/// (batch, n_in, n_out, relu): tiny, odd, tile-straddling and the model's fc1/fc2.
+pub const DENSE_SHAPES: &[(u32, u32, u32, bool)] = &[
+    (1, 5, 3, false),
+    (3, 17, 10, true),
+    (7, 33, 13, false),
+    (5, 64, 32, true),
+    (37, 70, 19, false),
+    (128, 1024, 128, true),
+    (128, 128, 10, false),
+];
+
+/// (batch, c, h, w): odd planes (floor mode drops the last row/column) and the model's pools.
+pub const POOL_SHAPES: &[(u32, u32, u32, u32)] = &[
+    (1, 1, 13, 13),
+    (3, 5, 24, 24),
+    (7, 2, 13, 13),
+    (2, 64, 8, 8),
+    (1, 3, 5, 7),
+];
+
+/// Element counts of the 1-D kernels: one element, a partial workgroup, several, and many.
+pub const VECTOR_LENS: [u32; 4] = [1, 3, 1000, 70001];
+
+/// (batch, classes, valid rows).
+pub const LOSS_SHAPES: &[(u32, u32, u32)] = &[
+    (1, 10, 1),
+    (3, 10, 2),
+    (7, 10, 7),
+    (7, 3, 0),
+    (128, 10, 100),
+    (300, 10, 300),
+    (4096, 10, 4001),
+];
+
+/// The table: every entry point of every family, several shapes each.
+pub fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for (pi, &pass) in Pass::ALL.iter().enumerate() {
+        for (si, s) in CONV_SHAPES.iter().enumerate() {
+            v.push(Case::Conv {
+                pass,
+                p: ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6),
+                seed: 100 * (pi as u64 + 1) + si as u64,
+                f64_reference: false,
+            });
+        }
+    }
+    for (i, (n, parts)) in [(1u32, 1u32), (257, 3), (1600, 17), (70_001, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        v.push(Case::SumPartials {
+            n,
+            parts,
+            seed: 500 + i as u64,
+        });
+    }
+    for backward in [false, true] {
+        for (si, s) in POOL_SHAPES.iter().enumerate() {
+            v.push(Case::Pool {
+                backward,
+                p: PoolParams::new(s.0, s.1, s.2, s.3),
+                seed: 1000 + si as u64,
+            });
+        }
+    }
+    for &pass in &Pass::ALL {
+        for (si, s) in DENSE_SHAPES.iter().enumerate() {
+            v.push(Case::Dense {
+                pass,
+                p: DenseParams::new(s.0, s.1, s.2, s.3),
+                seed: 2000 + si as u64,
+            });
+        }
+    }
+    for backward in [false, true] {
+        for (si, &n) in VECTOR_LENS.iter().enumerate() {
+            v.push(Case::Relu {
+                backward,
+                n,
+                seed: 3000 + si as u64,
+            });
+        }
+    }
+    for backward in [false, true] {
+        for &n in &[1u32, 7, 1000, 70001] {
+            for prob in [0.0f32, 0.4, 0.8] {
+                for t in [0u32, 17] {
+                    v.push(Case::Dropout {
+                        backward,
+                        n,
+                        prob,
+                        t,
+                        seed: 1234,
+                    });
+                }
+            }
+        }
+    }
+    for backward in [false, true] {
+        for (si, &(batch, classes, valid)) in LOSS_SHAPES.iter().enumerate() {
+            v.push(Case::Loss {
+                backward,
+                batch,
+                classes,
+                valid,
+                seed: 4000 + si as u64,
+            });
+        }
+    }
+    let opts = [
+        Opt::Wame { variant: 0 },
+        Opt::Wame { variant: 1 },
+        Opt::Wame { variant: 2 },
+        Opt::Adam,
+        Opt::Rmsprop,
+        Opt::Sgd,
+    ];
+    for (oi, &opt) in opts.iter().enumerate() {
+        for &n in &[1u32, 1000, 70001] {
+            v.push(Case::Optim {
+                opt,
+                n,
+                steps: 4,
+                seed: 5000 + 10 * oi as u64 + n as u64 % 7,
+            });
+        }
+    }
+    for (bi, &batch) in [1u32, 3, 7, 16, 128].iter().enumerate() {
+        for augment in [false, true] {
+            v.push(Case::Gather {
+                batch,
+                augment,
+                seed: 6000 + bi as u64,
+            });
+        }
+    }
+    for (start, steps) in [
+        (StepState::default(), 1),
+        (
+            StepState {
+                epoch_step: 3,
+                t: 1000,
+                n: GATHER_N,
+                batch: 16,
+            },
+            5,
+        ),
+        (
+            StepState {
+                epoch_step: 421,
+                t: 123_456,
+                n: 54_000,
+                batch: 128,
+            },
+            3,
+        ),
+    ] {
+        v.push(Case::Advance { start, steps });
+    }
+    v
+}
+
+/// The cases of one entry point (`family.entry`, see [`KERNELS`]).
+pub fn cases_for(kernel: &str) -> Vec<Case> {
+    cases()
+        .into_iter()
+        .filter(|c| c.kernel() == kernel)
+        .collect()
+}
+
+/// One entry where GPU and CPU differ, with its position (`step` for multi-step cases).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Entry {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    pub gpu: f64,
+    pub cpu: f64,
+}
+
+/// The comparison of one output buffer of one case (over all its steps).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KernelRow {
+    pub kernel: &'static str,
+    pub shape: String,
+    /// The output buffer; `... rerun` rows compare a second GPU run against the first, bit for
+    /// bit (the fixed-order reductions of SPEC 4), with the first run in the `cpu` column.
+    pub output: String,
+    pub values: usize,
+    pub worst_abs: f64,
+    /// `|gpu - cpu| / |cpu|` over entries where `cpu != 0` (where it is 0 only `atol` applies).
+    pub worst_rel: f64,
+    /// The largest `|gpu - cpu| / (atol + rtol |cpu|)`: under 1 passes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_err_over_tol: Option<f64>,
+    pub tol: Tol,
+    pub failures: usize,
+    pub ok: bool,
+    /// Up to [`WORST_SHOWN`] failing entries, the furthest out of tolerance first.
+    pub worst: Vec<Entry>,
+}
+
+/// How many failing entries a row keeps.
+pub const WORST_SHOWN: usize = 8;
+
+/// Accumulates one output's comparison over the steps of a case.
+struct Check {
+    row: KernelRow,
+    bad: Vec<(f64, Entry)>,
+}
+
+impl Check {
+    fn new(case: &Case, output: &str, tol: Tol) -> Self {
+        Check {
+            row: KernelRow {
+                kernel: case.kernel(),
+                shape: case.shape(),
+                output: output.to_string(),
+                values: 0,
+                worst_abs: 0.0,
+                worst_rel: 0.0,
+                worst_err_over_tol: match tol {
+                    Tol::Close { .. } => Some(0.0),
+                    Tol::Exact => None,
+                },
+                tol,
+                failures: 0,
+                ok: true,
+                worst: Vec::new(),
+            },
+            bad: Vec::new(),
+        }
+    }
+
+    /// `excess` orders failures: how far out of tolerance (infinite for NaN or exact mismatch).
+    fn fail(&mut self, excess: f64, e: Entry) {
+        self.row.failures += 1;
+        self.bad.push((excess, e));
+        // Bounded memory for a kernel that is wrong everywhere.
+        if self.bad.len() > 4096 {
+            self.keep_worst();
+        }
+    }
+
+    fn keep_worst(&mut self) {
+        self.bad.sort_by(|a, b| b.0.total_cmp(&a.0));
+        self.bad.truncate(WORST_SHOWN);
+    }
+
+    fn length(&mut self, step: Option<u32>, gpu: usize, cpu: usize) -> bool {
+        if gpu == cpu {
+            return true;
+        }
+        self.row.worst_abs = f64::INFINITY;
+        self.fail(
+            f64::INFINITY,
+            Entry {
+                index: gpu.min(cpu),
+                step,
+                gpu: gpu as f64,
+                cpu: cpu as f64,
+            },
+        );
+        false
+    }
+
+    fn diff(&mut self, g: f64, c: f64) -> f64 {
+        let d = (g - c).abs();
+        let d = if d.is_nan() { f64::INFINITY } else { d };
+        self.row.worst_abs = self.row.worst_abs.max(d);
+        if d.is_infinite() {
+            self.row.worst_rel = f64::INFINITY;
+        } else if c != 0.0 {
+            self.row.worst_rel = self.row.worst_rel.max(d / c.abs());
+        }
+        d
+    }
+
+    fn floats(&mut self, step: Option<u32>, gpu: &[f32], cpu: &[f32]) {
+        if !self.length(step, gpu.len(), cpu.len()) {
+            return;
+        }
+        self.row.values += cpu.len();
+        for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+            let d = self.diff(g as f64, c as f64);
+            let entry = || Entry {
+                index: i,
+                step,
+                gpu: g as f64,
+                cpu: c as f64,
+            };
+            match self.row.tol {
+                Tol::Close { atol, rtol } => {
+                    let tol = atol as f64 + rtol as f64 * (c as f64).abs();
+                    let ratio = if c.is_nan() { f64::INFINITY } else { d / tol };
+                    let w = self.row.worst_err_over_tol.get_or_insert(0.0);
+                    *w = w.max(ratio);
+                    if ratio > 1.0 {
+                        self.fail(ratio, entry());
+                    }
+                }
+                Tol::Exact => {
+                    if g.to_bits() != c.to_bits() || g.is_nan() {
+                        self.fail(d, entry());
+                    }
+                }
+            }
+        }
+    }
+
+    fn ints(&mut self, step: Option<u32>, gpu: &[u32], cpu: &[u32]) {
+        debug_assert_eq!(self.row.tol, Tol::Exact);
+        if !self.length(step, gpu.len(), cpu.len()) {
+            return;
+        }
+        self.row.values += cpu.len();
+        for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+            let d = self.diff(g as f64, c as f64);
+            if g != c {
+                self.fail(
+                    d,
+                    Entry {
+                        index: i,
+                        step,
+                        gpu: g as f64,
+                        cpu: c as f64,
+                    },
+                );
+            }
+        }
+    }
+
+    fn finish(mut self) -> KernelRow {
+        self.keep_worst();
+        self.row.ok = self.row.failures == 0;
+        self.row.worst = self.bad.into_iter().map(|(_, e)| e).collect();
+        self.row
+    }
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Outputs start as NaN so an element a kernel forgets to write fails the comparison.
+fn nan_buffer(ctx: &GpuContext, label: &str, n: usize) -> wgpu::Buffer {
+    storage_init(ctx, label, &vec![f32::NAN; n])
+}
+
+fn refill_nan(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) {
+    if n > 0 {
+        ctx.queue
+            .write_buffer(buf, 0, bytemuck::cast_slice(&vec![f32::NAN; n]));
+    }
+}
+
+fn to_t<T: Real>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&a| T::from_f32(a)).collect()
+}
+
+fn to_f32<T: Real>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|a| a.to_f64() as f32).collect()
+}
+
+/// Runs `ds`, compares `out` against `want`, then runs again from a NaN-filled `out` and checks
+/// the second result is bit-identical to the first (fixed-order reductions, SPEC 4).
+#[allow(clippy::too_many_arguments)]
+fn run_with_rerun(
+    ctx: &GpuContext,
+    case: &Case,
+    ds: &[Dispatch],
+    out: &wgpu::Buffer,
+    name: &str,
+    want: &[f32],
+    tol: Tol,
+) -> Result<Vec<KernelRow>> {
+    run_once(ctx, ds)?;
+    let first: Vec<f32> = read(ctx, out, want.len())?;
+    let mut c = Check::new(case, name, tol);
+    c.floats(None, &first, want);
+    refill_nan(ctx, out, want.len());
+    run_once(ctx, ds)?;
+    let second: Vec<f32> = read(ctx, out, want.len())?;
+    let mut r = Check::new(case, &format!("{name} rerun"), Tol::Exact);
+    r.floats(None, &second, &first);
+    Ok(vec![c.finish(), r.finish()])
+}
+
+/// Runs cases on one device, building each kernel family's pipelines once, on first use.
+pub struct Runner<'a> {
+    ctx: &'a GpuContext,
+    conv: OnceCell<ConvKernels>,
+    pool: OnceCell<PoolKernels>,
+    dense: OnceCell<DenseKernels>,
+    act: OnceCell<ActKernels>,
+    loss: OnceCell<LossKernels>,
+    optim: OnceCell<OptimKernels>,
+    data: OnceCell<DataKernels>,
+}
+
+/// `cell`'s value, built by `make` on first use (`OnceCell::get_or_try_init` is unstable).
+fn lazy<K>(cell: &OnceCell<K>, make: impl FnOnce() -> Result<K>) -> Result<&K> {
+    if let Some(k) = cell.get() {
+        return Ok(k);
+    }
+    let k = make()?;
+    Ok(cell.get_or_init(|| k))
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(ctx: &'a GpuContext) -> Self {
+        Runner {
+            ctx,
+            conv: OnceCell::new(),
+            pool: OnceCell::new(),
+            dense: OnceCell::new(),
+            act: OnceCell::new(),
+            loss: OnceCell::new(),
+            optim: OnceCell::new(),
+            data: OnceCell::new(),
+        }
+    }
+
+    /// One row per output buffer of `case` (plus `rerun` rows for the reductions).
+    pub fn run(&self, case: &Case) -> Result<Vec<KernelRow>> {
+        let rows = match case {
+            Case::Conv {
+                pass,
+                p,
+                seed,
+                f64_reference,
+            } => self.conv_case(case, *pass, p, *seed, *f64_reference),
+            Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
+            Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
+            Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
+            Case::Relu { backward, n, seed } => self.relu_case(case, *backward, *n, *seed),
+            Case::Dropout {
+                backward,
+                n,
+                prob,
+                t,
+                seed,
+            } => self.dropout_case(case, *backward, *n, *prob, *t, *seed),
+            Case::Loss {
+                backward,
+                batch,
+                classes,
+                valid,
+                seed,
+            } => self.loss_case(case, *backward, *batch, *classes, *valid, *seed),
+            Case::Optim {
+                opt,
+                n,
+                steps,
+                seed,
+            } => self.optim_case(case, *opt, *n, *steps, *seed),
+            Case::Gather {
+                batch,
+                augment,
+                seed,
+            } => self.gather_case(case, *batch, *augment, *seed),
+            Case::Advance { start, steps } => self.advance_case(case, *start, *steps),
+        }?;
+        // A GPU error caught after the last readback must not leave a passing row behind.
+        self.ctx.check()?;
+        Ok(rows)
+    }
+
+    fn conv_case(
+        &self,
+        case: &Case,
+        pass: Pass,
+        p: &ConvParams,
+        seed: u64,
+        f64_reference: bool,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.conv, || ConvKernels::new(ctx))?;
+        let d = conv_data(p, seed);
+        let want = if f64_reference {
+            conv_reference::<f64>(pass, p, &d)
+        } else {
+            conv_reference::<f32>(pass, p, &d)
+        };
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let out = nan_buffer(ctx, "out", want.len());
+        let (ds, name) = match pass {
+            Pass::Forward => (
+                k.forward(
+                    ctx,
+                    p,
+                    &buf("x", &d.x),
+                    &buf("w", &d.w),
+                    &buf("bias", &d.bias),
+                    &out,
+                ),
+                "y",
+            ),
+            Pass::BackwardInput => (
+                k.backward_input(ctx, p, &buf("dy", &d.dy), &buf("w", &d.w), &out),
+                "dx",
+            ),
+            Pass::BackwardWeight => (
+                k.backward_weight(ctx, p, &buf("x", &d.x), &buf("dy", &d.dy), &out),
+                "dw",
+            ),
+            Pass::BackwardBias => (k.backward_bias(ctx, p, &buf("dy", &d.dy), &out), "db"),
+        };
+        run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
+    }
+
+    /// Compared bit for bit: GPU and CPU add the parts in the same order with IEEE adds.
+    fn sum_partials(&self, case: &Case, n: u32, parts: u32, seed: u64) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.conv, || ConvKernels::new(ctx))?;
+        let rp = ReduceParams {
+            n,
+            parts,
+            _pad: [0; 2],
+        };
+        let partials = uniform(&mut rng(seed), (n * parts) as usize, -1.0, 1.0);
+        let mut want = vec![0.0f32; n as usize];
+        cpu::reduce::sum_partials(&rp, &partials, &mut want);
+        let out = nan_buffer(ctx, "out", n as usize);
+        let ds = k.sum_partials(ctx, &rp, &storage_init(ctx, "partials", &partials), &out);
+        run_with_rerun(ctx, case, &ds, &out, "out", &want, Tol::Exact)
+    }
+
+    fn pool_case(
+        &self,
+        case: &Case,
+        backward: bool,
+        p: &PoolParams,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.pool, || PoolKernels::new(ctx))?;
+        let mut r = rng(seed);
+        // A coarse grid: windows hold ties (the first maximum must win) and negatives (the
+        // fused ReLU mask of the backward must zero them).
+        let x: Vec<f32> = (0..p.x_len())
+            .map(|_| (r.random_range(0..9u32) as f32 - 3.0) * 0.25)
+            .collect();
+        let dy = uniform(&mut r, p.y_len(), -1.0, 1.0);
+        let (mut y, mut am) = (vec![0.0; p.y_len()], vec![0u32; p.y_len()]);
+        cpu::pool::maxpool_forward(p, &x, &mut y, &mut am);
+        let xb = storage_init(ctx, "x", &x);
+        if !backward {
+            let yb = nan_buffer(ctx, "y", p.y_len());
+            let amb = storage_init(ctx, "argmax", &vec![u32::MAX; p.y_len()]);
+            run_once(ctx, &k.maxpool_forward(ctx, p, &xb, &yb, &amb))?;
+            let mut cy = Check::new(case, "y", ELEMENTWISE);
+            cy.floats(None, &read::<f32>(ctx, &yb, p.y_len())?, &y);
+            let mut ca = Check::new(case, "argmax", Tol::Exact);
+            ca.ints(None, &read::<u32>(ctx, &amb, p.y_len())?, &am);
+            return Ok(vec![cy.finish(), ca.finish()]);
+        }
+        // From the CPU's argmax, so the backward is checked on its own.
+        let mut dx = vec![0.0; p.x_len()];
+        cpu::pool::maxpool_backward(p, &dy, &am, &x, &mut dx);
+        let dxb = nan_buffer(ctx, "dx", p.x_len());
+        let ds = k.maxpool_backward(
+            ctx,
+            p,
+            &storage_init(ctx, "dy", &dy),
+            &storage_init(ctx, "argmax", &am),
+            &xb,
+            &dxb,
+        );
+        run_once(ctx, &ds)?;
+        let mut c = Check::new(case, "dx", ELEMENTWISE);
+        c.floats(None, &read::<f32>(ctx, &dxb, p.x_len())?, &dx);
+        Ok(vec![c.finish()])
+    }
+
+    fn dense_case(
+        &self,
+        case: &Case,
+        pass: Pass,
+        p: &DenseParams,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.dense, || DenseKernels::new(ctx))?;
+        let (b, ni, no) = (p.batch as usize, p.n_in as usize, p.n_out as usize);
+        let mut r = rng(seed);
+        let x = uniform(&mut r, b * ni, -1.0, 1.0);
+        let w = uniform(&mut r, no * ni, -0.5, 0.5);
+        let bias = uniform(&mut r, no, -0.5, 0.5);
+        let dy = uniform(&mut r, b * no, -1.0, 1.0);
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let (want, ds, out, name) = match pass {
+            Pass::Forward => {
+                let mut y = vec![0.0; b * no];
+                cpu::dense::forward(p, &x, &w, &bias, &mut y);
+                let out = nan_buffer(ctx, "y", y.len());
+                let ds = k.forward(
+                    ctx,
+                    p,
+                    &buf("x", &x),
+                    &buf("w", &w),
+                    &buf("bias", &bias),
+                    &out,
+                );
+                (y, ds, out, "y")
+            }
+            Pass::BackwardInput => {
+                let mut dx = vec![0.0; b * ni];
+                cpu::dense::backward_input(p, &dy, &w, &mut dx);
+                let out = nan_buffer(ctx, "dx", dx.len());
+                let ds = k.backward_input(ctx, p, &buf("dy", &dy), &buf("w", &w), &out);
+                (dx, ds, out, "dx")
+            }
+            Pass::BackwardWeight => {
+                let mut dw = vec![0.0; no * ni];
+                cpu::dense::backward_weight(p, &x, &dy, &mut dw);
+                let out = nan_buffer(ctx, "dw", dw.len());
+                let ds = k.backward_weight(ctx, p, &buf("x", &x), &buf("dy", &dy), &out);
+                (dw, ds, out, "dw")
+            }
+            Pass::BackwardBias => {
+                let mut db = vec![0.0; no];
+                cpu::dense::backward_bias(p, &dy, &mut db);
+                let out = nan_buffer(ctx, "db", db.len());
+                let ds = k.backward_bias(ctx, p, &buf("dy", &dy), &out);
+                (db, ds, out, "db")
+            }
+        };
+        run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
+    }
+
+    fn relu_case(&self, case: &Case, backward: bool, n: u32, seed: u64) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.act, || ActKernels::new(ctx))?;
+        let p = relu_params(n);
+        let nu = n as usize;
+        let mut r = rng(seed);
+        let x = uniform(&mut r, nu, -1.0, 1.0);
+        let dy = uniform(&mut r, nu, -1.0, 1.0);
+        let mut y = vec![0.0; nu];
+        cpu::act::relu_forward(&p, &x, &mut y);
+        let out = nan_buffer(ctx, "out", nu);
+        let (want, ds, name) = if backward {
+            let mut dx = vec![0.0; nu];
+            cpu::act::relu_backward(&p, &y, &dy, &mut dx);
+            let ds = k.relu_backward(
+                ctx,
+                &p,
+                &storage_init(ctx, "y", &y),
+                &storage_init(ctx, "dy", &dy),
+                &out,
+            );
+            (dx, ds, "dx")
+        } else {
+            (
+                y,
+                k.relu_forward(ctx, &p, &storage_init(ctx, "x", &x), &out),
+                "y",
+            )
+        };
+        run_once(ctx, &ds)?;
+        let mut c = Check::new(case, name, ELEMENTWISE);
+        c.floats(None, &read::<f32>(ctx, &out, nu)?, &want);
+        Ok(vec![c.finish()])
+    }
+
+    /// Inputs are bounded away from 0, so "kept" is `value != 0` and the mask is compared
+    /// exactly besides the values.
+    fn dropout_case(
+        &self,
+        case: &Case,
+        backward: bool,
+        n: u32,
+        prob: f32,
+        t: u32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.act, || ActKernels::new(ctx))?;
+        let p = dropout_params(n, prob, seed as u32);
+        let nu = n as usize;
+        let mut r = rng(seed ^ ((t as u64) << 32) ^ n as u64);
+        let away = |v: f32| if v < 0.0 { v - 0.25 } else { v + 0.25 };
+        let input: Vec<f32> = uniform(&mut r, nu, -1.0, 1.0)
+            .into_iter()
+            .map(away)
+            .collect();
+        let mut want = vec![0.0; nu];
+        let state = storage_init(
+            ctx,
+            "state",
+            &[StepState {
+                epoch_step: 3,
+                t,
+                n: 0,
+                batch: 0,
+            }],
+        );
+        let inb = storage_init(ctx, "in", &input);
+        let out = nan_buffer(ctx, "out", nu);
+        let (ds, name) = if backward {
+            cpu::act::dropout_backward(&p, t, &input, &mut want);
+            (k.dropout_backward(ctx, &p, &state, &inb, &out), "dx")
+        } else {
+            cpu::act::dropout_forward(&p, t, &input, &mut want);
+            (k.dropout_forward(ctx, &p, &state, &inb, &out), "y")
+        };
+        run_once(ctx, &ds)?;
+        let got: Vec<f32> = read(ctx, &out, nu)?;
+        let mask = |v: &[f32]| v.iter().map(|&f| (f != 0.0) as u32).collect::<Vec<u32>>();
+        let mut cv = Check::new(case, name, ELEMENTWISE);
+        cv.floats(None, &got, &want);
+        let mut cm = Check::new(case, "mask", Tol::Exact);
+        cm.ints(None, &mask(&got), &mask(&want));
+        Ok(vec![cv.finish(), cm.finish()])
+    }
+
+    /// The forward runs twice from non-zero metrics: they must accumulate, not overwrite. The
+    /// backward starts from the CPU's probabilities, so it is checked on its own.
+    fn loss_case(
+        &self,
+        case: &Case,
+        backward: bool,
+        batch: u32,
+        classes: u32,
+        valid: u32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.loss, || LossKernels::new(ctx))?;
+        let p = LossParams {
+            batch,
+            classes,
+            _pad: [0; 2],
+        };
+        let (bu, cu) = (batch as usize, classes as usize);
+        let mut r = rng(seed);
+        let mut logits = uniform(&mut r, bu * cu, -6.0, 6.0);
+        // Rows with a tied maximum: the first one must count as the prediction.
+        for row in (0..bu).step_by(5) {
+            let m = logits[row * cu..][..cu]
+                .iter()
+                .fold(f32::MIN, |a, &v| a.max(v));
+            logits[row * cu + cu - 1] = m;
+        }
+        let labels: Vec<u32> = (0..bu).map(|_| r.random_range(0..classes)).collect();
+        let state = StepState {
+            epoch_step: 2,
+            t: 9,
+            n: 2 * batch + valid,
+            batch,
+        };
+        debug_assert_eq!(state.valid(), valid);
+        let mut probs = vec![0.0; bu * cu];
+        let mut m = cpu::loss::Metrics {
+            loss_sum: 1.5,
+            correct: 3,
+            seen: 11,
+        };
+        for _ in 0..2 {
+            cpu::loss::softmax_xent_forward(&p, valid, &logits, &labels, &mut probs, &mut m);
+        }
+        let st = storage_init(ctx, "state", &[state]);
+        let lab = storage_init(ctx, "labels", &labels);
+        if !backward {
+            let pb = nan_buffer(ctx, "probs", bu * cu);
+            let metrics = storage_init(ctx, "metrics", &[1.5f32.to_bits(), 3, 11, 0]);
+            let logits_b = storage_init(ctx, "logits", &logits);
+            let fwd = k.softmax_xent_forward(ctx, &p, &st, &logits_b, &lab, &pb, &metrics);
+            run_once(ctx, &fwd)?;
+            run_once(ctx, &fwd)?;
+            let gm: Vec<u32> = read(ctx, &metrics, 4)?;
+            let mut cp = Check::new(case, "probs", ELEMENTWISE);
+            cp.floats(None, &read::<f32>(ctx, &pb, bu * cu)?, &probs);
+            let mut cl = Check::new(case, "metrics loss_sum", REDUCTION);
+            cl.floats(None, &[f32::from_bits(gm[0])], &[m.loss_sum]);
+            let mut cc = Check::new(case, "metrics correct,seen", Tol::Exact);
+            cc.ints(None, &gm[1..3], &[m.correct, m.seen]);
+            return Ok(vec![cp.finish(), cl.finish(), cc.finish()]);
+        }
+        let mut dl = vec![0.0; bu * cu];
+        cpu::loss::softmax_xent_backward(&p, valid, &probs, &labels, &mut dl);
+        let db = nan_buffer(ctx, "dlogits", bu * cu);
+        let ds =
+            k.softmax_xent_backward(ctx, &p, &st, &storage_init(ctx, "probs", &probs), &lab, &db);
+        run_once(ctx, &ds)?;
+        let mut c = Check::new(case, "dlogits", ELEMENTWISE);
+        c.floats(None, &read::<f32>(ctx, &db, bu * cu)?, &dl);
+        Ok(vec![c.finish()])
+    }
+
+    /// `steps` updates, each followed by `advance` (so the step count the kernel reads is the
+    /// GPU's own), weights and state compared after every step.
+    fn optim_case(
+        &self,
+        case: &Case,
+        opt: Opt,
+        n: u32,
+        steps: u32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.optim, || OptimKernels::new(ctx))?;
+        let data = lazy(&self.data, || DataKernels::new(ctx))?;
+        let nu = n as usize;
+        let mut r = rng(seed);
+        let mut w = uniform(&mut r, nu, -1.0, 1.0);
+        // SGD's momentum buffer starts as garbage: step 1 must overwrite it with g.
+        let (per, init): (usize, &[f32]) = match opt {
+            Opt::Wame { .. } => (4, &WAME_INIT),
+            Opt::Adam => (2, &[0.0, 0.0]),
+            Opt::Rmsprop => (1, &[0.0]),
+            Opt::Sgd => (1, &[3.0]),
+        };
+        let mut st: Vec<f32> = init.iter().copied().cycle().take(nu * per).collect();
+        let wb = storage_init(ctx, "w", &w);
+        let gb = nan_buffer(ctx, "g", nu);
+        let sb = storage_init(ctx, "opt state", &st);
+        let step = storage_init(ctx, "step", &[StepState::default()]);
+        let wame = wame_params(
+            n,
+            if let Opt::Wame { variant } = opt {
+                variant
+            } else {
+                0
+            },
+        );
+        let adam = opt_params(n, 1e-3, 0.9, 0.999, 1e-8);
+        let rmsprop = opt_params(n, 1e-3, 0.0, 0.9, 1e-8);
+        let sgd = opt_params(n, 1e-2, 0.9, 0.0, 0.0);
+        let mut ds = match opt {
+            Opt::Wame { .. } => k.wame(ctx, &wame, &wb, &gb, &sb),
+            Opt::Adam => k.adam(ctx, &adam, &step, &wb, &gb, &sb),
+            Opt::Rmsprop => k.rmsprop(ctx, &rmsprop, &wb, &gb, &sb),
+            Opt::Sgd => k.sgd(ctx, &sgd, &step, &wb, &gb, &sb),
+        };
+        ds.extend(data.advance(ctx, &step));
+        let mut cw = Check::new(case, "w", ELEMENTWISE);
+        let mut cs = Check::new(case, "state", ELEMENTWISE);
+        let mut prev: Vec<f32> = vec![0.0; nu];
+        for t in 1..=steps {
+            // Gradients that keep, flip or zero their sign from the previous step, so every
+            // branch of WAME's zeta update and of the momentum start is taken.
+            let grad: Vec<f32> = (0..nu)
+                .map(|i| match r.random_range(0..4u32) {
+                    0 => 0.0,
+                    1 => -prev[i] * 0.7 + 1e-3,
+                    _ => r.random_range(-1.0f32..1.0),
+                })
+                .collect();
+            ctx.queue.write_buffer(&gb, 0, bytemuck::cast_slice(&grad));
+            run_once(ctx, &ds)?;
+            match opt {
+                Opt::Wame { .. } => {
+                    cpu::optim::wame(&wame, &mut w, &grad, bytemuck::cast_slice_mut(&mut st))
+                }
+                Opt::Adam => {
+                    cpu::optim::adam(&adam, t, &mut w, &grad, bytemuck::cast_slice_mut(&mut st))
+                }
+                Opt::Rmsprop => cpu::optim::rmsprop(&rmsprop, &mut w, &grad, &mut st),
+                Opt::Sgd => cpu::optim::sgd(&sgd, t, &mut w, &grad, &mut st),
+            }
+            cw.floats(Some(t), &read::<f32>(ctx, &wb, nu)?, &w);
+            cs.floats(Some(t), &read::<f32>(ctx, &sb, nu * per)?, &st);
+            prev = grad;
+        }
+        let got: Vec<StepState> = read(ctx, &step, 1)?;
+        let mut ct = Check::new(case, "step t", Tol::Exact);
+        ct.ints(None, &[got[0].t], &[steps]);
+        Ok(vec![cw.finish(), cs.finish(), ct.finish()])
+    }
+
+    fn gather_case(
+        &self,
+        case: &Case,
+        batch: u32,
+        augment: bool,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.data, || DataKernels::new(ctx))?;
+        let g = gather_inputs(seed);
+        let labels_u32: Vec<u32> = g.labels.iter().map(|&l| l as u32).collect();
+        let p = GatherParams {
+            batch,
+            pixels: PIXELS as u32,
+            augment: augment as u32,
+            seed: 42,
+        };
+        let b = batch as usize;
+        let mut st = StepState {
+            epoch_step: 0,
+            t: 1000 + batch,
+            n: GATHER_N,
+            batch,
+        };
+        let st_b = storage_init(ctx, "state", &[st]);
+        let xb = nan_buffer(ctx, "x", b * PIXELS);
+        let yb = storage_init(ctx, "y", &vec![u32::MAX; b]);
+        let gather = k.gather(
+            ctx,
+            &p,
+            &st_b,
+            &storage_init(ctx, "index", &g.index),
+            &storage_init(ctx, "images", &pack_u8(&g.images)),
+            &storage_init(ctx, "labels", &labels_u32),
+            &xb,
+            &yb,
+        );
+        let advance = k.advance(ctx, &st_b);
+        let (first, count) = gather_steps(batch);
+        for _ in 0..first {
+            run_once(ctx, &advance)?;
+            cpu::data::advance(&mut st);
+        }
+        let (mut cx, mut cy, mut cs) = (
+            Check::new(case, "x", ELEMENTWISE),
+            Check::new(case, "y", Tol::Exact),
+            Check::new(case, "state", Tol::Exact),
+        );
+        for _ in 0..count {
+            let (mut x, mut y) = (vec![0.0f32; b * PIXELS], vec![0u32; b]);
+            cpu::data::gather(&p, &st, &g.index, &g.images, &g.labels, &mut x, &mut y);
+            // Rows past n must be written as zeros, not left alone.
+            refill_nan(ctx, &xb, b * PIXELS);
+            ctx.queue
+                .write_buffer(&yb, 0, bytemuck::cast_slice(&vec![u32::MAX; b]));
+            run_once(ctx, &gather)?;
+            let at = Some(st.epoch_step);
+            cx.floats(at, &read::<f32>(ctx, &xb, b * PIXELS)?, &x);
+            cy.ints(at, &read::<u32>(ctx, &yb, b)?, &y);
+            run_once(ctx, &advance)?;
+            cpu::data::advance(&mut st);
+            let gs: Vec<u32> = read(ctx, &st_b, 4)?;
+            cs.ints(at, &gs, bytemuck::cast_slice(&[st]));
+        }
+        Ok(vec![cx.finish(), cy.finish(), cs.finish()])
+    }
+
+    fn advance_case(&self, case: &Case, start: StepState, steps: u32) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.data, || DataKernels::new(ctx))?;
+        let mut st = start;
+        let b = storage_init(ctx, "state", &[st]);
+        let ds = k.advance(ctx, &b);
+        let mut c = Check::new(case, "state", Tol::Exact);
+        for i in 1..=steps {
+            run_once(ctx, &ds)?;
+            cpu::data::advance(&mut st);
+            c.ints(
+                Some(i),
+                &read::<u32>(ctx, &b, 4)?,
+                bytemuck::cast_slice(&[st]),
+            );
+        }
+        Ok(vec![c.finish()])
+    }
+}
+
+/// Runs one case on `ctx` (building the pipelines of its family); [`Runner`] reuses them.
+pub fn run_case(ctx: &GpuContext, case: &Case) -> Result<Vec<KernelRow>> {
+    Runner::new(ctx).run(case)
+}
+
+/// Runs `cases` in order, building each family's pipelines once.
+pub fn run_cases(ctx: &GpuContext, cases: &[Case]) -> Result<Vec<KernelRow>> {
+    let runner = Runner::new(ctx);
+    let mut rows = Vec::new();
+    for c in cases {
+        rows.extend(runner.run(c)?);
+    }
+    Ok(rows)
+}
+
+struct ConvData {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+/// Inputs at training scale (activations in [0, 1), Glorot-range weights, gradients of order
+/// 1e-2): the tolerances are absolute plus relative, and at these scales they measure the
+/// kernels' rounding, not the size of arbitrary test data.
+fn conv_data(p: &ConvParams, seed: u64) -> ConvData {
+    let mut r = rng(seed);
+    let kk = (p.k * p.k) as f32;
+    let l = (6.0 / ((p.c_in as f32 + p.c_out as f32) * kk)).sqrt();
+    ConvData {
+        x: uniform(&mut r, p.x_len(), 0.0, 1.0),
+        w: uniform(&mut r, p.w_len(), -l, l),
+        bias: uniform(&mut r, p.c_out as usize, -0.1, 0.1),
+        dy: uniform(&mut r, p.y_len(), -0.01, 0.01),
+    }
+}
+
+fn conv_reference<T: Real>(pass: Pass, p: &ConvParams, d: &ConvData) -> Vec<f32> {
+    let out = match pass {
+        Pass::Forward => {
+            let mut y = vec![T::ZERO; p.y_len()];
+            cpu::conv::forward(p, &to_t(&d.x), &to_t(&d.w), &to_t(&d.bias), &mut y);
+            y
+        }
+        Pass::BackwardInput => {
+            let mut dx = vec![T::ZERO; p.x_len()];
+            cpu::conv::backward_input(p, &to_t(&d.dy), &to_t(&d.w), &mut dx);
+            dx
+        }
+        Pass::BackwardWeight => {
+            let mut dw = vec![T::ZERO; p.w_len()];
+            cpu::conv::backward_weight(p, &to_t(&d.x), &to_t(&d.dy), &mut dw);
+            dw
+        }
+        Pass::BackwardBias => {
+            let mut db = vec![T::ZERO; p.c_out as usize];
+            cpu::conv::backward_bias(p, &to_t(&d.dy), &mut db);
+            db
+        }
+    };
+    to_f32(&out)
+}
+
+/// The data set of a gather case: [`GATHER_SAMPLES`] images, labels and a permutation of them.
+pub struct GatherInputs {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub index: Vec<u32>,
+}
+
+/// Mostly smooth images (so a shift or flip changes them) with a few saturated pixels.
+pub fn gather_inputs(seed: u64) -> GatherInputs {
+    let mut r = rng(seed);
+    let images: Vec<u8> = (0..GATHER_SAMPLES * PIXELS)
+        .map(|i| {
+            let (row, col) = ((i % PIXELS) / 28, i % 28);
+            if r.random_range(0..16u32) == 0 {
+                255
+            } else {
+                ((row * 9 + col * 5 + i / PIXELS) % 256) as u8
+            }
+        })
+        .collect();
+    let labels: Vec<u8> = (0..GATHER_SAMPLES)
+        .map(|_| r.random_range(0..10u8))
+        .collect();
+    let mut index: Vec<u32> = (0..GATHER_SAMPLES as u32).collect();
+    for i in (1..index.len()).rev() {
+        index.swap(i, r.random_range(0..=i));
+    }
+    GatherInputs {
+        images,
+        labels,
+        index,
+    }
+}
+
+/// SPEC 5 defaults with `lr = 1e-3`.
+pub fn wame_params(n: u32, variant: u32) -> WameParams {
+    WameParams {
+        n,
+        variant,
+        lr: 1e-3,
+        alpha: 0.9,
+        eta_plus: 1.2,
+        eta_minus: 0.1,
+        zeta_min: 0.01,
+        zeta_max: 100.0,
+        eps: 1e-12,
+        _pad: [0; 3],
+    }
+}
+
+fn opt_params(n: u32, lr: f32, b1: f32, b2: f32, eps: f32) -> OptParams {
+    OptParams {
+        n,
+        lr,
+        b1,
+        b2,
+        eps,
+        _pad: [0; 3],
+    }
+}
+
+fn fmt_err(v: f64) -> String {
+    if v == 0.0 {
+        "0".to_string()
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+/// The worst entries of every failing row, or `None` when all rows pass.
+pub fn failure_report(rows: &[KernelRow]) -> Option<String> {
+    let failed: Vec<&KernelRow> = rows.iter().filter(|r| !r.ok).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let mut s = format!("{} output(s) out of tolerance:\n", failed.len());
+    for r in failed {
+        s.push_str(&format!(
+            "{} [{}] {}: {} of {} values out of tolerance ({}); worst:\n",
+            r.kernel, r.shape, r.output, r.failures, r.values, r.tol
+        ));
+        for e in &r.worst {
+            let at = match e.step {
+                Some(t) => format!("step {t} [{}]", e.index),
+                None => format!("[{}]", e.index),
+            };
+            s.push_str(&format!(
+                "    {at:<16} gpu {:<14e} cpu {:<14e} |diff| {:e}\n",
+                e.gpu,
+                e.cpu,
+                (e.gpu - e.cpu).abs()
+            ));
+        }
+    }
+    Some(s)
+}
+
+/// The rows as a text table, one line per output buffer.
+pub fn format_rows(rows: &[KernelRow]) -> String {
+    let mut s = format!(
+        "{:<26} {:<30} {:<22} {:>9} {:>9} {:>8} {:>15}  result\n",
+        "kernel", "shape", "output", "max|err|", "max rel", "err/tol", "tolerance"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<26} {:<30} {:<22} {:>9} {:>9} {:>8} {:>15}  {}\n",
+            r.kernel,
+            r.shape,
+            r.output,
+            fmt_err(r.worst_abs),
+            fmt_err(r.worst_rel),
+            r.worst_err_over_tol
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            r.tol.to_string(),
+            if r.ok { "ok" } else { "FAIL" }
+        ));
+    }
+    s
+}
+
+/// Per-kernel summary of a table run (JSON `kernels`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KernelSummary {
+    pub kernel: &'static str,
+    pub cases: usize,
+    pub outputs: usize,
+    pub worst_abs: f64,
+    pub worst_rel: f64,
+    pub ok: bool,
+}
+
+pub fn summarize(cases: &[Case], rows: &[KernelRow]) -> Vec<KernelSummary> {
+    KERNELS
+        .iter()
+        .map(|&k| {
+            let rs: Vec<&KernelRow> = rows.iter().filter(|r| r.kernel == k).collect();
+            KernelSummary {
+                kernel: k,
+                cases: cases.iter().filter(|c| c.kernel() == k).count(),
+                outputs: rs.len(),
+                // Rerun rows compare GPU with GPU: they say nothing about the error vs the CPU.
+                worst_abs: rs
+                    .iter()
+                    .filter(|r| !r.output.ends_with("rerun"))
+                    .fold(0.0, |a, r| a.max(r.worst_abs)),
+                worst_rel: rs
+                    .iter()
+                    .filter(|r| !r.output.ends_with("rerun"))
+                    .fold(0.0, |a, r| a.max(r.worst_rel)),
+                ok: !rs.is_empty() && rs.iter().all(|r| r.ok),
+            }
+        })
+        .collect()
+}
+
+/// `fmnist-gpu parity` without `--fixture`: opens the GPU, runs [`cases`], prints the table (or
+/// one JSON document) and fails with [`Error::Runtime`] when any output is out of tolerance.
+pub fn run_table(device: &DeviceArgs, json: bool) -> Result<()> {
+    let ctx = match crate::gpu::select::open(device)? {
+        Selected::Gpu(ctx) => ctx,
+        Selected::Cpu { reason } => {
+            return Err(Error::NoAdapter(format!(
+                "the kernel table compares the GPU kernels against the CPU reference and needs a \
+                 GPU adapter, but the device resolved to the CPU ({reason}); pass --adapter \
+                 software to run it on a software adapter such as lavapipe, or --fixture FILE to \
+                 check the CPU backend against PyTorch"
+            )));
+        }
+    };
+    let cases = cases();
+    log::info!(
+        "kernel table: {} cases of {} entry points on {} ({}, {})",
+        cases.len(),
+        KERNELS.len(),
+        ctx.adapter.name,
+        ctx.adapter.backend,
+        ctx.adapter.driver
+    );
+    let start = Instant::now();
+    let runner = Runner::new(&ctx);
+    let mut rows = Vec::new();
+    for case in &cases {
+        log::debug!("{} {}", case.kernel(), case.shape());
+        rows.extend(runner.run(case)?);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let summary = summarize(&cases, &rows);
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    let report = failure_report(&rows);
+    if json {
+        let doc = serde_json::json!({
+            "adapter": ctx.adapter,
+            "passed": failed == 0,
+            "seconds": seconds,
+            "cases": cases.len(),
+            "failed_outputs": failed,
+            "kernels": summary,
+            "rows": rows,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("plain data")
+        );
+    } else {
+        println!(
+            "kernel table on {} ({}, {}, {})",
+            ctx.adapter.name, ctx.adapter.device_type, ctx.adapter.backend, ctx.adapter.driver
+        );
+        print!("{}", format_rows(&rows));
+        println!();
+        println!(
+            "{:<26} {:>5} {:>7} {:>9} {:>9}  result",
+            "kernel", "cases", "outputs", "max|err|", "max rel"
+        );
+        for s in &summary {
+            println!(
+                "{:<26} {:>5} {:>7} {:>9} {:>9}  {}",
+                s.kernel,
+                s.cases,
+                s.outputs,
+                fmt_err(s.worst_abs),
+                fmt_err(s.worst_rel),
+                if s.ok { "ok" } else { "FAIL" }
+            );
+        }
+        println!(
+            "{} of {} outputs within tolerance ({} cases, {:.1} s)",
+            rows.len() - failed,
+            rows.len(),
+            cases.len(),
+            seconds
+        );
+    }
+    if let Some(r) = &report {
+        // The worst entries go to stderr in JSON mode: stdout holds the one document.
+        if json {
+            eprint!("{r}");
+        } else {
+            print!("{r}");
+        }
+    }
+    if failed > 0 || summary.iter().any(|s| !s.ok) {
+        return Err(Error::Runtime(format!(
+            "kernel table: {failed} of {} outputs out of tolerance on {}",
+            rows.len(),
+            ctx.adapter.name
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_has_several_cases() {
+        let all = cases();
+        for k in KERNELS {
+            let n = all.iter().filter(|c| c.kernel() == k).count();
+            assert!(n >= 2, "{k}: {n} cases");
+        }
+        assert!(all.iter().all(|c| KERNELS.contains(&c.kernel())));
+    }
+
+    #[test]
+    fn cases_are_distinct() {
+        let all = cases();
+        let mut labels: Vec<(&str, String)> = all.iter().map(|c| (c.kernel(), c.shape())).collect();
+        labels.sort();
+        let n = labels.len();
+        labels.dedup();
+        assert_eq!(labels.len(), n, "two cases share a kernel and shape label");
+    }
+
+    #[test]
+    fn check_catches_nan_and_out_of_tolerance() {
+        let case = Case::Relu {
+            backward: false,
+            n: 4,
+            seed: 0,
+        };
+        let mut c = Check::new(&case, "y", ELEMENTWISE);
+        c.floats(
+            None,
+            &[1.0, 2.0, f32::NAN, 4.0],
+            &[1.0, 2.0 + 1e-4, 3.0, 4.0 + 1e-7],
+        );
+        let r = c.finish();
+        assert!(!r.ok);
+        assert_eq!(r.failures, 2);
+        assert_eq!(r.worst[0].index, 2, "NaN is the worst");
+        assert_eq!(r.worst[1].index, 1);
+        assert_eq!(r.worst_abs, f64::INFINITY);
+
+        let mut c = Check::new(&case, "y", REDUCTION);
+        c.floats(None, &[1.0, 0.0], &[1.0 + 5e-5, 9e-6]);
+        let r = c.finish();
+        assert!(r.ok, "{r:?}");
+        assert!(r.worst_err_over_tol.unwrap() < 1.0);
+
+        let mut c = Check::new(&case, "bits", Tol::Exact);
+        c.floats(None, &[0.0], &[-0.0]);
+        assert!(!c.finish().ok, "exact float comparison is bitwise");
+
+        let mut c = Check::new(&case, "argmax", Tol::Exact);
+        c.ints(Some(3), &[1, 2, 3], &[1, 2, 4]);
+        let r = c.finish();
+        assert_eq!((r.failures, r.worst[0].step), (1, Some(3)));
+        assert!(failure_report(&[r]).unwrap().contains("step 3 [2]"));
+    }
+
+    #[test]
+    fn gather_steps_reach_past_the_epoch() {
+        for b in [1u32, 3, 7, 16, 128] {
+            let (first, count) = gather_steps(b);
+            let last = StepState {
+                epoch_step: first + count - 1,
+                t: 0,
+                n: GATHER_N,
+                batch: b,
+            };
+            assert_eq!(last.valid(), 0, "batch {b}");
+            let short = StepState {
+                epoch_step: first + count - 2,
+                ..last
+            };
+            assert!(short.valid() > 0);
+        }
+    }
 }

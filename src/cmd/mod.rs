@@ -2,7 +2,9 @@
 
 pub mod adapters;
 pub mod bench;
+pub mod eval;
 pub mod parity;
+pub mod predict;
 pub mod train;
 
 pub use crate::gpu::DeviceArgs;

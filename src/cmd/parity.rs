@@ -8,11 +8,13 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ParityArgs {
-    /// A PyTorch reference of the SPEC 10 form (safetensors).
+    /// A PyTorch reference of the SPEC 10 form (safetensors). Without it, runs the kernel table:
+    /// every GPU kernel against its CPU twin (needs a GPU adapter, e.g. --adapter software)
     #[arg(long)]
     pub fixture: Option<PathBuf>,
     #[command(flatten)]
     pub device: super::DeviceArgs,
+    /// Print one JSON document on stdout (logs go to stderr)
     #[arg(long)]
     pub json: bool,
 }

@@ -2,11 +2,11 @@
 
 use crate::data::{self, FashionMnist};
 use crate::model::Params;
-use crate::net::{NetConfig, NetData};
+use crate::net::NetData;
 use crate::optim::{OptimConfig, OptimizerKind, WameVariant};
-use crate::train::{TrainPlan, default_run_dir, train};
+use crate::train::{CONFIG_FILE, LrSchedule, RunConfig, TrainPlan, default_run_dir, train};
 use crate::{Error, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -39,12 +39,25 @@ pub struct TrainArgs {
     pub augment: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Learning rate per epoch: constant, step (x0.1 once 50% and again once 75% of the epochs
+    /// are done), or cosine (from --lr towards 0 over the epochs).
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    pub lr_schedule: LrSchedule,
     /// Run directory (default runs/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Continue the run in DIR exactly where its last finished epoch left it. Its config.json
+    /// defines the run: flags that contradict it are an error; --epochs may raise the total of a
+    /// constant-rate run.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
     /// Print one JSON summary on stdout (logs stay on stderr).
     #[arg(long)]
     pub json: bool,
+    /// Ids of the flags given on the command line (filled in by `main`), so --resume can tell a
+    /// contradicting flag from a default.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
 }
 
 /// Optimizer flags shared by `train`, `search` and `compare`.
@@ -143,48 +156,156 @@ impl TrainArgs {
     }
 }
 
+/// Where a flag's value lives in [`RunConfig`]'s JSON, for the flags that define a run.
+fn config_pointer(id: &str) -> Option<&'static str> {
+    Some(match id {
+        "batch_size" => "/batch_size",
+        "optimizer" => "/optimizer/kind",
+        "lr" => "/optimizer/lr",
+        "wame_variant" => "/optimizer/variant",
+        "alpha" => "/optimizer/alpha",
+        "eta_plus" => "/optimizer/eta_plus",
+        "eta_minus" => "/optimizer/eta_minus",
+        "zeta_min" => "/optimizer/zeta_min",
+        "zeta_max" => "/optimizer/zeta_max",
+        "eps" => "/optimizer/eps",
+        "lr_schedule" => "/lr_schedule",
+        "hidden" => "/hidden",
+        "dropout" => "/dropout",
+        "val_fraction" => "/val_fraction",
+        "limit" => "/limit",
+        "augment" => "/augment",
+        "seed" => "/seed",
+        _ => return None,
+    })
+}
+
+/// Flags that never change what a run computes (where it runs, where the data is, output form).
+const FREE_ON_RESUME: [&str; 6] = ["device", "adapter", "backend", "data", "json", "resume"];
+
+/// A config value as the user would type it (floats are f32 in the config, shown as such).
+fn show(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None => "?".into(),
+        Some(serde_json::Value::Null) => "(none)".into(),
+        Some(v) if v.is_f64() => format!("{}", v.as_f64().unwrap_or(0.0) as f32),
+        Some(v) => v.to_string().trim_matches('"').to_string(),
+    }
+}
+
+fn flag(id: &str) -> String {
+    format!("--{}", id.replace('_', "-"))
+}
+
+/// The run config recorded in `dir`, with the command line's `--epochs` applied; any other flag
+/// that contradicts the record is a `BadArg`.
+fn resume_config(args: &TrainArgs, dir: &Path, data_dir: &Path) -> Result<RunConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::bad_file(
+            &path,
+            format!("cannot read ({e}): --resume needs a run directory written by `train`"),
+        )
+    })?;
+    let mut recorded = RunConfig::from_json_str(&path, &text)?;
+    let given = fresh_config(args, data_dir)?;
+    let (rv, gv) = (
+        serde_json::to_value(&recorded).expect("plain data"),
+        serde_json::to_value(&given).expect("plain data"),
+    );
+    for id in &args.explicit {
+        if FREE_ON_RESUME.contains(&id.as_str()) || id == "epochs" {
+            continue;
+        }
+        let Some(ptr) = config_pointer(id) else {
+            return Err(Error::BadArg(format!(
+                "{} cannot be combined with --resume (the run's {} defines it)",
+                flag(id),
+                path.display()
+            )));
+        };
+        let (r, g) = (rv.pointer(ptr), gv.pointer(ptr));
+        if r != g {
+            return Err(Error::BadArg(format!(
+                "{} {} contradicts the run being resumed, which has {} (from {}); drop the flag \
+                 or start a new run with --out",
+                flag(id),
+                show(g),
+                show(r),
+                path.display()
+            )));
+        }
+    }
+    if args.explicit.iter().any(|i| i == "epochs") && args.epochs != recorded.epochs {
+        if recorded.lr_schedule != LrSchedule::Constant {
+            return Err(Error::BadArg(format!(
+                "--epochs {} contradicts the run being resumed, which has {} epochs with the \
+                 {:?} learning-rate schedule (the rate of every epoch depends on the total)",
+                args.epochs, recorded.epochs, recorded.lr_schedule
+            )));
+        }
+        recorded.epochs = args.epochs;
+    }
+    recorded.data = data_dir.to_path_buf();
+    Ok(recorded)
+}
+
+/// The run config the flags ask for.
+fn fresh_config(args: &TrainArgs, data_dir: &Path) -> Result<RunConfig> {
+    Ok(RunConfig {
+        data: data_dir.to_path_buf(),
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer: args.optim.config()?,
+        lr_schedule: args.lr_schedule,
+        hidden: args.hidden,
+        dropout: args.dropout,
+        val_fraction: args.val_fraction,
+        limit: args.limit,
+        augment: args.augment,
+        seed: args.seed,
+    })
+}
+
+/// The data directory: `--data`, else for a resumed run the one it recorded (when it still holds
+/// the data), else SPEC 3's search.
+fn data_dir(args: &TrainArgs) -> Result<PathBuf> {
+    if args.data.is_none()
+        && let Some(dir) = &args.resume
+        && let Ok(text) = std::fs::read_to_string(dir.join(CONFIG_FILE))
+        && let Ok(c) = serde_json::from_str::<RunConfig>(&text)
+        && data::has_data(&c.data)
+    {
+        return Ok(c.data);
+    }
+    data::locate(args.data.as_deref())
+}
+
 pub fn run(args: &TrainArgs) -> Result<()> {
     args.validate()?;
-    let optim = args.optim.config()?;
-    let dir = data::locate(args.data.as_deref())?;
+    let dir = data_dir(args)?;
+    let (run, run_dir) = match &args.resume {
+        Some(d) => (resume_config(args, d, &dir)?, d.clone()),
+        None => (
+            fresh_config(args, &dir)?,
+            args.out.clone().unwrap_or_else(default_run_dir),
+        ),
+    };
     let FashionMnist {
         train: tr, test, ..
     } = data::load(&dir)?;
-    let split = data::split(tr.n, args.val_fraction, args.limit, args.seed)?;
-    let cfg = NetConfig {
-        batch: args.batch_size,
-        hidden: args.hidden,
-        dropout: args.dropout,
-        augment: args.augment,
-        optim,
-        seed: args.seed,
-    };
-    let test_n = test.n;
+    let split = data::split(tr.n, run.val_fraction, run.limit, run.seed)?;
+    let test_labels = test.labels.clone();
     let data = NetData {
         train: Arc::new(tr),
         test: Arc::new(test),
     };
     let mut net = super::open_net(
         &args.device,
-        cfg,
+        run.net_config(),
         data,
-        Params::glorot(args.hidden as usize, args.seed),
+        Params::glorot(run.hidden as usize, run.seed),
     )?;
-    let run_dir = args.out.clone().unwrap_or_else(default_run_dir);
-    let config = serde_json::json!({
-        "data": dir,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "optimizer": optim,
-        "hidden": args.hidden,
-        "dropout": args.dropout,
-        "val_fraction": args.val_fraction,
-        "limit": args.limit,
-        "augment": args.augment,
-        "seed": args.seed,
-        "device": net.device(),
-        "adapter": net.adapter(),
-    });
     log::info!(
         "training on {} ({}): {} train / {} val images, batch {}, {} epochs, run dir {}",
         net.device(),
@@ -193,19 +314,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .unwrap_or_else(|| "CPU reference".into()),
         split.train.len(),
         split.val.len(),
-        args.batch_size,
-        args.epochs,
+        run.batch_size,
+        run.epochs,
         run_dir.display()
     );
     let plan = TrainPlan {
-        epochs: args.epochs,
-        batch: args.batch_size,
-        lr: optim.lr,
-        seed: args.seed,
+        run: &run,
         split: &split,
-        test_n,
+        test_labels: &test_labels,
         run_dir: &run_dir,
-        config,
+        resume: args.resume.is_some(),
     };
     let summary = train(net.as_mut(), &plan)?;
     if args.json {

@@ -315,7 +315,7 @@ impl GpuNet {
         let (w, g) = (&b.params, &b.grads);
         let fc1_in = if dropout { &b.d } else { &b.p2 };
         let pool2_dy = if dropout { &b.dp2 } else { &b.dd };
-        let relu = crate::ops::act::relu_params(b_len(l.fc1.batch * l.fc1.n_out));
+        let relu = crate::ops::act::relu_params(l.fc1.batch * l.fc1.n_out);
         let mut v = [
             k.loss
                 .softmax_xent_backward(c, &l.loss, state, &b.probs, &b.y, &b.dlogits),
@@ -464,10 +464,6 @@ impl GpuNet {
     }
 }
 
-fn b_len(n: u32) -> u32 {
-    n
-}
-
 impl Net for GpuNet {
     fn device(&self) -> &'static str {
         "gpu"
@@ -544,7 +540,7 @@ impl Net for GpuNet {
         &mut self,
         which: Which,
         indices: &[u32],
-        mut predictions: Option<&mut Vec<u32>>,
+        predictions: Option<&mut Vec<u32>>,
     ) -> Result<Metrics> {
         let limit = match which {
             Which::Train => self.n_train,
@@ -576,11 +572,9 @@ impl Net for GpuNet {
             Which::Train => std::mem::take(&mut self.eval_train),
             Which::Test => std::mem::take(&mut self.eval_test),
         };
-        if let Some(p) = predictions.as_deref_mut() {
-            p.clear();
-        }
         let mut result = Ok(());
-        if let Some(p) = predictions.as_deref_mut() {
+        if let Some(p) = predictions {
+            p.clear();
             // Predictions need the logits of every batch: one submit and readback per batch.
             for bi in 0..batches {
                 self.submit(&[&list]);

@@ -111,7 +111,7 @@ impl ConvKernels {
         dx: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "conv.backward_input params", p);
-        let tiles = (p.batch * p.h * p.w).div_ceil(TILE) * p.c_in.div_ceil(TILE);
+        let tiles = (p.h * p.w * p.batch).div_ceil(TILE) * p.c_in.div_ceil(TILE);
         vec![Dispatch {
             label: "conv.backward_input",
             pipeline: self.backward_input.clone(),

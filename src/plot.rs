@@ -1,0 +1,256 @@
+//! PNG plots of a run: learning curves per epoch and the test confusion matrix (SPEC 9).
+//!
+//! Drawn with plotters' bitmap backend into an RGB buffer and encoded with the `image` crate; text
+//! uses DejaVu Sans embedded in the binary (the `dejavu` crate), so no fontconfig or system fonts.
+
+use crate::data::CLASSES;
+use crate::train::EpochRecord;
+use crate::{Error, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::sync::Once;
+
+const FONT: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The embedded font is a valid TTF; a failure here would only lose the text, so it is
+        // logged rather than turned into a run failure.
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            let bytes = match style {
+                FontStyle::Bold => dejavu::sans::bold(),
+                _ => dejavu::sans::regular(),
+            };
+            if plotters::style::register_font(FONT, style, bytes).is_err() {
+                log::warn!("plot: the embedded font did not load; plots will have no text");
+            }
+        }
+    });
+}
+
+fn plot_err(what: &str) -> impl Fn(String) -> Error + '_ {
+    move |e| Error::Runtime(format!("drawing {what}: {e}"))
+}
+
+/// An RGB buffer of `w` x `h` as PNG bytes.
+fn encode_png(buf: Vec<u8>, w: u32, h: u32, what: &str) -> Result<Vec<u8>> {
+    let img = image::RgbImage::from_raw(w, h, buf)
+        .ok_or_else(|| Error::Runtime(format!("drawing {what}: buffer size mismatch")))?;
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::Runtime(format!("encoding {what}: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// `[lo, hi]` padded so a flat series still gets a visible band; non-finite values are skipped.
+fn padded_range(values: impl Iterator<Item = f64>, floor: Option<f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    let lo = floor.map_or(lo - pad, |f| (lo - pad).max(f));
+    (lo, hi + pad)
+}
+
+/// A y tick label with as many decimals as the axis span needs.
+fn tick(v: f64, span: f64) -> String {
+    let decimals = if span >= 20.0 {
+        0
+    } else if span >= 2.0 {
+        1
+    } else if span >= 0.2 {
+        2
+    } else {
+        3
+    };
+    format!("{v:.decimals$}")
+}
+
+/// `curves.png`: loss (left) and accuracy (right) per epoch, train and validation.
+pub fn curves_png(records: &[EpochRecord]) -> Result<Vec<u8>> {
+    register_font();
+    let (w, h) = (1100u32, 440u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let e = plot_err("curves.png");
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let panels = root.split_evenly((1, 2));
+        let n = records.len().max(1) as f64;
+        let x_range = 0.5..(n + 0.5);
+        let has_val = records
+            .iter()
+            .any(|r| r.val_loss.is_finite() && r.val_loss > 0.0);
+        type Pick = fn(&EpochRecord) -> f64;
+        let specs: [(&str, &str, Pick, Pick, Option<f64>); 2] = [
+            (
+                "Loss",
+                "mean cross-entropy",
+                |r| r.train_loss,
+                |r| r.val_loss,
+                Some(0.0),
+            ),
+            (
+                "Accuracy",
+                "accuracy",
+                |r| r.train_accuracy,
+                |r| r.val_accuracy,
+                Some(0.0),
+            ),
+        ];
+        for (area, (title, y_desc, train, val, floor)) in panels.iter().zip(specs) {
+            let vals = records
+                .iter()
+                .map(train)
+                .chain(records.iter().filter(|_| has_val).map(val));
+            let (lo, hi) = padded_range(vals, floor);
+            let hi = if title == "Accuracy" { hi.min(1.0) } else { hi };
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, (FONT, 24))
+                .margin(14)
+                .x_label_area_size(44)
+                .y_label_area_size(64)
+                .build_cartesian_2d(x_range.clone(), lo..hi)
+                .map_err(|x| e(x.to_string()))?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc(y_desc)
+                .x_labels((records.len() + 1).min(12))
+                .x_label_formatter(&|v| {
+                    if (v - v.round()).abs() < 1e-6 && *v >= 1.0 {
+                        format!("{v:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_label_formatter(&|v| tick(*v, hi - lo))
+                .label_style((FONT, 14))
+                .axis_desc_style((FONT, 16))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(|x| e(x.to_string()))?;
+            let mut series: Vec<(&str, RGBColor, Pick)> = vec![("train", BLUE, train)];
+            if has_val {
+                series.push(("validation", RGBColor(230, 97, 0), val));
+            }
+            for (name, color, pick) in series {
+                let pts: Vec<(f64, f64)> = records
+                    .iter()
+                    .map(|r| (r.epoch as f64, pick(r)))
+                    .filter(|p| p.1.is_finite())
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                    .map_err(|x| e(x.to_string()))?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|x| e(x.to_string()))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(if title == "Loss" {
+                    SeriesLabelPosition::UpperRight
+                } else {
+                    SeriesLabelPosition::LowerRight
+                })
+                .label_font((FONT, 15))
+                .border_style(BLACK.mix(0.5))
+                .background_style(WHITE.mix(0.9))
+                .draw()
+                .map_err(|x| e(x.to_string()))?;
+        }
+        root.present().map_err(|x| e(x.to_string()))?;
+    }
+    encode_png(buf, w, h, "curves.png")
+}
+
+/// `confusion.png`: counts per (true, predicted) class; cells shaded by the share of their row.
+pub fn confusion_png(confusion: &[Vec<u64>], title: &str) -> Result<Vec<u8>> {
+    register_font();
+    let k = confusion.len();
+    let (w, h) = (1040u32, 900u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let e = plot_err("confusion.png");
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let name = |i: usize| CLASSES.get(i).copied().unwrap_or("?").to_string();
+        // Rows top to bottom are true classes 0..k, so the y axis runs from k down to 0.
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 22))
+            .margin(16)
+            .x_label_area_size(60)
+            .y_label_area_size(110)
+            .build_cartesian_2d(0f64..k as f64, k as f64..0f64)
+            .map_err(|x| e(x.to_string()))?;
+        let centred = |v: &f64| {
+            let i = v.floor();
+            if (v - i - 0.5).abs() < 1e-6 && i >= 0.0 {
+                name(i as usize)
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(2 * k + 1)
+            .y_labels(2 * k + 1)
+            .x_label_formatter(&centred)
+            .y_label_formatter(&centred)
+            .x_label_style((FONT, 14))
+            .y_label_style((FONT, 14))
+            .x_desc("predicted class")
+            .y_desc("true class")
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        for (t, row) in confusion.iter().enumerate() {
+            let total: u64 = row.iter().sum();
+            for (p, &c) in row.iter().enumerate() {
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    c as f64 / total as f64
+                };
+                let shade = |lo: f64| (255.0 - share * (255.0 - lo)).round() as u8;
+                let fill = RGBColor(shade(8.0), shade(48.0), shade(107.0));
+                let (x0, y0) = (p as f64, t as f64);
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(x0, y0), (x0 + 1.0, y0 + 1.0)],
+                        fill.filled(),
+                    )))
+                    .map_err(|x| e(x.to_string()))?;
+                let ink = if share > 0.5 { WHITE } else { BLACK };
+                let label = c.to_string();
+                let style = TextStyle::from((FONT, 15).into_font()).color(&ink).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ),
+                );
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        label,
+                        (x0 + 0.5, y0 + 0.5),
+                        style,
+                    )))
+                    .map_err(|x| e(x.to_string()))?;
+            }
+        }
+        root.present().map_err(|x| e(x.to_string()))?;
+    }
+    encode_png(buf, w, h, "confusion.png")
+}

@@ -1,0 +1,165 @@
+//! Whole training steps on the GPU against the CPU reference, and determinism of GPU runs.
+
+mod common;
+
+use fmnist_gpu::gpu::GpuContext;
+use fmnist_gpu::model::Params;
+use fmnist_gpu::net::{Net, NetConfig, Which, cpu::CpuNet, gpu::GpuNet};
+use fmnist_gpu::optim::{OptimConfig, OptimizerKind};
+
+fn config(kind: OptimizerKind, batch: u32) -> NetConfig {
+    NetConfig {
+        batch,
+        hidden: 32,
+        dropout: 0.4,
+        augment: false,
+        optim: OptimConfig::defaults(kind),
+        seed: 7,
+    }
+}
+
+/// Ten steps on the same batch, as ten one-step epochs (dropout on, so the masks, which depend
+/// on the global step, must agree too); per-step mean losses.
+fn ten_steps(net: &mut dyn Net, batch: u32) -> Vec<f64> {
+    let order: Vec<u32> = (0..batch).collect();
+    (0..10)
+        .map(|_| {
+            net.begin_epoch(&order, 1e-3).unwrap();
+            net.train_step().unwrap();
+            let m = net.take_metrics().unwrap();
+            assert_eq!(m.seen, batch);
+            m.loss_sum as f64 / m.seen as f64
+        })
+        .collect()
+}
+
+#[test]
+fn ten_steps_gpu_match_cpu() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    let batch = 16;
+    for kind in [OptimizerKind::Wame, OptimizerKind::Adam, OptimizerKind::Sgd] {
+        let data = common::net_data(
+            common::synthetic(batch as usize, 1),
+            common::synthetic(8, 2),
+        );
+        let params = Params::glorot(32, 7);
+        let mut cpu = CpuNet::new(config(kind, batch), data.clone(), params.clone());
+        let mut gpu = GpuNet::new(ctx.clone(), config(kind, batch), data, params).unwrap();
+        let (lc, lg) = (ten_steps(&mut cpu, batch), ten_steps(&mut gpu, batch));
+        eprintln!("{kind:?}: cpu {lc:?}\n{kind:?}: gpu {lg:?}");
+        for (i, (c, g)) in lc.iter().zip(&lg).enumerate() {
+            let rel = (c - g).abs() / c.abs();
+            assert!(
+                rel <= 1e-4,
+                "{kind:?} step {}: cpu loss {c} gpu {g} (rel {rel:e})",
+                i + 1
+            );
+        }
+        // Training did something. WAME's first steps are large (zeta/Z = 10 while Z warms up
+        // from 0), so on one batch its loss rises before it falls; the baselines just fall.
+        if kind == OptimizerKind::Wame {
+            assert!(lc[9] < lc[2], "{kind:?}: loss did not recover: {lc:?}");
+        } else {
+            assert!(lc[9] < lc[0], "{kind:?}: loss did not fall: {lc:?}");
+        }
+    }
+}
+
+fn gpu_run(ctx: &GpuContext) -> (Params, Vec<Vec<f32>>, f32) {
+    let data = common::net_data(common::synthetic(40, 3), common::synthetic(24, 4));
+    let mut net = GpuNet::new(
+        ctx.clone(),
+        config(OptimizerKind::Wame, 16),
+        data,
+        Params::glorot(32, 9),
+    )
+    .unwrap();
+    // 40 images in batches of 16: the last batch of each epoch is short.
+    for epoch in 0..2 {
+        let order = fmnist_gpu::train::epoch_order(&(0..40).collect::<Vec<u32>>(), 9, epoch);
+        net.begin_epoch(&order, 1e-3).unwrap();
+        for _ in 0..3 {
+            net.train_step().unwrap();
+        }
+    }
+    let m = net.take_metrics().unwrap();
+    let e = net
+        .evaluate(Which::Test, &(0..24).collect::<Vec<u32>>(), None)
+        .unwrap();
+    assert_eq!(e.seen, 24);
+    let (state, t) = net.optim_state().unwrap();
+    assert_eq!(t, 6);
+    (net.params().unwrap(), state, m.loss_sum + e.loss_sum)
+}
+
+#[test]
+fn seeded_gpu_runs_are_bit_identical() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    let (p1, s1, l1) = gpu_run(&ctx);
+    let (p2, s2, l2) = gpu_run(&ctx);
+    let bits = |v: &Vec<Vec<f32>>| {
+        v.iter()
+            .flatten()
+            .map(|f| f.to_bits())
+            .collect::<Vec<u32>>()
+    };
+    assert_eq!(
+        bits(&p1.tensors),
+        bits(&p2.tensors),
+        "parameters differ between identical runs"
+    );
+    assert_eq!(
+        bits(&s1),
+        bits(&s2),
+        "optimizer state differs between identical runs"
+    );
+    assert_eq!(l1.to_bits(), l2.to_bits());
+    assert_ne!(p1, Params::glorot(32, 9), "training changed nothing");
+}
+
+#[test]
+fn short_last_batch_and_eval_match_cpu() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    let cfg = NetConfig {
+        dropout: 0.0,
+        ..config(OptimizerKind::Adam, 16)
+    };
+    let data = common::net_data(common::synthetic(21, 5), common::synthetic(37, 6));
+    let params = Params::glorot(32, 11);
+    let mut cpu = CpuNet::new(cfg, data.clone(), params.clone());
+    let mut gpu = GpuNet::new(ctx, cfg, data, params).unwrap();
+    let idx: Vec<u32> = (0..37).rev().collect();
+    let (mut pc, mut pg) = (Vec::new(), Vec::new());
+    let mc = cpu.evaluate(Which::Test, &idx, Some(&mut pc)).unwrap();
+    let mg = gpu.evaluate(Which::Test, &idx, Some(&mut pg)).unwrap();
+    assert_eq!((mc.seen, mg.seen), (37, 37));
+    assert_eq!(pc.len(), 37);
+    assert_eq!(mc.correct, mg.correct);
+    assert!(((mc.loss_sum - mg.loss_sum) / mc.loss_sum).abs() < 1e-4);
+    // One epoch over 21 images in batches of 16: a full and a short batch.
+    let order: Vec<u32> = (0..21).collect();
+    for net in [&mut cpu as &mut dyn Net, &mut gpu] {
+        net.begin_epoch(&order, 1e-3).unwrap();
+        net.train_step().unwrap();
+        net.train_step().unwrap();
+    }
+    let (a, b) = (cpu.take_metrics().unwrap(), gpu.take_metrics().unwrap());
+    assert_eq!((a.seen, b.seen), (21, 21));
+    assert!(
+        ((a.loss_sum - b.loss_sum) / a.loss_sum).abs() < 1e-4,
+        "{a:?} vs {b:?}"
+    );
+    let (pa, pb) = (cpu.params().unwrap(), gpu.params().unwrap());
+    for (x, y) in pa.tensors.iter().flatten().zip(pb.tensors.iter().flatten()) {
+        assert!(
+            (x - y).abs() <= 1e-5 + 1e-3 * x.abs(),
+            "params diverged: {x} vs {y}"
+        );
+    }
+}
