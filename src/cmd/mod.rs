@@ -1,9 +1,12 @@
 //! Subcommand implementations; `main.rs` parses the command line and dispatches here.
 
 pub mod adapters;
+pub mod compare;
 pub mod eval;
+pub mod experiment;
 pub mod parity;
 pub mod predict;
+pub mod search;
 pub mod train;
 
 pub use crate::gpu::DeviceArgs;
