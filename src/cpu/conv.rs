@@ -183,16 +183,17 @@ pub fn backward_weight<T: Real>(p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T])
 
 pub fn backward_bias<T: Real>(p: &ConvParams, dy: &[T], db: &mut [T]) {
     let d = Dims::of(p);
-    db.fill(T::ZERO);
-    for yb in dy.chunks(d.y_per()) {
-        for (o, row) in yb.chunks(d.opix()).enumerate() {
-            let mut s = T::ZERO;
-            for v in row {
+    let (opix, y_per) = (d.opix(), d.y_per());
+    // One channel per task, each summed over (batch, pixel) in the same order on every run.
+    db.par_iter_mut().enumerate().for_each(|(o, out)| {
+        let mut s = T::ZERO;
+        for yb in dy.chunks(y_per) {
+            for v in &yb[o * opix..(o + 1) * opix] {
                 s += *v;
             }
-            db[o] += s;
         }
-    }
+        *out = s;
+    });
 }
 
 /// `out = sum_i partials[i]`, added in index order so the result is reproducible.

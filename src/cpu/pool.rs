@@ -2,11 +2,16 @@
 
 use super::Real;
 use crate::params::PoolParams;
+use rayon::prelude::*;
 
 pub fn maxpool_forward<T: Real>(p: &PoolParams, x: &[T], y: &mut [T], argmax: &mut [u32]) {
     let (h, w, oh, ow) = (p.h as usize, p.w as usize, p.oh as usize, p.ow as usize);
     let planes = (p.batch * p.c) as usize;
-    for pl in 0..planes {
+    let (y, argmax) = (&mut y[..planes * oh * ow], &mut argmax[..planes * oh * ow]);
+    let planes_out = y
+        .par_chunks_mut(oh * ow)
+        .zip(argmax.par_chunks_mut(oh * ow));
+    planes_out.enumerate().for_each(|(pl, (y, argmax))| {
         let xp = &x[pl * h * w..][..h * w];
         for oy in 0..oh {
             for ox in 0..ow {
@@ -20,22 +25,26 @@ pub fn maxpool_forward<T: Real>(p: &PoolParams, x: &[T], y: &mut [T], argmax: &m
                         best_i = i;
                     }
                 }
-                y[pl * oh * ow + oy * ow + ox] = best;
-                argmax[pl * oh * ow + oy * ow + ox] = best_i as u32;
+                y[oy * ow + ox] = best;
+                argmax[oy * ow + ox] = best_i as u32;
             }
         }
-    }
+    });
 }
 
 pub fn maxpool_backward<T: Real>(p: &PoolParams, dy: &[T], argmax: &[u32], x: &[T], dx: &mut [T]) {
     let (hw, ohw) = ((p.h * p.w) as usize, (p.oh * p.ow) as usize);
-    dx.fill(T::ZERO);
-    for pl in 0..(p.batch * p.c) as usize {
-        for j in 0..ohw {
-            let i = pl * hw + argmax[pl * ohw + j] as usize;
-            if x[i] > T::ZERO {
-                dx[i] = dy[pl * ohw + j];
+    let planes = (p.batch * p.c) as usize;
+    dx[..planes * hw]
+        .par_chunks_mut(hw)
+        .enumerate()
+        .for_each(|(pl, dx)| {
+            dx.fill(T::ZERO);
+            for j in 0..ohw {
+                let i = argmax[pl * ohw + j] as usize;
+                if x[pl * hw + i] > T::ZERO {
+                    dx[i] = dy[pl * ohw + j];
+                }
             }
-        }
-    }
+        });
 }
