@@ -11,6 +11,7 @@ pub mod params;
 pub mod rng;
 
 pub use error::{Error, Result};
+pub mod bench;
 pub mod checkpoint;
 pub mod fixture;
 pub mod metrics;

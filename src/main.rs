@@ -38,6 +38,8 @@ enum Command {
     /// per-epoch curves, a table and compare.png; --adapter all runs concurrently, one thread per
     /// GPU adapter.
     Compare(cmd::compare::CompareArgs),
+    /// Measure images per second and per-kernel GPU (or CPU) time on synthetic data (SPEC 12).
+    Bench(cmd::bench::BenchArgs),
 }
 
 /// Ids of the arguments given on the command line (not defaults) of subcommand `name`; argument
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => cmd::predict::run(a),
         Command::Search(a) => cmd::search::run(a),
         Command::Compare(a) => cmd::compare::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

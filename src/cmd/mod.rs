@@ -1,6 +1,7 @@
 //! Subcommand implementations; `main.rs` parses the command line and dispatches here.
 
 pub mod adapters;
+pub mod bench;
 pub mod compare;
 pub mod eval;
 pub mod experiment;

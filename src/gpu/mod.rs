@@ -3,6 +3,7 @@
 pub mod buffers;
 pub mod context;
 pub mod select;
+pub mod timers;
 
 pub use context::{AdapterSummary, GpuContext};
 pub use select::{Choice, DeviceArgs, DeviceKind, Selected};

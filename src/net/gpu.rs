@@ -246,6 +246,22 @@ impl GpuNet {
         Ok(net)
     }
 
+    /// The dispatches of one training step in recording order (benchmarks time them one by one).
+    pub fn step_dispatches(&self) -> &[Dispatch] {
+        &self.step_list
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Blocks until every submitted step has finished (benchmark windows end here).
+    pub fn wait_idle(&mut self) -> Result<()> {
+        self.wait(None)?;
+        self.in_flight.clear();
+        Ok(())
+    }
+
     fn gather(
         &self,
         gp: &GatherParams,
