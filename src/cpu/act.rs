@@ -2,6 +2,7 @@
 
 use super::Real;
 use crate::params::{ActParams, dropout_hash};
+use rayon::prelude::*;
 
 pub fn relu_forward<T: Real>(p: &ActParams, x: &[T], y: &mut [T]) {
     for (o, v) in y.iter_mut().zip(x).take(p.n as usize) {
