@@ -170,24 +170,11 @@ impl CompareArgs {
     /// Every flag checked before any data is looked for; `data` is filled in by [`run`].
     pub fn settings(&self) -> Result<Settings> {
         let optimizers = parse_optimizers(&self.optimizers)?;
-        if self.epochs == 0 {
-            return Err(Error::BadArg("--epochs must be at least 1".into()));
-        }
-        if self.seeds == 0 {
-            return Err(Error::BadArg("--seeds must be at least 1".into()));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::BadArg("--batch-size must be at least 1".into()));
-        }
-        if self.hidden == 0 {
-            return Err(Error::BadArg("--hidden must be at least 1".into()));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::BadArg(format!(
-                "--dropout must be in [0, 1), got {}",
-                self.dropout
-            )));
-        }
+        super::at_least_one("--epochs", self.epochs as u64)?;
+        super::at_least_one("--seeds", self.seeds as u64)?;
+        super::at_least_one("--batch-size", self.batch_size as u64)?;
+        super::at_least_one("--hidden", self.hidden as u64)?;
+        super::fraction("--dropout", self.dropout)?;
         // Without validation images there is nothing to compare.
         if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
             return Err(Error::BadArg(format!(

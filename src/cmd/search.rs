@@ -121,12 +121,8 @@ impl SearchArgs {
                 self.folds
             )));
         }
-        if self.epochs == 0 {
-            return Err(Error::BadArg("--epochs must be at least 1".into()));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::BadArg("--batch-size must be at least 1".into()));
-        }
+        super::at_least_one("--epochs", self.epochs as u64)?;
+        super::at_least_one("--batch-size", self.batch_size as u64)?;
         if self.optim.lr.is_some() {
             return Err(Error::BadArg(
                 "--lr does not apply to search: the learning rates come from --lrs".into(),
