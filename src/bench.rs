@@ -279,6 +279,8 @@ pub struct BatchRecord {
     /// Median over the windows of images trained per second.
     pub images_per_second: f64,
     pub window_images_per_second: Vec<f64>,
+    /// The fastest window: on a machine shared with other work, the closest to an idle one.
+    pub best_images_per_second: f64,
     /// Always the wall clock: N real training steps submitted back to back, then one wait.
     pub throughput_clock: Clock,
     pub steps_per_window: usize,
@@ -685,6 +687,7 @@ fn batch_record(
         adapter,
         data: DATA_NOTE,
         images_per_second: ips,
+        best_images_per_second: windows.iter().copied().fold(0.0, f64::max),
         window_images_per_second: windows,
         throughput_clock: Clock::WallClock,
         steps_per_window: cfg.steps,
@@ -757,7 +760,7 @@ pub fn bench_cpu(cfg: &BenchConfig) -> Result<BenchReport> {
             windows,
             None,
             Clock::WallClock,
-            "wall clock around each CPU op of a replica of CpuNet's step",
+            "each op of a replica of CpuNet's step, timed one by one",
             kernels,
         ));
     }

@@ -119,6 +119,12 @@ fn check_report(out: std::process::Output, device: &str, batches: &[u32]) -> Val
         let windows = rec["window_images_per_second"].as_array().unwrap();
         assert_eq!(windows.len() as u64, rec["windows"].as_u64().unwrap());
         assert!(windows.iter().all(|w| w.as_f64().unwrap() > 0.0));
+        let best = windows
+            .iter()
+            .map(|w| w.as_f64().unwrap())
+            .fold(0.0, f64::max);
+        assert_eq!(num(rec, "best_images_per_second"), best);
+        assert!(best >= num(rec, "images_per_second"));
         let kernels = rec["kernels"].as_array().unwrap();
         assert!(kernels.len() >= 20, "{} kernels", kernels.len());
         let mut names = std::collections::HashSet::new();

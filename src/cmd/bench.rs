@@ -94,9 +94,10 @@ fn rate(k: &crate::bench::KernelRecord) -> String {
 
 fn render_batch(r: &BatchRecord) -> String {
     let mut s = format!(
-        "\nbatch {}: {:.1} images/s (median of {} windows of {} steps after {} warm-up steps, wall clock; windows {}), {} per step, {:.2} GFLOP/s\n",
+        "\nbatch {}: {:.1} images/s, best {:.1} (median of {} windows of {} steps after {} warm-up steps, wall clock; windows {}), {} per step, {:.2} GFLOP/s\n",
         r.batch_size,
         r.images_per_second,
+        r.best_images_per_second,
         r.windows,
         r.steps_per_window,
         r.warmup_steps,

@@ -251,10 +251,6 @@ impl GpuNet {
         &self.step_list
     }
 
-    pub fn context(&self) -> &GpuContext {
-        &self.ctx
-    }
-
     /// Blocks until every submitted step has finished (benchmark windows end here).
     pub fn wait_idle(&mut self) -> Result<()> {
         self.wait(None)?;
