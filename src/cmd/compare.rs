@@ -171,7 +171,7 @@ impl CompareArgs {
     pub fn settings(&self) -> Result<Settings> {
         let optimizers = parse_optimizers(&self.optimizers)?;
         super::at_least_one("--epochs", self.epochs as u64)?;
-        super::at_least_one("--seeds", self.seeds as u64)?;
+        super::at_least_one("--seeds", self.seeds)?;
         super::at_least_one("--batch-size", self.batch_size as u64)?;
         super::at_least_one("--hidden", self.hidden as u64)?;
         super::fraction("--dropout", self.dropout)?;
