@@ -5,11 +5,10 @@
 //! needs no data files. Throughput is `Net::train_step` in windows of N steps after a warm-up,
 //! timed by wall clock up to a final wait, and reported as the median window. Per-kernel times
 //! come from a separate timing run: on the GPU each dispatch of the step list in its own compute
-//! pass (timestamp queries, else wall clock), on the CPU a replica of `CpuNet`'s step with a wall
+//! pass (timestamp queries, else wall clock), on the CPU `CpuNet`'s own step with a wall
 //! clock around each op.
 
 use crate::cpu::loss::Metrics;
-use crate::cpu::{act, conv, data as cpu_data, dense, loss, optim as cpu_optim, pool};
 use crate::data::DataSet;
 use crate::gpu::timers::{Clock, GpuTimer};
 use crate::gpu::{AdapterSummary, GpuContext};
@@ -19,7 +18,7 @@ use crate::net::gpu::GpuNet;
 use crate::net::{Net, NetConfig, NetData};
 use crate::ops::conv::{conv_flops, weight_parts};
 use crate::optim::{OptimConfig, OptimizerKind};
-use crate::params::{ActParams, DenseParams, GatherParams, StepState};
+use crate::params::DenseParams;
 use crate::rng::{Stream, hash_key};
 use crate::{Error, Result};
 use rand::SeedableRng;
@@ -738,17 +737,18 @@ pub fn bench_cpu(cfg: &BenchConfig) -> Result<BenchReport> {
         log::info!("bench: batch {batch} on the CPU backend");
         let (data, order) = synthetic(batch, cfg.steps, cfg.seed);
         let params = Params::glorot(cfg.hidden as usize, cfg.seed);
-        let mut net = CpuNet::new(cfg.net_config(batch), data.clone(), params.clone());
-        let mut feeder = StepFeeder::new(order.clone(), batch, cfg.optim.lr);
+        let mut net = CpuNet::new(cfg.net_config(batch), data, params);
+        let mut feeder = StepFeeder::new(order, batch, cfg.optim.lr);
         let windows = throughput(&mut net, &mut feeder, cfg, batch, |_| Ok(()))?;
-        drop(net);
-        let mut ops = CpuOps::new(cfg.net_config(batch), params);
+        // Per-op times come from the net's own step, timed op by op.
+        net.time_ops(true);
         let mut reps = Vec::new();
         let mut names = Vec::new();
-        for r in 0..cfg.windows {
-            let (n, s) = ops.timed_step(&data.train, &order, r as u32);
-            names = n;
-            reps.push(s);
+        for _ in 0..cfg.windows {
+            feeder.step(&mut net)?;
+            let laps = net.take_laps();
+            names = laps.names;
+            reps.push(laps.seconds);
         }
         let l = cfg.layers(batch);
         let kernels = kernel_records(&names, &names, &column_medians(&reps), &l, &cfg.optim);
@@ -760,7 +760,7 @@ pub fn bench_cpu(cfg: &BenchConfig) -> Result<BenchReport> {
             windows,
             None,
             Clock::WallClock,
-            "each op of a replica of CpuNet's step, timed one by one",
+            "each op of CpuNet's own step, timed one by one",
             kernels,
         ));
     }
@@ -773,298 +773,6 @@ pub fn bench_cpu(cfg: &BenchConfig) -> Result<BenchReport> {
         network: cfg.network(),
         results,
     })
-}
-
-/// `CpuNet::train_step` op by op, in the same order with the same CPU twins, each timed.
-/// (A replica rather than hooks in `CpuNet`, so the net's own step carries no timing code.)
-struct CpuOps {
-    cfg: NetConfig,
-    l: Layers,
-    w: Vec<Vec<f32>>,
-    g: Vec<Vec<f32>>,
-    state: Vec<Vec<f32>>,
-    bufs: Vec<Vec<f32>>,
-    y: Vec<u32>,
-    am1: Vec<u32>,
-    am2: Vec<u32>,
-}
-
-// Indices into `CpuOps::bufs`.
-const X: usize = 0;
-const A1: usize = 1;
-const P1: usize = 2;
-const A2: usize = 3;
-const P2: usize = 4;
-const D: usize = 5;
-const H: usize = 6;
-const LOGITS: usize = 7;
-const PROBS: usize = 8;
-const DLOGITS: usize = 9;
-const DH_PRE: usize = 10;
-const DH: usize = 11;
-const DD: usize = 12;
-const DP2: usize = 13;
-const DA2: usize = 14;
-const DP1: usize = 15;
-const DA1: usize = 16;
-
-impl CpuOps {
-    fn new(cfg: NetConfig, params: Params) -> Self {
-        let l = Layers::new(
-            cfg.batch,
-            cfg.hidden,
-            cfg.dropout,
-            hash_key(cfg.seed, Stream::Dropout),
-        );
-        let b = cfg.batch as usize;
-        let hb = b * cfg.hidden as usize;
-        let cb = b * CLASSES;
-        let lens = [
-            l.conv1.x_len(),
-            l.conv1.y_len(),
-            l.pool1.y_len(),
-            l.conv2.y_len(),
-            l.pool2.y_len(),
-            l.pool2.y_len(),
-            hb,
-            cb,
-            cb,
-            cb,
-            hb,
-            hb,
-            l.pool2.y_len(),
-            l.pool2.y_len(),
-            l.conv2.y_len(),
-            l.pool1.y_len(),
-            l.conv1.y_len(),
-        ];
-        Self {
-            g: params.tensors.iter().map(|t| vec![0.0; t.len()]).collect(),
-            state: params
-                .tensors
-                .iter()
-                .map(|t| cfg.optim.initial_state(t.len()))
-                .collect(),
-            w: params.tensors,
-            bufs: lens.iter().map(|&n| vec![0.0; n]).collect(),
-            y: vec![0; b],
-            am1: vec![0; l.pool1.y_len()],
-            am2: vec![0; l.pool2.y_len()],
-            cfg,
-            l,
-        }
-    }
-
-    /// One training step on batch `step` of `order` (wrapping); returns each op's name and seconds.
-    fn timed_step(&mut self, set: &DataSet, order: &[u32], step: u32) -> (Vec<String>, Vec<f64>) {
-        let mut names = Vec::new();
-        let mut secs = Vec::new();
-        macro_rules! op {
-            ($name:expr, $body:expr) => {{
-                let t0 = Instant::now();
-                $body;
-                secs.push(t0.elapsed().as_secs_f64());
-                names.push($name.to_string());
-            }};
-        }
-        let (l, cfg) = (self.l, self.cfg);
-        let steps_per_epoch = (order.len() / cfg.batch as usize).max(1) as u32;
-        let st = StepState {
-            epoch_step: step % steps_per_epoch,
-            t: step,
-            n: order.len() as u32,
-            batch: cfg.batch,
-        };
-        let gp = GatherParams {
-            batch: cfg.batch,
-            pixels: 784,
-            augment: 0,
-            seed: hash_key(cfg.seed, Stream::Augment),
-        };
-        let valid = st.valid();
-        let (w, g, v) = (&self.w, &mut self.g, &mut self.bufs);
-        // Split borrows: each op reads some buffers and writes one.
-        let take = |v: &mut Vec<Vec<f32>>, i: usize| std::mem::take(&mut v[i]);
-        let mut m = Metrics::default();
-
-        let mut x = take(v, X);
-        op!(
-            "gather",
-            cpu_data::gather(
-                &gp,
-                &st,
-                order,
-                &set.images,
-                &set.labels,
-                &mut x,
-                &mut self.y
-            )
-        );
-        let mut a1 = take(v, A1);
-        op!(
-            "conv1.forward",
-            conv::forward(&l.conv1, &x, &w[0], &w[1], &mut a1)
-        );
-        let mut p1 = take(v, P1);
-        op!(
-            "pool1.forward",
-            pool::maxpool_forward(&l.pool1, &a1, &mut p1, &mut self.am1)
-        );
-        let mut a2 = take(v, A2);
-        op!(
-            "conv2.forward",
-            conv::forward(&l.conv2, &p1, &w[2], &w[3], &mut a2)
-        );
-        let mut p2 = take(v, P2);
-        op!(
-            "pool2.forward",
-            pool::maxpool_forward(&l.pool2, &a2, &mut p2, &mut self.am2)
-        );
-        let mut d = take(v, D);
-        let dropout = l.dropout_on();
-        if dropout {
-            op!(
-                "dropout.forward",
-                act::dropout_forward(&l.drop, st.t, &p2, &mut d)
-            );
-        } else {
-            d.copy_from_slice(&p2);
-        }
-        let mut h = take(v, H);
-        op!(
-            "fc1.forward",
-            dense::forward(&l.fc1, &d, &w[4], &w[5], &mut h)
-        );
-        let mut logits = take(v, LOGITS);
-        op!(
-            "fc2.forward",
-            dense::forward(&l.fc2, &h, &w[6], &w[7], &mut logits)
-        );
-        let mut probs = take(v, PROBS);
-        op!(
-            "loss.forward",
-            loss::softmax_xent_forward(&l.loss, valid, &logits, &self.y, &mut probs, &mut m)
-        );
-        let mut dlogits = take(v, DLOGITS);
-        op!(
-            "loss.backward",
-            loss::softmax_xent_backward(&l.loss, valid, &probs, &self.y, &mut dlogits)
-        );
-        op!(
-            "fc2.backward_weight",
-            dense::backward_weight(&l.fc2, &h, &dlogits, &mut g[6])
-        );
-        op!(
-            "fc2.backward_bias",
-            dense::backward_bias(&l.fc2, &dlogits, &mut g[7])
-        );
-        let mut dh_pre = take(v, DH_PRE);
-        op!(
-            "fc2.backward_input",
-            dense::backward_input(&l.fc2, &dlogits, &w[6], &mut dh_pre)
-        );
-        let relu = ActParams {
-            n: h.len() as u32,
-            ..Default::default()
-        };
-        let mut dh = take(v, DH);
-        op!(
-            "fc1.relu_backward",
-            act::relu_backward(&relu, &h, &dh_pre, &mut dh)
-        );
-        op!(
-            "fc1.backward_weight",
-            dense::backward_weight(&l.fc1, &d, &dh, &mut g[4])
-        );
-        op!(
-            "fc1.backward_bias",
-            dense::backward_bias(&l.fc1, &dh, &mut g[5])
-        );
-        let mut dd = take(v, DD);
-        op!(
-            "fc1.backward_input",
-            dense::backward_input(&l.fc1, &dh, &w[4], &mut dd)
-        );
-        let mut dp2 = take(v, DP2);
-        if dropout {
-            op!(
-                "dropout.backward",
-                act::dropout_backward(&l.drop, st.t, &dd, &mut dp2)
-            );
-        } else {
-            dp2.copy_from_slice(&dd);
-        }
-        let mut da2 = take(v, DA2);
-        op!(
-            "pool2.backward",
-            pool::maxpool_backward(&l.pool2, &dp2, &self.am2, &a2, &mut da2)
-        );
-        op!(
-            "conv2.backward_weight",
-            conv::backward_weight(&l.conv2, &p1, &da2, &mut g[2])
-        );
-        op!(
-            "conv2.backward_bias",
-            conv::backward_bias(&l.conv2, &da2, &mut g[3])
-        );
-        let mut dp1 = take(v, DP1);
-        op!(
-            "conv2.backward_input",
-            conv::backward_input(&l.conv2, &da2, &w[2], &mut dp1)
-        );
-        let mut da1 = take(v, DA1);
-        op!(
-            "pool1.backward",
-            pool::maxpool_backward(&l.pool1, &dp1, &self.am1, &a1, &mut da1)
-        );
-        op!(
-            "conv1.backward_weight",
-            conv::backward_weight(&l.conv1, &x, &da1, &mut g[0])
-        );
-        op!(
-            "conv1.backward_bias",
-            conv::backward_bias(&l.conv1, &da1, &mut g[1])
-        );
-        for (i, buf) in [
-            x, a1, p1, a2, p2, d, h, logits, probs, dlogits, dh_pre, dh, dd, dp2, da2, dp1, da1,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            v[i] = buf;
-        }
-
-        let o = cfg.optim;
-        let opt = optimizer_name(o.kind);
-        let lr = o.lr;
-        for (i, ((w, g), s)) in self
-            .w
-            .iter_mut()
-            .zip(&self.g)
-            .zip(&mut self.state)
-            .enumerate()
-        {
-            let n = w.len();
-            op!(
-                format!("{opt}.{}", PARAM_NAMES[i]),
-                match o.kind {
-                    OptimizerKind::Wame => {
-                        cpu_optim::wame(&o.wame_params(n, lr), w, g, bytemuck::cast_slice_mut(s))
-                    }
-                    OptimizerKind::Adam => cpu_optim::adam(
-                        &o.opt_params(n, lr),
-                        st.t + 1,
-                        w,
-                        g,
-                        bytemuck::cast_slice_mut(s),
-                    ),
-                    OptimizerKind::Rmsprop => cpu_optim::rmsprop(&o.opt_params(n, lr), w, g, s),
-                    OptimizerKind::Sgd => cpu_optim::sgd(&o.opt_params(n, lr), st.t + 1, w, g, s),
-                }
-            );
-        }
-        (names, secs)
-    }
 }
 
 #[cfg(test)]

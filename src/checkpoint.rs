@@ -160,14 +160,7 @@ fn container_problem(bytes: &[u8]) -> Option<String> {
 /// Every tensor of a safetensors file, and its metadata. Missing, truncated or non-safetensors
 /// files are `BadFile` errors naming the file.
 pub fn load_all(path: &Path) -> Result<(BTreeMap<String, Loaded>, BTreeMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        let what = if e.kind() == std::io::ErrorKind::NotFound {
-            "no such file".to_string()
-        } else {
-            format!("cannot read: {e}")
-        };
-        Error::bad_file(path, what)
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::unreadable(path, &e))?;
     if let Some(problem) = container_problem(&bytes) {
         return Err(Error::bad_file(path, problem));
     }

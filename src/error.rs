@@ -34,6 +34,16 @@ impl Error {
             msg: msg.into(),
         }
     }
+    /// A file that could not be read: "no such file" or the I/O error, naming the file.
+    pub fn unreadable(path: impl AsRef<Path>, e: &std::io::Error) -> Self {
+        let what = if e.kind() == std::io::ErrorKind::NotFound {
+            "no such file".to_string()
+        } else {
+            format!("cannot read: {e}")
+        };
+        Self::bad_file(path, what)
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::BadFile { .. } | Error::BadArg(_) | Error::NoAdapter(_) => 2,

@@ -30,6 +30,14 @@ enum Command {
     /// Classify image files (PNG, JPEG, GIF, BMP, WebP) with a model file (on the CPU unless
     /// --device gpu or --adapter says otherwise).
     Predict(cmd::predict::PredictArgs),
+    /// Random search over hidden units, dropout and learning rate (--lrs; --lr does not apply),
+    /// each configuration scored by k-fold cross-validation on the training set (the test set is
+    /// never used); --adapter all runs trials concurrently, one thread per GPU adapter.
+    Search(cmd::search::SearchArgs),
+    /// WAME's variants against Adam, RMSprop and SGD with momentum under equal conditions:
+    /// per-epoch curves, a table and compare.png; --adapter all runs concurrently, one thread per
+    /// GPU adapter.
+    Compare(cmd::compare::CompareArgs),
     /// Measure images per second and per-kernel GPU (or CPU) time on synthetic data (SPEC 12).
     Bench(cmd::bench::BenchArgs),
 }
@@ -63,6 +71,8 @@ fn main() -> ExitCode {
         Command::Parity(a) => cmd::parity::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Predict(a) => cmd::predict::run(a),
+        Command::Search(a) => cmd::search::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     match result {

@@ -1,4 +1,5 @@
-//! PNG plots of a run: learning curves per epoch and the test confusion matrix (SPEC 9).
+//! PNG plots of a run: learning curves per epoch and the test confusion matrix (SPEC 9), and the
+//! curves of every optimizer of `compare`.
 //!
 //! Drawn with plotters' bitmap backend into an RGB buffer and encoded with the `image` crate; text
 //! uses DejaVu Sans embedded in the binary (the `dejavu` crate), so no fontconfig or system fonts.
@@ -253,4 +254,275 @@ pub fn confusion_png(confusion: &[Vec<u64>], title: &str) -> Result<Vec<u8>> {
         root.present().map_err(|x| e(x.to_string()))?;
     }
     encode_png(buf, w, h, "confusion.png")
+}
+
+/// One epoch of one optimizer in `compare`: the mean over seeds with its min and max.
+#[derive(Clone, Copy, Debug, serde::Serialize, PartialEq)]
+pub struct ComparePoint {
+    /// 1-based.
+    pub epoch: usize,
+    /// Seeds that reached this epoch (a diverged run stops early).
+    pub runs: usize,
+    pub val_accuracy: f64,
+    pub val_accuracy_min: f64,
+    pub val_accuracy_max: f64,
+    pub train_loss: f64,
+    pub train_loss_min: f64,
+    pub train_loss_max: f64,
+}
+
+/// One optimizer's curve for [`compare_png`].
+#[derive(Clone, Debug)]
+pub struct CompareCurve {
+    pub label: String,
+    pub points: Vec<ComparePoint>,
+}
+
+/// Tick values for a log axis over `[lo, hi]`: 1, 2 and 5 per decade, or every digit when that
+/// gives fewer than three (plotters' own log ticks are whole decades only).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let pick = |mults: &[f64]| -> Vec<f64> {
+        let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        (d0..=d1)
+            .flat_map(|d| mults.iter().map(move |m| m * 10f64.powi(d)))
+            .filter(|v| (lo..=hi).contains(v))
+            .collect()
+    };
+    let t = pick(&[1.0, 2.0, 5.0]);
+    if t.len() >= 3 {
+        t
+    } else {
+        pick(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    }
+}
+
+/// Ten colours that stay apart from each other (matplotlib's "tab10").
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// `compare.png`: validation accuracy (left) and training loss on a log scale (right) per epoch,
+/// one colour per optimizer, with the min-max band over seeds where there are several. The loss
+/// axis is logarithmic because WAME's first epochs run at losses many times the baselines'.
+pub fn compare_png(curves: &[CompareCurve], subtitle: &str) -> Result<Vec<u8>> {
+    register_font();
+    let (w, h) = (1400u32, 620u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let e = plot_err("compare.png");
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let root = root
+            .titled(
+                "Optimizer comparison on Fashion-MNIST",
+                (FONT, 26).into_font().style(FontStyle::Bold),
+            )
+            .map_err(|x| e(x.to_string()))?;
+        let (head, body) = root.split_vertically(28);
+        head.draw_text(
+            subtitle,
+            &TextStyle::from((FONT, 16).into_font()).color(&BLACK.mix(0.75)),
+            (40, 4),
+        )
+        .map_err(|x| e(x.to_string()))?;
+        // The legend gets its own column: inside a panel it would hide the curves it names.
+        let (plots, legend) = body.split_horizontally(w as i32 - 250);
+        let panels = plots.split_evenly((1, 2));
+        let epochs = curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.epoch))
+            .max()
+            .unwrap_or(1) as f64;
+        let x_range = 0.5..(epochs + 0.5);
+        let x_fmt = |v: &f64| {
+            if (v - v.round()).abs() < 1e-6 && *v >= 1.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        };
+        let x_labels = (epochs as usize + 1).min(16);
+        let band = |c: &CompareCurve,
+                    lo: fn(&ComparePoint) -> f64,
+                    hi: fn(&ComparePoint) -> f64| {
+            let pts: Vec<&ComparePoint> = c
+                .points
+                .iter()
+                .filter(|p| lo(p).is_finite() && hi(p).is_finite())
+                .collect();
+            if pts.len() < 2 || pts.iter().all(|p| lo(p) == hi(p)) {
+                return None;
+            }
+            let mut poly: Vec<(f64, f64)> = pts.iter().map(|p| (p.epoch as f64, hi(p))).collect();
+            poly.extend(pts.iter().rev().map(|p| (p.epoch as f64, lo(p))));
+            Some(poly)
+        };
+        let line = |c: &CompareCurve, f: fn(&ComparePoint) -> f64| -> Vec<(f64, f64)> {
+            c.points
+                .iter()
+                .map(|p| (p.epoch as f64, f(p)))
+                .filter(|p| p.1.is_finite())
+                .collect()
+        };
+
+        // Validation accuracy.
+        let all_acc = curves.iter().flat_map(|c| {
+            c.points
+                .iter()
+                .flat_map(|p| [p.val_accuracy_min, p.val_accuracy_max, p.val_accuracy])
+        });
+        let (lo, hi) = padded_range(all_acc, Some(0.0));
+        let hi = hi.min(1.0);
+        let mut chart = ChartBuilder::on(&panels[0])
+            .caption("Validation accuracy", (FONT, 22))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x_range.clone(), lo..hi)
+            .map_err(|x| e(x.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("accuracy")
+            .x_labels(x_labels)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&|v| tick(*v, hi - lo))
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        if (lo..hi).contains(&0.9) {
+            let grey = BLACK.mix(0.45);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.5, 0.9), (epochs + 0.5, 0.9)],
+                    6,
+                    4,
+                    grey.stroke_width(1),
+                ))
+                .map_err(|x| e(x.to_string()))?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    "90 %",
+                    (0.55, 0.9),
+                    TextStyle::from((FONT, 13).into_font()).color(&grey),
+                )))
+                .map_err(|x| e(x.to_string()))?;
+        }
+        for (i, c) in curves.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            if let Some(poly) = band(c, |p| p.val_accuracy_min, |p| p.val_accuracy_max) {
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        poly,
+                        color.mix(0.15).filled(),
+                    )))
+                    .map_err(|x| e(x.to_string()))?;
+            }
+            let pts = line(c, |p| p.val_accuracy);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|x| e(x.to_string()))?;
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|x| e(x.to_string()))?;
+        }
+
+        // Training loss, log scale.
+        let all_loss = curves.iter().flat_map(|c| {
+            c.points
+                .iter()
+                .flat_map(|p| [p.train_loss_min, p.train_loss_max, p.train_loss])
+        });
+        let (mut llo, mut lhi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in all_loss.filter(|v| v.is_finite() && *v > 0.0) {
+            llo = llo.min(v);
+            lhi = lhi.max(v);
+        }
+        if !llo.is_finite() {
+            (llo, lhi) = (0.1, 1.0);
+        }
+        // A tenth of a decade of air on either side, and at least a factor of 2 of span.
+        let (llo, lhi) = (llo / 1.26, (lhi * 1.26).max(llo * 2.0));
+        let mut chart = ChartBuilder::on(&panels[1])
+            .caption("Training loss (log scale)", (FONT, 22))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(
+                x_range,
+                (llo..lhi).log_scale().with_key_points(log_ticks(llo, lhi)),
+            )
+            .map_err(|x| e(x.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("mean cross-entropy")
+            .x_labels(x_labels)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&|v| {
+                if *v >= 10.0 {
+                    format!("{v:.0}")
+                } else if *v >= 1.0 {
+                    format!("{v:.1}")
+                } else {
+                    format!("{v:.2}")
+                }
+            })
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        for (i, c) in curves.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            if let Some(poly) = band(c, |p| p.train_loss_min, |p| p.train_loss_max) {
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        poly,
+                        color.mix(0.15).filled(),
+                    )))
+                    .map_err(|x| e(x.to_string()))?;
+            }
+            let pts: Vec<(f64, f64)> = line(c, |p| p.train_loss)
+                .into_iter()
+                .filter(|p| p.1 > 0.0)
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|x| e(x.to_string()))?;
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|x| e(x.to_string()))?;
+        }
+        let style = TextStyle::from((FONT, 15).into_font()).color(&BLACK);
+        legend
+            .draw_text("optimizer (lr)", &style, (8, 60))
+            .map_err(|x| e(x.to_string()))?;
+        for (i, c) in curves.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let y = 92 + 26 * i as i32;
+            legend
+                .draw(&PathElement::new(
+                    vec![(8, y), (36, y)],
+                    color.stroke_width(3),
+                ))
+                .map_err(|x| e(x.to_string()))?;
+            legend
+                .draw_text(&c.label, &style, (44, y - 8))
+                .map_err(|x| e(x.to_string()))?;
+        }
+        body.present().map_err(|x| e(x.to_string()))?;
+    }
+    encode_png(buf, w, h, "compare.png")
 }

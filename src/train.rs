@@ -694,3 +694,77 @@ pub fn default_run_dir() -> PathBuf {
         rem % 60
     ))
 }
+
+/// One [`fit`]: `train` and `val` index the net's training set.
+#[derive(Clone, Copy, Debug)]
+pub struct FitPlan<'a> {
+    /// The batch size the net was built for.
+    pub batch: u32,
+    pub train: &'a [u32],
+    pub val: &'a [u32],
+    pub epochs: usize,
+    pub lr: f32,
+    /// Seed of the per-epoch order, [`epoch_order`]`(train, seed, epoch)`.
+    pub seed: u64,
+    /// Evaluate `val` after every epoch (curves), or only after the last one (a score: saves the
+    /// forward passes over `val` that nobody reads).
+    pub validate_every_epoch: bool,
+}
+
+/// What [`fit`] did: one record per epoch it finished, and whether it stopped early because the
+/// training loss, the validation loss or the weights became non-finite. Epochs that were not
+/// validated have NaN `val_loss` and `val_accuracy`; the last record is always validated.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fit {
+    pub epochs: Vec<EpochRecord>,
+    pub diverged: bool,
+}
+
+/// Trains `net` for `plan.epochs` epochs at a constant rate and validates as the plan says.
+/// No files and no progress bar: the building block of `search` and `compare`, which train many
+/// short runs and must survive one that diverges, so divergence ends the fit (after validating
+/// the diverged net) instead of failing it. Loss sums are read once per epoch, so the GPU drains
+/// its queue once per epoch.
+pub fn fit(net: &mut dyn Net, plan: &FitPlan) -> Result<Fit> {
+    let steps = plan.train.len().div_ceil(plan.batch.max(1) as usize);
+    let mut records = Vec::with_capacity(plan.epochs);
+    for epoch in 0..plan.epochs {
+        let t0 = Instant::now();
+        net.begin_epoch(&epoch_order(plan.train, plan.seed, epoch), plan.lr)?;
+        for _ in 0..steps {
+            net.train_step()?;
+        }
+        let m = net.take_metrics()?;
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let (train_loss, train_accuracy) = rates(&m);
+        // ReLU maps NaN to 0, so a finite loss does not prove finite weights: check both.
+        let broken = !train_loss.is_finite() || !all_finite(&net.params()?);
+        let last = epoch + 1 == plan.epochs || broken;
+        let (val_loss, val_accuracy) = if plan.validate_every_epoch || last {
+            rates(&net.evaluate(Which::Train, plan.val, None)?)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
+        records.push(EpochRecord {
+            epoch: epoch + 1,
+            train_loss,
+            train_accuracy,
+            val_loss,
+            val_accuracy,
+            seconds: t0.elapsed().as_secs_f64(),
+            images_per_second: plan.train.len() as f64 / train_seconds,
+            lr: plan.lr as f64,
+        });
+        let val_broken = (plan.validate_every_epoch || last) && !val_loss.is_finite();
+        if broken || val_broken {
+            return Ok(Fit {
+                epochs: records,
+                diverged: true,
+            });
+        }
+    }
+    Ok(Fit {
+        epochs: records,
+        diverged: false,
+    })
+}

@@ -2,9 +2,12 @@
 
 pub mod adapters;
 pub mod bench;
+pub mod compare;
 pub mod eval;
+pub mod experiment;
 pub mod parity;
 pub mod predict;
+pub mod search;
 pub mod train;
 
 pub use crate::gpu::DeviceArgs;
@@ -28,4 +31,22 @@ pub fn open_net(
         }
         Selected::Gpu(ctx) => Box::new(GpuNet::new(ctx, cfg, data, params)?),
     })
+}
+
+/// `--flag` must be at least 1 (batch sizes, epochs, widths, counts).
+pub fn at_least_one(flag: &str, v: u64) -> crate::Result<()> {
+    if v == 0 {
+        return Err(crate::Error::BadArg(format!("{flag} must be at least 1")));
+    }
+    Ok(())
+}
+
+/// `--flag` must be a probability-like fraction in [0, 1) (dropout, validation share, alpha).
+pub fn fraction<T: Into<f64> + std::fmt::Display + Copy>(flag: &str, v: T) -> crate::Result<()> {
+    if !(0.0..1.0).contains(&v.into()) {
+        return Err(crate::Error::BadArg(format!(
+            "{flag} must be in [0, 1), got {v}"
+        )));
+    }
+    Ok(())
 }

@@ -42,14 +42,7 @@ pub struct PredictArgs {
 /// as background, `invert` applied, resized so its longer side is 28 (aspect ratio kept, area
 /// averaging when shrinking), centred on a black 28x28 canvas. Row-major, 0..=255.
 pub fn load_image(path: &Path, invert: bool) -> Result<Vec<u8>> {
-    let reader = image::ImageReader::open(path).map_err(|e| {
-        let what = if e.kind() == std::io::ErrorKind::NotFound {
-            "no such file".to_string()
-        } else {
-            format!("cannot read: {e}")
-        };
-        Error::bad_file(path, what)
-    })?;
+    let reader = image::ImageReader::open(path).map_err(|e| Error::unreadable(path, &e))?;
     let reader = reader
         .with_guessed_format()
         .map_err(|e| Error::bad_file(path, format!("cannot read: {e}")))?;

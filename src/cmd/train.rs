@@ -114,12 +114,7 @@ impl OptimArgs {
         pos("eta-minus", c.eta_minus)?;
         pos("zeta-min", c.zeta_min)?;
         pos("zeta-max", c.zeta_max)?;
-        if !(0.0..1.0).contains(&c.alpha) {
-            return Err(Error::BadArg(format!(
-                "--alpha must be in [0, 1), got {}",
-                c.alpha
-            )));
-        }
+        super::fraction("--alpha", c.alpha)?;
         if c.zeta_min > c.zeta_max {
             return Err(Error::BadArg(
                 "--zeta-min must not exceed --zeta-max".into(),
@@ -131,27 +126,11 @@ impl OptimArgs {
 
 impl TrainArgs {
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            return Err(Error::BadArg("--batch-size must be at least 1".into()));
-        }
-        if self.epochs == 0 {
-            return Err(Error::BadArg("--epochs must be at least 1".into()));
-        }
-        if self.hidden == 0 {
-            return Err(Error::BadArg("--hidden must be at least 1".into()));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::BadArg(format!(
-                "--dropout must be in [0, 1), got {}",
-                self.dropout
-            )));
-        }
-        if !(0.0..1.0).contains(&self.val_fraction) {
-            return Err(Error::BadArg(format!(
-                "--val-fraction must be in [0, 1), got {}",
-                self.val_fraction
-            )));
-        }
+        super::at_least_one("--batch-size", self.batch_size as u64)?;
+        super::at_least_one("--epochs", self.epochs as u64)?;
+        super::at_least_one("--hidden", self.hidden as u64)?;
+        super::fraction("--dropout", self.dropout)?;
+        super::fraction("--val-fraction", self.val_fraction)?;
         self.optim.config().map(|_| ())
     }
 }

@@ -2,6 +2,7 @@
 
 use super::Real;
 use crate::params::{ActParams, dropout_hash};
+use rayon::prelude::*;
 
 pub fn relu_forward<T: Real>(p: &ActParams, x: &[T], y: &mut [T]) {
     for (o, v) in y.iter_mut().zip(x).take(p.n as usize) {
@@ -23,13 +24,19 @@ pub fn dropout_keep(p: &ActParams, step: u32, i: u32) -> bool {
 
 pub fn dropout_forward<T: Real>(p: &ActParams, step: u32, x: &[T], y: &mut [T]) {
     let scale = T::from_f32(p.scale);
-    for (i, (o, v)) in y.iter_mut().zip(x).take(p.n as usize).enumerate() {
-        *o = if dropout_keep(p, step, i as u32) {
-            *v * scale
-        } else {
-            T::ZERO
-        };
-    }
+    let n = p.n as usize;
+    // The hash per element costs more than the multiply: spread it over the cores.
+    y[..n]
+        .par_iter_mut()
+        .zip(&x[..n])
+        .enumerate()
+        .for_each(|(i, (o, v))| {
+            *o = if dropout_keep(p, step, i as u32) {
+                *v * scale
+            } else {
+                T::ZERO
+            };
+        });
 }
 
 pub fn dropout_backward<T: Real>(p: &ActParams, step: u32, dy: &[T], dx: &mut [T]) {

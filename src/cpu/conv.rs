@@ -184,16 +184,25 @@ pub fn backward_weight<T: Real>(p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T])
 pub fn backward_bias<T: Real>(p: &ConvParams, dy: &[T], db: &mut [T]) {
     let d = Dims::of(p);
     let (opix, y_per) = (d.opix(), d.y_per());
-    // One channel per task, each summed over (batch, pixel) in the same order on every run.
-    db.par_iter_mut().enumerate().for_each(|(o, out)| {
-        let mut s = T::ZERO;
-        for yb in dy.chunks(y_per) {
-            for v in &yb[o * opix..(o + 1) * opix] {
-                s += *v;
+    // Per-chunk partial sums over contiguous memory, then added in chunk order: the same order
+    // on every run whatever the thread count.
+    let partials: Vec<Vec<T>> = dy
+        .par_chunks(y_per * CHUNK)
+        .map(|chunk| {
+            let mut acc = vec![T::ZERO; d.c_out];
+            for yb in chunk.chunks(y_per) {
+                for (a, row) in acc.iter_mut().zip(yb.chunks(opix)) {
+                    let mut s = T::ZERO;
+                    for v in row {
+                        s += *v;
+                    }
+                    *a += s;
+                }
             }
-        }
-        *out = s;
-    });
+            acc
+        })
+        .collect();
+    sum_in_order(&partials, db);
 }
 
 /// `out = sum_i partials[i]`, added in index order so the result is reproducible.

@@ -6,7 +6,7 @@ use crate::Result;
 use crate::cpu::loss::{Metrics, argmax};
 use crate::cpu::{act, conv, data, dense, loss, optim, pool};
 use crate::gpu::AdapterSummary;
-use crate::model::{CLASSES, Layers, Params};
+use crate::model::{CLASSES, Layers, PARAM_NAMES, Params};
 use crate::optim::OptimizerKind;
 use crate::params::{GatherParams, StepState};
 use crate::rng::{Stream, hash_key};
@@ -64,6 +64,32 @@ impl Acts {
     }
 }
 
+/// Per-op wall-clock times of a step, for `fmnist-gpu bench` (off unless asked for).
+#[derive(Debug, Default)]
+pub struct Laps {
+    pub names: Vec<String>,
+    pub seconds: Vec<f64>,
+    last: Option<std::time::Instant>,
+}
+
+impl Laps {
+    fn start(&mut self) {
+        self.last = Some(std::time::Instant::now());
+    }
+}
+
+/// Records the time since the last lap under `name`; nothing when timing is off.
+fn lap(laps: &mut Option<Laps>, name: &str) {
+    if let Some(l) = laps {
+        let now = std::time::Instant::now();
+        if let Some(t0) = l.last {
+            l.names.push(name.to_string());
+            l.seconds.push((now - t0).as_secs_f64());
+        }
+        l.last = Some(now);
+    }
+}
+
 pub struct CpuNet {
     cfg: NetConfig,
     layers: Layers,
@@ -77,9 +103,20 @@ pub struct CpuNet {
     lr: f32,
     gather: GatherParams,
     metrics: Metrics,
+    laps: Option<Laps>,
 }
 
 impl CpuNet {
+    /// Times every op of the following steps (see [`CpuNet::take_laps`]).
+    pub fn time_ops(&mut self, on: bool) {
+        self.laps = on.then(Laps::default);
+    }
+
+    /// The ops timed since the last call, in step order.
+    pub fn take_laps(&mut self) -> Laps {
+        self.laps.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     pub fn new(cfg: NetConfig, data: NetData, params: Params) -> Self {
         let layers = Layers::new(
             cfg.batch,
@@ -110,6 +147,7 @@ impl CpuNet {
                 seed: hash_key(cfg.seed, Stream::Augment),
             },
             metrics: Metrics::default(),
+            laps: None,
             data,
             params,
             cfg,
@@ -119,18 +157,29 @@ impl CpuNet {
     /// Forward pass on `acts.x`; `train` applies dropout at step `self.step.t`.
     fn forward(&mut self, train: bool, valid: u32, metrics: &mut Metrics) -> f32 {
         let (l, a, w) = (&self.layers, &mut self.acts, &self.params.tensors);
+        let k = &mut self.laps;
         conv::forward(&l.conv1, &a.x, &w[0], &w[1], &mut a.a1);
+        lap(k, "conv1.forward");
         pool::maxpool_forward(&l.pool1, &a.a1, &mut a.p1, &mut a.am1);
+        lap(k, "pool1.forward");
         conv::forward(&l.conv2, &a.p1, &w[2], &w[3], &mut a.a2);
+        lap(k, "conv2.forward");
         pool::maxpool_forward(&l.pool2, &a.a2, &mut a.p2, &mut a.am2);
+        lap(k, "pool2.forward");
         if train && l.dropout_on() {
             act::dropout_forward(&l.drop, self.step.t, &a.p2, &mut a.d);
+            lap(k, "dropout.forward");
         } else {
             a.d.copy_from_slice(&a.p2);
         }
         dense::forward(&l.fc1, &a.d, &w[4], &w[5], &mut a.h);
+        lap(k, "fc1.forward");
         dense::forward(&l.fc2, &a.h, &w[6], &w[7], &mut a.logits);
-        loss::softmax_xent_forward(&l.loss, valid, &a.logits, &a.y, &mut a.probs, metrics)
+        lap(k, "fc2.forward");
+        let loss =
+            loss::softmax_xent_forward(&l.loss, valid, &a.logits, &a.y, &mut a.probs, metrics);
+        lap(k, "loss.forward");
+        loss
     }
 
     /// Backward pass into `self.grads` after [`Self::forward`].
@@ -141,42 +190,55 @@ impl CpuNet {
             &self.params.tensors,
             &mut self.grads.tensors,
         );
+        let k = &mut self.laps;
         loss::softmax_xent_backward(&l.loss, valid, &a.probs, &a.y, &mut a.dlogits);
+        lap(k, "loss.backward");
         dense::backward_weight(&l.fc2, &a.h, &a.dlogits, &mut g[6]);
+        lap(k, "fc2.backward_weight");
         dense::backward_bias(&l.fc2, &a.dlogits, &mut g[7]);
+        lap(k, "fc2.backward_bias");
         dense::backward_input(&l.fc2, &a.dlogits, &w[6], &mut a.dh_pre);
+        lap(k, "fc2.backward_input");
         let relu = crate::params::ActParams {
             n: a.h.len() as u32,
             ..Default::default()
         };
         act::relu_backward(&relu, &a.h, &a.dh_pre, &mut a.dh);
+        lap(k, "fc1.relu_backward");
         dense::backward_weight(&l.fc1, &a.d, &a.dh, &mut g[4]);
+        lap(k, "fc1.backward_weight");
         dense::backward_bias(&l.fc1, &a.dh, &mut g[5]);
+        lap(k, "fc1.backward_bias");
         dense::backward_input(&l.fc1, &a.dh, &w[4], &mut a.dd);
+        lap(k, "fc1.backward_input");
         if train && l.dropout_on() {
             act::dropout_backward(&l.drop, self.step.t, &a.dd, &mut a.dp2);
+            lap(k, "dropout.backward");
         } else {
             a.dp2.copy_from_slice(&a.dd);
         }
         pool::maxpool_backward(&l.pool2, &a.dp2, &a.am2, &a.a2, &mut a.da2);
+        lap(k, "pool2.backward");
         conv::backward_weight(&l.conv2, &a.p1, &a.da2, &mut g[2]);
+        lap(k, "conv2.backward_weight");
         conv::backward_bias(&l.conv2, &a.da2, &mut g[3]);
+        lap(k, "conv2.backward_bias");
         conv::backward_input(&l.conv2, &a.da2, &w[2], &mut a.dp1);
+        lap(k, "conv2.backward_input");
         pool::maxpool_backward(&l.pool1, &a.dp1, &a.am1, &a.a1, &mut a.da1);
+        lap(k, "pool1.backward");
         conv::backward_weight(&l.conv1, &a.x, &a.da1, &mut g[0]);
+        lap(k, "conv1.backward_weight");
         conv::backward_bias(&l.conv1, &a.da1, &mut g[1]);
+        lap(k, "conv1.backward_bias");
     }
 
     fn update(&mut self) {
         let t = self.step.t + 1;
         let o = self.cfg.optim;
-        for ((w, g), s) in self
-            .params
-            .tensors
-            .iter_mut()
-            .zip(&self.grads.tensors)
-            .zip(&mut self.state)
-        {
+        let k = &mut self.laps;
+        let tensors = self.params.tensors.iter_mut().zip(&self.grads.tensors);
+        for (((w, g), s), name) in tensors.zip(&mut self.state).zip(PARAM_NAMES) {
             let n = w.len();
             match o.kind {
                 OptimizerKind::Wame => {
@@ -192,6 +254,12 @@ impl CpuNet {
                 ),
                 OptimizerKind::Rmsprop => optim::rmsprop(&o.opt_params(n, self.lr), w, g, s),
                 OptimizerKind::Sgd => optim::sgd(&o.opt_params(n, self.lr), t, w, g, s),
+            }
+            if k.is_some() {
+                lap(
+                    k,
+                    &format!("{}.{name}", crate::bench::optimizer_name(o.kind)),
+                );
             }
         }
     }
@@ -220,6 +288,9 @@ impl Net for CpuNet {
     }
 
     fn train_step(&mut self) -> Result<()> {
+        if let Some(l) = &mut self.laps {
+            l.start();
+        }
         let train = &self.data.train;
         data::gather(
             &self.gather,
@@ -230,6 +301,7 @@ impl Net for CpuNet {
             &mut self.acts.x,
             &mut self.acts.y,
         );
+        lap(&mut self.laps, "gather");
         let valid = self.step.valid();
         let mut m = self.metrics;
         self.forward(true, valid, &mut m);
