@@ -56,6 +56,11 @@ impl Params {
         Self { hidden, tensors }
     }
 
+    /// Whether every value is finite (no NaN or infinity from a diverged run).
+    pub fn all_finite(&self) -> bool {
+        self.tensors.iter().flatten().all(|v| v.is_finite())
+    }
+
     /// Glorot-uniform weights (Keras's default, which the seed used), zero biases.
     /// For a conv `fan_in = C_in*k*k` and `fan_out = C_out*k*k`.
     pub fn glorot(hidden: usize, seed: u64) -> Self {

@@ -273,10 +273,6 @@ fn model_meta(config: &str, epoch: usize, val_accuracy: f64) -> BTreeMap<String,
     ])
 }
 
-fn all_finite(p: &Params) -> bool {
-    p.tensors.iter().flatten().all(|v| v.is_finite())
-}
-
 /// Evaluates `indices` of `which` with predictions: the metrics (loss, accuracy as the nets count
 /// them) and the per-class report against `labels` (one per index).
 pub fn evaluate_report(
@@ -506,7 +502,7 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
                 checked = done;
                 // ReLU maps NaN to 0, so a network whose weights went NaN can keep a finite
                 // loss; on the CPU the weights themselves are cheap to check every step.
-                if check_params && done < steps && !all_finite(&net.params()?) {
+                if check_params && done < steps && !net.params_finite()? {
                     bar.finish_and_clear();
                     return Err(Error::Runtime(format!(
                         "training diverged: the parameters became NaN or infinite in epoch {} at \
@@ -524,7 +520,7 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
         let train_seconds = t0.elapsed().as_secs_f64();
         let vm = net.evaluate(Which::Train, &plan.split.val, None)?;
         let params = net.params()?;
-        if !all_finite(&params) || !vm.loss_sum.is_finite() {
+        if !params.all_finite() || !vm.loss_sum.is_finite() {
             let when = if check_params {
                 format!(
                     "at step {steps} of {steps} (optimizer step {})",
@@ -738,7 +734,7 @@ pub fn fit(net: &mut dyn Net, plan: &FitPlan) -> Result<Fit> {
         let train_seconds = t0.elapsed().as_secs_f64();
         let (train_loss, train_accuracy) = rates(&m);
         // ReLU maps NaN to 0, so a finite loss does not prove finite weights: check both.
-        let broken = !train_loss.is_finite() || !all_finite(&net.params()?);
+        let broken = !train_loss.is_finite() || !net.params_finite()?;
         let last = epoch + 1 == plan.epochs || broken;
         let (val_loss, val_accuracy) = if plan.validate_every_epoch || last {
             rates(&net.evaluate(Which::Train, plan.val, None)?)

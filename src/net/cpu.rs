@@ -363,6 +363,10 @@ impl Net for CpuNet {
         Ok(self.params.clone())
     }
 
+    fn params_finite(&mut self) -> Result<bool> {
+        Ok(self.params.all_finite())
+    }
+
     fn set_params(&mut self, p: &Params) -> Result<()> {
         self.params = p.clone();
         Ok(())

@@ -62,6 +62,11 @@ pub trait Net {
 
     fn params(&mut self) -> Result<Params>;
     fn set_params(&mut self, p: &Params) -> Result<()>;
+    /// Whether every parameter is finite. The default downloads them; the CPU net checks in
+    /// place, so the per-step divergence check of the CPU path copies nothing.
+    fn params_finite(&mut self) -> Result<bool> {
+        Ok(self.params()?.all_finite())
+    }
     /// Optimizer state per parameter tensor (width `state_width`), and the step count `t`.
     fn optim_state(&mut self) -> Result<(Vec<Vec<f32>>, u32)>;
     fn set_optim_state(&mut self, state: &[Vec<f32>], t: u32) -> Result<()>;
