@@ -13,7 +13,7 @@ struct WameParams {
     zeta_min: f32,
     zeta_max: f32,
     eps: f32,
-    _p0: u32,
+    warmup: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -24,7 +24,7 @@ struct OptParams {
     b1: f32,
     b2: f32,
     eps: f32,
-    _p0: u32,
+    warmup: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -38,11 +38,12 @@ struct StepState {
 
 const WG: u32 = 256u;
 
-// wame: w, g, state (zeta, Z, theta, g_prev)
+// wame: w, g, state (zeta, Z, theta, g_prev), step (StepState.t + 1, for the warm-up)
 @group(0) @binding(0) var<uniform> wp: WameParams;
 @group(0) @binding(1) var<storage, read_write> wm_w: array<f32>;
 @group(0) @binding(2) var<storage, read> wm_g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> wm_state: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> wm_step: StepState;
 
 // adam: step (StepState.t + 1), w, g, state (m, v)
 @group(0) @binding(0) var<uniform> op: OptParams;
@@ -51,15 +52,26 @@ const WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read> ad_g: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ad_state: array<vec2<f32>>;
 
-// rmsprop: w, g, v
+// rmsprop: w, g, v, step (StepState.t + 1, for the warm-up)
 @group(0) @binding(1) var<storage, read_write> rm_w: array<f32>;
 @group(0) @binding(2) var<storage, read> rm_g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> rm_v: array<f32>;
+@group(0) @binding(4) var<storage, read> rm_step: StepState;
 
 // sgd: step (StepState.t + 1), w, g, b (momentum buffer)
 @group(0) @binding(2) var<storage, read_write> sg_w: array<f32>;
 @group(0) @binding(3) var<storage, read> sg_g: array<f32>;
 @group(0) @binding(4) var<storage, read_write> sg_b: array<f32>;
+
+// Linear warm-up (`--warmup-steps`): step k (from 1) of `warmup` runs at lr * k / warmup.
+// WAME needs it most: Z starts at 0, so its first steps move each weight by up to 30 * lr.
+// Same expression as the CPU twin `warm_lr`.
+fn warm_lr(lr: f32, warmup: u32, k: u32) -> f32 {
+    if (k < warmup) {
+        return lr * (f32(k) / f32(warmup));
+    }
+    return lr;
+}
 
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
@@ -103,7 +115,8 @@ fn wame(
             m = zeta / z;
         }
     }
-    wm_w[i] = wm_w[i] - wp.lr * m * g / sqrt(theta + wp.eps);
+    let lr = warm_lr(wp.lr, wp.warmup, wm_step.t + 1u);
+    wm_w[i] = wm_w[i] - lr * m * g / sqrt(theta + wp.eps);
     wm_state[i] = vec4<f32>(zeta, z, theta, g);
 }
 
@@ -125,7 +138,7 @@ fn adam(
     st.y = op.b2 * st.y + (1.0 - op.b2) * g * g;
     let bc1 = 1.0 - pow(op.b1, t);
     let bc2 = 1.0 - pow(op.b2, t);
-    ad_w[i] = ad_w[i] - op.lr * (st.x / bc1) / (sqrt(st.y / bc2) + op.eps);
+    ad_w[i] = ad_w[i] - warm_lr(op.lr, op.warmup, state.t + 1u) * (st.x / bc1) / (sqrt(st.y / bc2) + op.eps);
     ad_state[i] = st;
 }
 
@@ -142,7 +155,7 @@ fn rmsprop(
     }
     let g = rm_g[i];
     let v = op.b2 * rm_v[i] + (1.0 - op.b2) * g * g;
-    rm_w[i] = rm_w[i] - op.lr * g / (sqrt(v) + op.eps);
+    rm_w[i] = rm_w[i] - warm_lr(op.lr, op.warmup, rm_step.t + 1u) * g / (sqrt(v) + op.eps);
     rm_v[i] = v;
 }
 
@@ -163,6 +176,6 @@ fn sgd(
     if (state.t + 1u != 1u) {
         b = op.b1 * sg_b[i] + g;
     }
-    sg_w[i] = sg_w[i] - op.lr * b;
+    sg_w[i] = sg_w[i] - warm_lr(op.lr, op.warmup, state.t + 1u) * b;
     sg_b[i] = b;
 }

@@ -178,7 +178,9 @@ pub struct WameParams {
     pub zeta_min: f32,
     pub zeta_max: f32,
     pub eps: f32,
-    pub _pad: [u32; 3],
+    /// Linear warm-up length in steps (0: none); see [`crate::cpu::optim::warm_lr`].
+    pub warmup: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Adam (`b1`, `b2`, `eps`), RMSprop (`b2` is its `alpha`, `eps`) and SGD with momentum
@@ -191,7 +193,9 @@ pub struct OptParams {
     pub b1: f32,
     pub b2: f32,
     pub eps: f32,
-    pub _pad: [u32; 3],
+    /// Linear warm-up length in steps (0: none); see [`crate::cpu::optim::warm_lr`].
+    pub warmup: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Step counters kept on the GPU in a small storage buffer so that a training step needs no host

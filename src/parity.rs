@@ -160,10 +160,12 @@ pub enum Case {
         seed: u64,
     },
     /// `steps` consecutive updates (each followed by `advance`) with fresh gradients.
+    /// `warmup`: the linear warm-up length in steps (0: none).
     Optim {
         opt: Opt,
         n: u32,
         steps: u32,
+        warmup: u32,
         seed: u64,
     },
     /// The last batches of an epoch of [`GATHER_N`] of [`GATHER_SAMPLES`] images, the short
@@ -268,15 +270,28 @@ impl Case {
                 valid,
                 ..
             } => format!("B{batch} C{classes} valid {valid}"),
-            Case::Optim { opt, n, steps, .. } => match opt {
-                Opt::Wame { variant } => format!(
-                    "n={n} {} x{steps}",
-                    ["seed", "paper", "inverse"]
-                        .get(*variant as usize)
-                        .unwrap_or(&"?")
-                ),
-                _ => format!("n={n} x{steps}"),
-            },
+            Case::Optim {
+                opt,
+                n,
+                steps,
+                warmup,
+                ..
+            } => {
+                let wu = if *warmup > 0 {
+                    format!(" warmup {warmup}")
+                } else {
+                    String::new()
+                };
+                match opt {
+                    Opt::Wame { variant } => format!(
+                        "n={n} {} x{steps}{wu}",
+                        ["seed", "paper", "inverse"]
+                            .get(*variant as usize)
+                            .unwrap_or(&"?")
+                    ),
+                    _ => format!("n={n} x{steps}{wu}"),
+                }
+            }
             Case::Gather { batch, augment, .. } => format!(
                 "B{batch}{} n={GATHER_N} x{}",
                 if *augment { " augment" } else { "" },
@@ -443,6 +458,8 @@ pub fn cases() -> Vec<Case> {
                 opt,
                 n,
                 steps: 4,
+                // Steps 1 and 2 of 4 inside a warm-up of 3, then the full rate.
+                warmup: if n == 1000 { 3 } else { 0 },
                 seed: 5000 + 10 * oi as u64 + n as u64 % 7,
             });
         }
@@ -778,8 +795,9 @@ impl<'a> Runner<'a> {
                 opt,
                 n,
                 steps,
+                warmup,
                 seed,
-            } => self.optim_case(case, *opt, *n, *steps, *seed),
+            } => self.optim_case(case, *opt, *n, *steps, *warmup, *seed),
             Case::Gather {
                 batch,
                 augment,
@@ -1123,6 +1141,7 @@ impl<'a> Runner<'a> {
         opt: Opt,
         n: u32,
         steps: u32,
+        warmup: u32,
         seed: u64,
     ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
@@ -1143,21 +1162,24 @@ impl<'a> Runner<'a> {
         let gb = nan_buffer(ctx, "g", nu);
         let sb = storage_init(ctx, "opt state", &st);
         let step = storage_init(ctx, "step", &[StepState::default()]);
-        let wame = wame_params(
-            n,
-            if let Opt::Wame { variant } = opt {
-                variant
-            } else {
-                0
-            },
-        );
-        let adam = opt_params(n, 1e-3, 0.9, 0.999, 1e-8);
-        let rmsprop = opt_params(n, 1e-3, 0.0, 0.9, 1e-8);
-        let sgd = opt_params(n, 1e-2, 0.9, 0.0, 0.0);
+        let wame = WameParams {
+            warmup,
+            ..wame_params(
+                n,
+                if let Opt::Wame { variant } = opt {
+                    variant
+                } else {
+                    0
+                },
+            )
+        };
+        let adam = opt_params(n, 1e-3, 0.9, 0.999, 1e-8, warmup);
+        let rmsprop = opt_params(n, 1e-3, 0.0, 0.9, 1e-8, warmup);
+        let sgd = opt_params(n, 1e-2, 0.9, 0.0, 0.0, warmup);
         let mut ds = match opt {
-            Opt::Wame { .. } => k.wame(ctx, &wame, &wb, &gb, &sb),
+            Opt::Wame { .. } => k.wame(ctx, &wame, &step, &wb, &gb, &sb),
             Opt::Adam => k.adam(ctx, &adam, &step, &wb, &gb, &sb),
-            Opt::Rmsprop => k.rmsprop(ctx, &rmsprop, &wb, &gb, &sb),
+            Opt::Rmsprop => k.rmsprop(ctx, &rmsprop, &step, &wb, &gb, &sb),
             Opt::Sgd => k.sgd(ctx, &sgd, &step, &wb, &gb, &sb),
         };
         ds.extend(data.advance(ctx, &step));
@@ -1178,12 +1200,12 @@ impl<'a> Runner<'a> {
             run_once(ctx, &ds)?;
             match opt {
                 Opt::Wame { .. } => {
-                    cpu::optim::wame(&wame, &mut w, &grad, bytemuck::cast_slice_mut(&mut st))
+                    cpu::optim::wame(&wame, t, &mut w, &grad, bytemuck::cast_slice_mut(&mut st))
                 }
                 Opt::Adam => {
                     cpu::optim::adam(&adam, t, &mut w, &grad, bytemuck::cast_slice_mut(&mut st))
                 }
-                Opt::Rmsprop => cpu::optim::rmsprop(&rmsprop, &mut w, &grad, &mut st),
+                Opt::Rmsprop => cpu::optim::rmsprop(&rmsprop, t, &mut w, &grad, &mut st),
                 Opt::Sgd => cpu::optim::sgd(&sgd, t, &mut w, &grad, &mut st),
             }
             cw.floats(Some(t), &read::<f32>(ctx, &wb, nu)?, &w);
@@ -1392,18 +1414,20 @@ pub fn wame_params(n: u32, variant: u32) -> WameParams {
         zeta_min: 0.01,
         zeta_max: 100.0,
         eps: 1e-12,
-        _pad: [0; 3],
+        warmup: 0,
+        _pad: [0; 2],
     }
 }
 
-fn opt_params(n: u32, lr: f32, b1: f32, b2: f32, eps: f32) -> OptParams {
+fn opt_params(n: u32, lr: f32, b1: f32, b2: f32, eps: f32, warmup: u32) -> OptParams {
     OptParams {
         n,
         lr,
         b1,
         b2,
         eps,
-        _pad: [0; 3],
+        warmup,
+        _pad: [0; 2],
     }
 }
 

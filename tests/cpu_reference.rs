@@ -323,13 +323,14 @@ fn wame_f32_matches_f64() {
         zeta_min: 0.01,
         zeta_max: 100.0,
         eps: 1e-12,
-        _pad: [0; 3],
+        warmup: 0,
+        _pad: [0; 2],
     };
     let (d64, _) = wame_run(0);
     let (mut w, mut st) = ([0.0f32], [[1.0, 0.0, 0.0, 0.0f32]]);
-    for (g, want) in GOLD_G.iter().zip(d64) {
+    for (t, (g, want)) in (1..).zip(GOLD_G.iter().zip(d64)) {
         let before = w[0] as f64;
-        optim::wame(&p, &mut w, &[*g as f32], &mut st);
+        optim::wame(&p, t, &mut w, &[*g as f32], &mut st);
         let got = w[0] as f64 - before;
         assert!(
             (got - want).abs() <= 1e-8 + 1e-3 * want.abs(),
@@ -346,7 +347,8 @@ fn baselines_follow_their_definitions() {
         b1: 0.9,
         b2: 0.999,
         eps: 1e-8,
-        _pad: [0; 3],
+        warmup: 0,
+        _pad: [0; 2],
     };
     // Adam's first step is lr * sign(g) (bias corrections cancel).
     let (mut w, mut st) = ([1.0f64], [[0.0, 0.0]]);
@@ -360,8 +362,70 @@ fn baselines_follow_their_definitions() {
     // RMSprop: v = a v + (1-a) g^2, w -= lr g / (sqrt(v) + eps).
     let pr = OptParams { b2: 0.9, ..p };
     let (mut w, mut v) = ([1.0f64], [0.0]);
-    optim::rmsprop(&pr, &mut w, &[2.0], &mut v);
+    optim::rmsprop(&pr, 1, &mut w, &[2.0], &mut v);
     assert!((v[0] - 0.4).abs() < 1e-7 && (w[0] - (1.0 - 0.2 / 0.4f64.sqrt())).abs() < 1e-6);
+}
+
+/// Weight changes of six steps of each optimizer on one weight (same gradients), with a warm-up of
+/// `warmup` steps.
+fn optimizer_deltas(kind: usize, warmup: u32) -> Vec<f64> {
+    let grads = [0.5, 0.4, -0.3, -0.2, 0.1, 0.25];
+    let wp = WameParams {
+        n: 1,
+        variant: 0,
+        lr: 1e-3,
+        alpha: 0.9,
+        eta_plus: 1.2,
+        eta_minus: 0.1,
+        zeta_min: 0.01,
+        zeta_max: 100.0,
+        eps: 1e-12,
+        warmup,
+        _pad: [0; 2],
+    };
+    let op = OptParams {
+        n: 1,
+        lr: 1e-3,
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        warmup,
+        _pad: [0; 2],
+    };
+    let (mut w, mut s4, mut s2, mut s1) = ([0.0f64], [[1.0, 0.0, 0.0, 0.0]], [[0.0; 2]], [0.0]);
+    let mut out = vec![];
+    for (t, g) in (1..).zip(grads) {
+        let before = w[0];
+        match kind {
+            0 => optim::wame(&wp, t, &mut w, &[g], &mut s4),
+            1 => optim::adam(&op, t, &mut w, &[g], &mut s2),
+            2 => optim::rmsprop(&op, t, &mut w, &[g], &mut s1),
+            _ => optim::sgd(&op, t, &mut w, &[g], &mut s1),
+        }
+        out.push(w[0] - before);
+    }
+    out
+}
+
+#[test]
+fn warmup_scales_the_first_steps_only() {
+    // No optimizer's state depends on the rate, so step t < W of a warm-up of W moves the weight
+    // by exactly t/W of the unwarmed step, and from step W on the two runs move alike.
+    assert_eq!(optim::warm_lr(1e-3, 0, 1), 1e-3);
+    assert_eq!(optim::warm_lr(1e-3, 4, 4), 1e-3);
+    assert_eq!(optim::warm_lr(0.5, 4, 1), 0.125);
+    for kind in 0..4 {
+        let full = optimizer_deltas(kind, 0);
+        let warm = optimizer_deltas(kind, 4);
+        for (t, (w, f)) in (1..).zip(warm.iter().zip(&full)) {
+            let want = f * (t.min(4) as f64 / 4.0);
+            assert!(
+                (w - want).abs() <= 1e-6 * want.abs(),
+                "optimizer {kind} step {t}: {w:e} vs {want:e}"
+            );
+        }
+        assert!(full[0].abs() > 0.0 && warm[0] != full[0]);
+    }
 }
 
 #[test]

@@ -209,6 +209,7 @@ fn resume_rejects_contradicting_flags() {
         (&["--lr", "0.01"], "--lr 0.01"),
         (&["--epochs", "3"], "--epochs 3"),
         (&["--augment"], "--augment"),
+        (&["--warmup-steps", "10"], "--warmup-steps 10"),
     ] {
         let mut c = common::bin();
         c.args(["train", "--device", "cpu", "--resume"])

@@ -86,6 +86,10 @@ pub struct OptimArgs {
     /// Epsilon (default 1e-12 for WAME, 1e-8 for Adam and RMSprop).
     #[arg(long)]
     pub eps: Option<f32>,
+    /// Linear warm-up: step k of the first N runs at lr * k / N (0: none). WAME's first steps
+    /// are up to 30 times lr (Z starts at 0); a warm-up of about an epoch keeps them small.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_steps: u32,
 }
 
 impl OptimArgs {
@@ -99,6 +103,7 @@ impl OptimArgs {
         c.eta_minus = self.eta_minus;
         c.zeta_min = self.zeta_min;
         c.zeta_max = self.zeta_max;
+        c.warmup_steps = self.warmup_steps;
         let pos = |name: &str, v: f32| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -148,6 +153,7 @@ fn config_pointer(id: &str) -> Option<&'static str> {
         "zeta_min" => "/optimizer/zeta_min",
         "zeta_max" => "/optimizer/zeta_max",
         "eps" => "/optimizer/eps",
+        "warmup_steps" => "/optimizer/warmup_steps",
         "lr_schedule" => "/lr_schedule",
         "hidden" => "/hidden",
         "dropout" => "/dropout",

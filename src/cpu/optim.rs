@@ -44,15 +44,23 @@ impl<T: Real> WameHyper<T> {
     }
 }
 
-/// `state[i] = (zeta, Z, theta, g_prev)`; fresh state is `(1, 0, 0, 0)`.
-pub fn wame<T: Real>(p: &WameParams, w: &mut [T], g: &[T], state: &mut [[T; 4]]) {
+/// The rate of step `t` (from 1) under a linear warm-up of `warmup` steps (0: none): `lr * t /
+/// warmup` until step `warmup`, then `lr`. In f32 whatever `T` is, so it is the shader's value.
+pub fn warm_lr(lr: f32, warmup: u32, t: u32) -> f32 {
+    if t < warmup {
+        lr * (t as f32 / warmup as f32)
+    } else {
+        lr
+    }
+}
+
+/// `state[i] = (zeta, Z, theta, g_prev)`; fresh state is `(1, 0, 0, 0)`; `t` (from 1) only
+/// matters during the warm-up.
+pub fn wame<T: Real>(p: &WameParams, t: u32, w: &mut [T], g: &[T], state: &mut [[T; 4]]) {
     let n = p.n as usize;
-    wame_update(
-        &WameHyper::from_params(p),
-        &mut w[..n],
-        &g[..n],
-        &mut state[..n],
-    );
+    let mut h = WameHyper::from_params(p);
+    h.lr = T::from_f32(warm_lr(p.lr, p.warmup, t));
+    wame_update(&h, &mut w[..n], &g[..n], &mut state[..n]);
 }
 
 pub fn wame_update<T: Real>(h: &WameHyper<T>, w: &mut [T], g: &[T], state: &mut [[T; 4]]) {
@@ -85,29 +93,32 @@ pub fn adam<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], state: &mut [[
     // Bias corrections in f32 like the shader (pow of f32), so CPU and GPU agree closely.
     let bc1 = T::from_f32(1.0 - p.b1.powf(t as f32));
     let bc2 = T::from_f32(1.0 - p.b2.powf(t as f32));
+    let lr = f(warm_lr(p.lr, p.warmup, t));
     for ((wi, &gi), st) in w.iter_mut().zip(g).zip(state.iter_mut()).take(p.n as usize) {
         let m = b1 * st[0] + (T::ONE - b1) * gi;
         let v = b2 * st[1] + (T::ONE - b2) * gi * gi;
-        *wi -= f(p.lr) * (m / bc1) / ((v / bc2).sqrt() + f(p.eps));
+        *wi -= lr * (m / bc1) / ((v / bc2).sqrt() + f(p.eps));
         *st = [m, v];
     }
 }
 
 /// RMSprop with `alpha = p.b2`, eps outside the square root (PyTorch).
-pub fn rmsprop<T: Real>(p: &OptParams, w: &mut [T], g: &[T], v: &mut [T]) {
+pub fn rmsprop<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], v: &mut [T]) {
     let f = T::from_f32;
     let a = f(p.b2);
+    let lr = f(warm_lr(p.lr, p.warmup, t));
     for ((wi, &gi), vi) in w.iter_mut().zip(g).zip(v.iter_mut()).take(p.n as usize) {
         *vi = a * *vi + (T::ONE - a) * gi * gi;
-        *wi -= f(p.lr) * gi / (vi.sqrt() + f(p.eps));
+        *wi -= lr * gi / (vi.sqrt() + f(p.eps));
     }
 }
 
 /// SGD with momentum `mu = p.b1`; the buffer starts at `g` on the first step (PyTorch).
 pub fn sgd<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], b: &mut [T]) {
     let f = T::from_f32;
+    let lr = f(warm_lr(p.lr, p.warmup, t));
     for ((wi, &gi), bi) in w.iter_mut().zip(g).zip(b.iter_mut()).take(p.n as usize) {
         *bi = if t <= 1 { gi } else { f(p.b1) * *bi + gi };
-        *wi -= f(p.lr) * *bi;
+        *wi -= lr * *bi;
     }
 }

@@ -243,7 +243,7 @@ impl CpuNet {
             match o.kind {
                 OptimizerKind::Wame => {
                     let p = o.wame_params(n, self.lr);
-                    optim::wame(&p, w, g, bytemuck::cast_slice_mut(s));
+                    optim::wame(&p, t, w, g, bytemuck::cast_slice_mut(s));
                 }
                 OptimizerKind::Adam => optim::adam(
                     &o.opt_params(n, self.lr),
@@ -252,7 +252,7 @@ impl CpuNet {
                     g,
                     bytemuck::cast_slice_mut(s),
                 ),
-                OptimizerKind::Rmsprop => optim::rmsprop(&o.opt_params(n, self.lr), w, g, s),
+                OptimizerKind::Rmsprop => optim::rmsprop(&o.opt_params(n, self.lr), t, w, g, s),
                 OptimizerKind::Sgd => optim::sgd(&o.opt_params(n, self.lr), t, w, g, s),
             }
             if k.is_some() {

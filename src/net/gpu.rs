@@ -385,9 +385,17 @@ impl GpuNet {
             let n: usize = shape.iter().product();
             let (w, g, s) = (&b.params[i], &b.grads[i], &b.state[i]);
             v.extend(match o.kind {
-                OptimizerKind::Wame => self.k.optim.wame(c, &o.wame_params(n, lr), w, g, s),
+                OptimizerKind::Wame => {
+                    self.k
+                        .optim
+                        .wame(c, &o.wame_params(n, lr), &b.step, w, g, s)
+                }
                 OptimizerKind::Adam => self.k.optim.adam(c, &o.opt_params(n, lr), &b.step, w, g, s),
-                OptimizerKind::Rmsprop => self.k.optim.rmsprop(c, &o.opt_params(n, lr), w, g, s),
+                OptimizerKind::Rmsprop => {
+                    self.k
+                        .optim
+                        .rmsprop(c, &o.opt_params(n, lr), &b.step, w, g, s)
+                }
                 OptimizerKind::Sgd => self.k.optim.sgd(c, &o.opt_params(n, lr), &b.step, w, g, s),
             });
         }

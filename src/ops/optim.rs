@@ -36,11 +36,12 @@ impl OptimKernels {
     }
 
     /// Updates `w` in place from `g`; `state` is `[n]` of vec4 (zeta, Z, theta, g_prev), start
-    /// [`WAME_INIT`].
+    /// [`WAME_INIT`]; `step` gives the warm-up its step number.
     pub fn wame(
         &self,
         ctx: &GpuContext,
         p: &WameParams,
+        step: &wgpu::Buffer,
         w: &wgpu::Buffer,
         g: &wgpu::Buffer,
         state: &wgpu::Buffer,
@@ -50,7 +51,7 @@ impl OptimKernels {
             "wame",
             &self.wame,
             p,
-            &[w, g, state],
+            &[w, g, state, step],
             groups_1d(p.n, WG),
         )]
     }
@@ -75,11 +76,12 @@ impl OptimKernels {
         )]
     }
 
-    /// RMSprop; `v` is `[n]`, start 0.
+    /// RMSprop; `v` is `[n]`, start 0; `step` gives the warm-up its step number.
     pub fn rmsprop(
         &self,
         ctx: &GpuContext,
         p: &OptParams,
+        step: &wgpu::Buffer,
         w: &wgpu::Buffer,
         g: &wgpu::Buffer,
         v: &wgpu::Buffer,
@@ -89,7 +91,7 @@ impl OptimKernels {
             "rmsprop",
             &self.rmsprop,
             p,
-            &[w, g, v],
+            &[w, g, v, step],
             groups_1d(p.n, WG),
         )]
     }

@@ -49,6 +49,10 @@ pub struct OptimConfig {
     pub beta1: f32,
     pub beta2: f32,
     pub momentum: f32,
+    /// Linear warm-up of the rate over the first steps (`--warmup-steps`, 0: none). Runs
+    /// recorded before it existed had none.
+    #[serde(default)]
+    pub warmup_steps: u32,
 }
 
 impl OptimConfig {
@@ -75,6 +79,7 @@ impl OptimConfig {
             beta1: 0.9,
             beta2: 0.999,
             momentum: 0.9,
+            warmup_steps: 0,
         }
     }
 
@@ -109,7 +114,8 @@ impl OptimConfig {
             zeta_min: self.zeta_min,
             zeta_max: self.zeta_max,
             eps: self.eps,
-            _pad: [0; 3],
+            warmup: self.warmup_steps,
+            _pad: [0; 2],
         }
     }
 
@@ -126,7 +132,8 @@ impl OptimConfig {
             b1,
             b2,
             eps: self.eps,
-            _pad: [0; 3],
+            warmup: self.warmup_steps,
+            _pad: [0; 2],
         }
     }
 }
