@@ -39,21 +39,40 @@ fn ten_steps_gpu_match_cpu() {
         return;
     };
     let batch = 16;
-    for kind in [OptimizerKind::Wame, OptimizerKind::Adam, OptimizerKind::Sgd] {
+    // The warm-up cases read the step number from the GPU's own counter, over several epochs.
+    for (kind, warmup) in [
+        (OptimizerKind::Wame, 0),
+        (OptimizerKind::Adam, 0),
+        (OptimizerKind::Sgd, 0),
+        (OptimizerKind::Wame, 6),
+        (OptimizerKind::Rmsprop, 6),
+    ] {
+        let cfg = || {
+            let mut c = config(kind, batch);
+            c.optim.warmup_steps = warmup;
+            c
+        };
         let data = common::net_data(
             common::synthetic(batch as usize, 1),
             common::synthetic(8, 2),
         );
         let params = Params::glorot(32, 7);
-        let mut cpu = CpuNet::new(config(kind, batch), data.clone(), params.clone());
-        let mut gpu = GpuNet::new(ctx.clone(), config(kind, batch), data, params).unwrap();
+        let mut cpu = CpuNet::new(cfg(), data.clone(), params.clone());
+        let mut gpu = GpuNet::new(ctx.clone(), cfg(), data, params).unwrap();
         let (lc, lg) = (ten_steps(&mut cpu, batch), ten_steps(&mut gpu, batch));
-        eprintln!("{kind:?}: cpu {lc:?}\n{kind:?}: gpu {lg:?}");
-        for (i, (c, g)) in lc.iter().zip(&lg).enumerate() {
+        eprintln!("{kind:?} warm-up {warmup}: cpu {lc:?}\n{kind:?}: gpu {lg:?}");
+        // With the warm-up the net fits this batch much faster, and WAME's sign test is a
+        // discontinuity: f32 rounding that differs between the devices (relative loss gaps of
+        // 1e-7 to 3e-6 over steps 1-9) flips zeta x0.1 against x1.2 for some near-zero gradient
+        // and the gap jumps to 6e-4 at step 10 (measured on lavapipe). So the warm-up cases are
+        // compared over the 6 warm-up steps and 2 at the full rate, where a warm-up read from
+        // the wrong step would already show; the kernel itself is checked exactly in the table.
+        let compared = if warmup > 0 { 8 } else { 10 };
+        for (i, (c, g)) in lc.iter().zip(&lg).take(compared).enumerate() {
             let rel = (c - g).abs() / c.abs();
             assert!(
                 rel <= 1e-4,
-                "{kind:?} step {}: cpu loss {c} gpu {g} (rel {rel:e})",
+                "{kind:?} warm-up {warmup} step {}: cpu loss {c} gpu {g} (rel {rel:e})",
                 i + 1
             );
         }
