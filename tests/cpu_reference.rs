@@ -371,17 +371,8 @@ fn baselines_follow_their_definitions() {
 fn optimizer_deltas(kind: usize, warmup: u32) -> Vec<f64> {
     let grads = [0.5, 0.4, -0.3, -0.2, 0.1, 0.25];
     let wp = WameParams {
-        n: 1,
-        variant: 0,
-        lr: 1e-3,
-        alpha: 0.9,
-        eta_plus: 1.2,
-        eta_minus: 0.1,
-        zeta_min: 0.01,
-        zeta_max: 100.0,
-        eps: 1e-12,
         warmup,
-        _pad: [0; 2],
+        ..fmnist_gpu::parity::wame_params(1, 0)
     };
     let op = OptParams {
         n: 1,
