@@ -380,23 +380,16 @@ impl GpuNet {
 
     fn update_dispatches(&self, lr: f32) -> Vec<Dispatch> {
         let (c, b, o) = (&self.ctx, &self.b, &self.cfg.optim);
+        let (k, st) = (&self.k.optim, &b.step);
         let mut v = Vec::new();
         for (i, shape) in param_shapes(self.cfg.hidden as usize).iter().enumerate() {
             let n: usize = shape.iter().product();
             let (w, g, s) = (&b.params[i], &b.grads[i], &b.state[i]);
             v.extend(match o.kind {
-                OptimizerKind::Wame => {
-                    self.k
-                        .optim
-                        .wame(c, &o.wame_params(n, lr), &b.step, w, g, s)
-                }
-                OptimizerKind::Adam => self.k.optim.adam(c, &o.opt_params(n, lr), &b.step, w, g, s),
-                OptimizerKind::Rmsprop => {
-                    self.k
-                        .optim
-                        .rmsprop(c, &o.opt_params(n, lr), &b.step, w, g, s)
-                }
-                OptimizerKind::Sgd => self.k.optim.sgd(c, &o.opt_params(n, lr), &b.step, w, g, s),
+                OptimizerKind::Wame => k.wame(c, &o.wame_params(n, lr), st, w, g, s),
+                OptimizerKind::Adam => k.adam(c, &o.opt_params(n, lr), st, w, g, s),
+                OptimizerKind::Rmsprop => k.rmsprop(c, &o.opt_params(n, lr), st, w, g, s),
+                OptimizerKind::Sgd => k.sgd(c, &o.opt_params(n, lr), st, w, g, s),
             });
         }
         v
