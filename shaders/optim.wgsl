@@ -14,7 +14,7 @@ struct WameParams {
     zeta_max: f32,
     eps: f32,
     warmup: u32,
-    _p1: u32,
+    wd: f32,
     _p2: u32,
 }
 
@@ -25,7 +25,7 @@ struct OptParams {
     b2: f32,
     eps: f32,
     warmup: u32,
-    _p1: u32,
+    wd: f32,
     _p2: u32,
 }
 
@@ -73,6 +73,12 @@ fn warm_lr(lr: f32, warmup: u32, k: u32) -> f32 {
     return lr;
 }
 
+// Decoupled weight decay (`--weight-decay`, AdamW's form): the factor the weights are scaled by
+// before the step. 1 exactly when wd is 0, so runs without it are bit-identical to before.
+fn decay(lr: f32, wd: f32) -> f32 {
+    return 1.0 - lr * wd;
+}
+
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
@@ -116,7 +122,7 @@ fn wame(
         }
     }
     let lr = warm_lr(wp.lr, wp.warmup, wm_step.t + 1u);
-    wm_w[i] = wm_w[i] - lr * m * g / sqrt(theta + wp.eps);
+    wm_w[i] = wm_w[i] * decay(lr, wp.wd) - lr * m * g / sqrt(theta + wp.eps);
     wm_state[i] = vec4<f32>(zeta, z, theta, g);
 }
 
@@ -138,7 +144,8 @@ fn adam(
     st.y = op.b2 * st.y + (1.0 - op.b2) * g * g;
     let bc1 = 1.0 - pow(op.b1, t);
     let bc2 = 1.0 - pow(op.b2, t);
-    ad_w[i] = ad_w[i] - warm_lr(op.lr, op.warmup, state.t + 1u) * (st.x / bc1) / (sqrt(st.y / bc2) + op.eps);
+    let lr = warm_lr(op.lr, op.warmup, state.t + 1u);
+    ad_w[i] = ad_w[i] * decay(lr, op.wd) - lr * (st.x / bc1) / (sqrt(st.y / bc2) + op.eps);
     ad_state[i] = st;
 }
 
@@ -155,7 +162,8 @@ fn rmsprop(
     }
     let g = rm_g[i];
     let v = op.b2 * rm_v[i] + (1.0 - op.b2) * g * g;
-    rm_w[i] = rm_w[i] - warm_lr(op.lr, op.warmup, rm_step.t + 1u) * g / (sqrt(v) + op.eps);
+    let lr = warm_lr(op.lr, op.warmup, rm_step.t + 1u);
+    rm_w[i] = rm_w[i] * decay(lr, op.wd) - lr * g / (sqrt(v) + op.eps);
     rm_v[i] = v;
 }
 
@@ -176,6 +184,7 @@ fn sgd(
     if (state.t + 1u != 1u) {
         b = op.b1 * sg_b[i] + g;
     }
-    sg_w[i] = sg_w[i] - warm_lr(op.lr, op.warmup, state.t + 1u) * b;
+    let lr = warm_lr(op.lr, op.warmup, state.t + 1u);
+    sg_w[i] = sg_w[i] * decay(lr, op.wd) - lr * b;
     sg_b[i] = b;
 }

@@ -180,7 +180,9 @@ pub struct WameParams {
     pub eps: f32,
     /// Linear warm-up length in steps (0: none); see [`crate::cpu::optim::warm_lr`].
     pub warmup: u32,
-    pub _pad: [u32; 2],
+    /// Decoupled weight decay: each step scales the weights by `1 - lr_t * weight_decay` first.
+    pub weight_decay: f32,
+    pub _pad: u32,
 }
 
 /// Adam (`b1`, `b2`, `eps`), RMSprop (`b2` is its `alpha`, `eps`) and SGD with momentum
@@ -195,7 +197,9 @@ pub struct OptParams {
     pub eps: f32,
     /// Linear warm-up length in steps (0: none); see [`crate::cpu::optim::warm_lr`].
     pub warmup: u32,
-    pub _pad: [u32; 2],
+    /// Decoupled weight decay: each step scales the weights by `1 - lr_t * weight_decay` first.
+    pub weight_decay: f32,
+    pub _pad: u32,
 }
 
 /// Step counters kept on the GPU in a small storage buffer so that a training step needs no host

@@ -160,12 +160,13 @@ pub enum Case {
         seed: u64,
     },
     /// `steps` consecutive updates (each followed by `advance`) with fresh gradients.
-    /// `warmup`: the linear warm-up length in steps (0: none).
+    /// `warmup`: the linear warm-up length in steps (0: none); `weight_decay`: decoupled decay.
     Optim {
         opt: Opt,
         n: u32,
         steps: u32,
         warmup: u32,
+        weight_decay: f32,
         seed: u64,
     },
     /// The last batches of an epoch of [`GATHER_N`] of [`GATHER_SAMPLES`] images, the short
@@ -275,13 +276,17 @@ impl Case {
                 n,
                 steps,
                 warmup,
+                weight_decay,
                 ..
             } => {
-                let wu = if *warmup > 0 {
+                let mut wu = if *warmup > 0 {
                     format!(" warmup {warmup}")
                 } else {
                     String::new()
                 };
+                if *weight_decay > 0.0 {
+                    wu += &format!(" wd {weight_decay}");
+                }
                 match opt {
                     Opt::Wame { variant } => format!(
                         "n={n} {} x{steps}{wu}",
@@ -460,6 +465,8 @@ pub fn cases() -> Vec<Case> {
                 steps: 4,
                 // Steps 1 and 2 of 4 inside a warm-up of 3, then the full rate.
                 warmup: if n == 1000 { 3 } else { 0 },
+                // Large enough that the decay term is far above f32 rounding of the weights.
+                weight_decay: if n == 70001 { 0.5 } else { 0.0 },
                 seed: 5000 + 10 * oi as u64 + n as u64 % 7,
             });
         }
@@ -796,8 +803,9 @@ impl<'a> Runner<'a> {
                 n,
                 steps,
                 warmup,
+                weight_decay,
                 seed,
-            } => self.optim_case(case, *opt, *n, *steps, *warmup, *seed),
+            } => self.optim_case(case, *opt, *n, *steps, (*warmup, *weight_decay), *seed),
             Case::Gather {
                 batch,
                 augment,
@@ -1141,7 +1149,7 @@ impl<'a> Runner<'a> {
         opt: Opt,
         n: u32,
         steps: u32,
-        warmup: u32,
+        (warmup, weight_decay): (u32, f32),
         seed: u64,
     ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
@@ -1164,6 +1172,7 @@ impl<'a> Runner<'a> {
         let step = storage_init(ctx, "step", &[StepState::default()]);
         let wame = WameParams {
             warmup,
+            weight_decay,
             ..wame_params(
                 n,
                 if let Opt::Wame { variant } = opt {
@@ -1173,9 +1182,10 @@ impl<'a> Runner<'a> {
                 },
             )
         };
-        let adam = opt_params(n, 1e-3, 0.9, 0.999, 1e-8, warmup);
-        let rmsprop = opt_params(n, 1e-3, 0.0, 0.9, 1e-8, warmup);
-        let sgd = opt_params(n, 1e-2, 0.9, 0.0, 0.0, warmup);
+        let with_wd = |p: OptParams| OptParams { weight_decay, ..p };
+        let adam = with_wd(opt_params(n, 1e-3, 0.9, 0.999, 1e-8, warmup));
+        let rmsprop = with_wd(opt_params(n, 1e-3, 0.0, 0.9, 1e-8, warmup));
+        let sgd = with_wd(opt_params(n, 1e-2, 0.9, 0.0, 0.0, warmup));
         let mut ds = match opt {
             Opt::Wame { .. } => k.wame(ctx, &wame, &step, &wb, &gb, &sb),
             Opt::Adam => k.adam(ctx, &adam, &step, &wb, &gb, &sb),
@@ -1415,7 +1425,8 @@ pub fn wame_params(n: u32, variant: u32) -> WameParams {
         zeta_max: 100.0,
         eps: 1e-12,
         warmup: 0,
-        _pad: [0; 2],
+        weight_decay: 0.0,
+        _pad: 0,
     }
 }
 
@@ -1427,7 +1438,8 @@ fn opt_params(n: u32, lr: f32, b1: f32, b2: f32, eps: f32, warmup: u32) -> OptPa
         b2,
         eps,
         warmup,
-        _pad: [0; 2],
+        weight_decay: 0.0,
+        _pad: 0,
     }
 }
 

@@ -314,6 +314,29 @@ fn bad_flags_exit_2() {
         &["train", "--device", "cpu", "--epochs", "0", "--out", out],
         &["--epochs"],
     );
+    assert_bad_input(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--weight-decay=-0.1",
+            "--out",
+            out,
+        ],
+        &["--weight-decay"],
+    );
+    assert_bad_input(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--weight-decay",
+            "1000",
+            "--out",
+            out,
+        ],
+        &["--weight-decay"],
+    );
     assert_bad_input(&["train", "--device", "banana"], &["banana"]);
     assert_bad_input(&["train", "--optimizer", "lbfgs"], &["lbfgs"]);
     assert_bad_input(

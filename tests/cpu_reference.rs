@@ -237,6 +237,7 @@ fn wame_run(variant: u32) -> (Vec<f64>, Vec<[f64; 4]>) {
         zeta_min: 0.01,
         zeta_max: 100.0,
         eps: 1e-12,
+        wd: 0.0,
     };
     let (mut w, mut st) = ([0.0f64], [[1.0, 0.0, 0.0, 0.0f64]]);
     let (mut deltas, mut states) = (vec![], vec![]);
@@ -324,7 +325,8 @@ fn wame_f32_matches_f64() {
         zeta_max: 100.0,
         eps: 1e-12,
         warmup: 0,
-        _pad: [0; 2],
+        weight_decay: 0.0,
+        _pad: 0,
     };
     let (d64, _) = wame_run(0);
     let (mut w, mut st) = ([0.0f32], [[1.0, 0.0, 0.0, 0.0f32]]);
@@ -348,7 +350,8 @@ fn baselines_follow_their_definitions() {
         b2: 0.999,
         eps: 1e-8,
         warmup: 0,
-        _pad: [0; 2],
+        weight_decay: 0.0,
+        _pad: 0,
     };
     // Adam's first step is lr * sign(g) (bias corrections cancel).
     let (mut w, mut st) = ([1.0f64], [[0.0, 0.0]]);
@@ -381,7 +384,8 @@ fn optimizer_deltas(kind: usize, warmup: u32) -> Vec<f64> {
         b2: 0.999,
         eps: 1e-8,
         warmup,
-        _pad: [0; 2],
+        weight_decay: 0.0,
+        _pad: 0,
     };
     let (mut w, mut s4, mut s2, mut s1) = ([0.0f64], [[1.0, 0.0, 0.0, 0.0]], [[0.0; 2]], [0.0]);
     let mut out = vec![];
@@ -416,6 +420,70 @@ fn warmup_scales_the_first_steps_only() {
             );
         }
         assert!(full[0].abs() > 0.0 && warm[0] != full[0]);
+    }
+}
+
+#[test]
+fn weight_decay_scales_weights_before_the_step() {
+    // A zero gradient moves no optimizer's weights, so with decoupled decay a step is exactly
+    // w * (1 - lr * wd) (WAME, Adam and RMSprop divide 0 by eps; SGD's buffer stays 0). With a
+    // gradient, the step is the undecayed step plus -lr * wd * w.
+    let wd = 0.5f32;
+    let wp = WameParams {
+        weight_decay: wd,
+        ..fmnist_gpu::parity::wame_params(2, 0)
+    };
+    let op = OptParams {
+        n: 2,
+        lr: 1e-2,
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        warmup: 0,
+        weight_decay: wd,
+        _pad: 0,
+    };
+    assert_eq!(optim::decay(1e-2, 0.0), 1.0);
+    for kind in 0..4 {
+        let step = |p_wd: f32, g: [f32; 2]| {
+            let (mut w, mut s4, mut s2, mut s1) = (
+                [2.0f32, -3.0],
+                [[1.0, 0.0, 0.0, 0.0]; 2],
+                [[0.0; 2]; 2],
+                [0.0; 2],
+            );
+            let wp = WameParams {
+                weight_decay: p_wd,
+                ..wp
+            };
+            let op = OptParams {
+                weight_decay: p_wd,
+                ..op
+            };
+            match kind {
+                0 => optim::wame(&wp, 1, &mut w, &g, &mut s4),
+                1 => optim::adam(&op, 1, &mut w, &g, &mut s2),
+                2 => optim::rmsprop(&op, 1, &mut w, &g, &mut s1),
+                _ => optim::sgd(&op, 1, &mut w, &g, &mut s1),
+            }
+            w
+        };
+        let lr = if kind == 0 { wp.lr } else { op.lr };
+        let keep = 1.0 - lr * wd;
+        assert_eq!(
+            step(wd, [0.0; 2]),
+            [2.0 * keep, -3.0 * keep],
+            "optimizer {kind}"
+        );
+        let (plain, decayed) = (step(0.0, [0.3, -0.2]), step(wd, [0.3, -0.2]));
+        for (i, w0) in [2.0f32, -3.0].into_iter().enumerate() {
+            let want = plain[i] - lr * wd * w0;
+            assert!(
+                (decayed[i] - want).abs() <= 1e-6,
+                "optimizer {kind} weight {i}: {} vs {want}",
+                decayed[i]
+            );
+        }
     }
 }
 

@@ -90,6 +90,10 @@ pub struct OptimArgs {
     /// are up to 30 times lr (Z starts at 0); a warm-up of about an epoch keeps them small.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub warmup_steps: u32,
+    /// Decoupled weight decay (AdamW's form, every parameter): each step first scales the
+    /// weights by 1 - lr * WD, with the step's scheduled and warmed-up rate (0: none).
+    #[arg(long, value_name = "WD", default_value_t = 0.0)]
+    pub weight_decay: f32,
 }
 
 impl OptimArgs {
@@ -104,6 +108,7 @@ impl OptimArgs {
         c.zeta_min = self.zeta_min;
         c.zeta_max = self.zeta_max;
         c.warmup_steps = self.warmup_steps;
+        c.weight_decay = self.weight_decay;
         let pos = |name: &str, v: f32| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -119,6 +124,13 @@ impl OptimArgs {
         pos("eta-minus", c.eta_minus)?;
         pos("zeta-min", c.zeta_min)?;
         pos("zeta-max", c.zeta_max)?;
+        // lr * wd >= 1 would zero or flip every weight each step.
+        if !(c.weight_decay.is_finite() && c.weight_decay >= 0.0 && c.lr * c.weight_decay < 1.0) {
+            return Err(Error::BadArg(format!(
+                "--weight-decay must be >= 0 with lr * weight decay below 1, got {} (lr {})",
+                c.weight_decay, c.lr
+            )));
+        }
         super::fraction("--alpha", c.alpha)?;
         if c.zeta_min > c.zeta_max {
             return Err(Error::BadArg(
@@ -154,6 +166,7 @@ fn config_pointer(id: &str) -> Option<&'static str> {
         "zeta_max" => "/optimizer/zeta_max",
         "eps" => "/optimizer/eps",
         "warmup_steps" => "/optimizer/warmup_steps",
+        "weight_decay" => "/optimizer/weight_decay",
         "lr_schedule" => "/lr_schedule",
         "hidden" => "/hidden",
         "dropout" => "/dropout",

@@ -26,6 +26,8 @@ pub struct WameHyper<T> {
     pub zeta_min: T,
     pub zeta_max: T,
     pub eps: T,
+    /// Decoupled weight decay (0: none).
+    pub wd: T,
 }
 
 impl<T: Real> WameHyper<T> {
@@ -40,6 +42,7 @@ impl<T: Real> WameHyper<T> {
             zeta_min: f(p.zeta_min),
             zeta_max: f(p.zeta_max),
             eps: f(p.eps),
+            wd: f(p.weight_decay),
         }
     }
 }
@@ -54,6 +57,12 @@ pub fn warm_lr(lr: f32, warmup: u32, t: u32) -> f32 {
     }
 }
 
+/// The factor decoupled weight decay (AdamW's form) scales the weights by before a step of rate
+/// `lr`; exactly 1 when `wd` is 0, so runs without it are unchanged. f32 like the shader.
+pub fn decay(lr: f32, wd: f32) -> f32 {
+    1.0 - lr * wd
+}
+
 /// `state[i] = (zeta, Z, theta, g_prev)`; fresh state is `(1, 0, 0, 0)`; `t` (from 1) only
 /// matters during the warm-up.
 pub fn wame<T: Real>(p: &WameParams, t: u32, w: &mut [T], g: &[T], state: &mut [[T; 4]]) {
@@ -65,6 +74,7 @@ pub fn wame<T: Real>(p: &WameParams, t: u32, w: &mut [T], g: &[T], state: &mut [
 
 pub fn wame_update<T: Real>(h: &WameHyper<T>, w: &mut [T], g: &[T], state: &mut [[T; 4]]) {
     let one_minus = T::ONE - h.alpha;
+    let keep = T::ONE - h.lr * h.wd;
     for ((wi, &gi), st) in w.iter_mut().zip(g).zip(state.iter_mut()) {
         let [mut zeta, mut z, mut theta, g_prev] = *st;
         // The sign product, not g * g_prev: the latter underflows to 0 in f32 for small gradients.
@@ -81,7 +91,7 @@ pub fn wame_update<T: Real>(h: &WameHyper<T>, w: &mut [T], g: &[T], state: &mut 
             2 => T::ONE / z,
             _ => zeta / z,
         };
-        *wi -= h.lr * m * gi / (theta + h.eps).sqrt();
+        *wi = *wi * keep - h.lr * m * gi / (theta + h.eps).sqrt();
         *st = [zeta, z, theta, gi];
     }
 }
@@ -93,11 +103,12 @@ pub fn adam<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], state: &mut [[
     // Bias corrections in f32 like the shader (pow of f32), so CPU and GPU agree closely.
     let bc1 = T::from_f32(1.0 - p.b1.powf(t as f32));
     let bc2 = T::from_f32(1.0 - p.b2.powf(t as f32));
-    let lr = f(warm_lr(p.lr, p.warmup, t));
+    let lr32 = warm_lr(p.lr, p.warmup, t);
+    let (lr, keep) = (f(lr32), f(decay(lr32, p.weight_decay)));
     for ((wi, &gi), st) in w.iter_mut().zip(g).zip(state.iter_mut()).take(p.n as usize) {
         let m = b1 * st[0] + (T::ONE - b1) * gi;
         let v = b2 * st[1] + (T::ONE - b2) * gi * gi;
-        *wi -= lr * (m / bc1) / ((v / bc2).sqrt() + f(p.eps));
+        *wi = *wi * keep - lr * (m / bc1) / ((v / bc2).sqrt() + f(p.eps));
         *st = [m, v];
     }
 }
@@ -106,19 +117,21 @@ pub fn adam<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], state: &mut [[
 pub fn rmsprop<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], v: &mut [T]) {
     let f = T::from_f32;
     let a = f(p.b2);
-    let lr = f(warm_lr(p.lr, p.warmup, t));
+    let lr32 = warm_lr(p.lr, p.warmup, t);
+    let (lr, keep) = (f(lr32), f(decay(lr32, p.weight_decay)));
     for ((wi, &gi), vi) in w.iter_mut().zip(g).zip(v.iter_mut()).take(p.n as usize) {
         *vi = a * *vi + (T::ONE - a) * gi * gi;
-        *wi -= lr * gi / (vi.sqrt() + f(p.eps));
+        *wi = *wi * keep - lr * gi / (vi.sqrt() + f(p.eps));
     }
 }
 
 /// SGD with momentum `mu = p.b1`; the buffer starts at `g` on the first step (PyTorch).
 pub fn sgd<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], b: &mut [T]) {
     let f = T::from_f32;
-    let lr = f(warm_lr(p.lr, p.warmup, t));
+    let lr32 = warm_lr(p.lr, p.warmup, t);
+    let (lr, keep) = (f(lr32), f(decay(lr32, p.weight_decay)));
     for ((wi, &gi), bi) in w.iter_mut().zip(g).zip(b.iter_mut()).take(p.n as usize) {
         *bi = if t <= 1 { gi } else { f(p.b1) * *bi + gi };
-        *wi -= lr * *bi;
+        *wi = *wi * keep - lr * *bi;
     }
 }

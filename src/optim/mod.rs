@@ -53,6 +53,10 @@ pub struct OptimConfig {
     /// recorded before it existed had none.
     #[serde(default)]
     pub warmup_steps: u32,
+    /// Decoupled weight decay (`--weight-decay`, AdamW's form, 0: none). Runs recorded before it
+    /// existed had none.
+    #[serde(default)]
+    pub weight_decay: f32,
 }
 
 impl OptimConfig {
@@ -80,6 +84,7 @@ impl OptimConfig {
             beta2: 0.999,
             momentum: 0.9,
             warmup_steps: 0,
+            weight_decay: 0.0,
         }
     }
 
@@ -115,7 +120,8 @@ impl OptimConfig {
             zeta_max: self.zeta_max,
             eps: self.eps,
             warmup: self.warmup_steps,
-            _pad: [0; 2],
+            weight_decay: self.weight_decay,
+            _pad: 0,
         }
     }
 
@@ -133,7 +139,8 @@ impl OptimConfig {
             b2,
             eps: self.eps,
             warmup: self.warmup_steps,
-            _pad: [0; 2],
+            weight_decay: self.weight_decay,
+            _pad: 0,
         }
     }
 }
