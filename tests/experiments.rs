@@ -405,6 +405,10 @@ fn bad_settings_exit_2() {
     assert_bad(&s(&["--lrs", "1e-3,fast"]), &["--lrs", "fast"]);
     assert_bad(&s(&["--lrs", "0"]), &["--lrs", "positive"]);
     assert_bad(
+        &s(&["--lrs", "1e-3,1e-2", "--weight-decay", "200"]),
+        &["--weight-decay 200", "0.01"],
+    );
+    assert_bad(
         &s(&["--hidden-units", "128,0"]),
         &["--hidden-units", "at least 1"],
     );

@@ -137,6 +137,14 @@ impl SearchArgs {
                 self.folds
             )));
         }
+        let optimizer = self.optim.config()?;
+        // config() checked lr * wd < 1 for the default rate only; every --lrs rate must pass.
+        if let Some(lr) = lrs.iter().find(|&&lr| lr * optimizer.weight_decay >= 1.0) {
+            return Err(Error::BadArg(format!(
+                "--weight-decay {} with the rate {lr} of --lrs: lr * weight decay must be below 1",
+                optimizer.weight_decay
+            )));
+        }
         Ok(Settings {
             hidden_units,
             dropouts,
@@ -145,7 +153,7 @@ impl SearchArgs {
             folds: self.folds,
             epochs: self.epochs,
             batch_size: self.batch_size,
-            optimizer: self.optim.config()?,
+            optimizer,
             limit: self.limit,
             seed: self.seed,
             data: PathBuf::new(),
