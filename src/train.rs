@@ -554,14 +554,19 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
             images_per_second: n_train as f64 / train_seconds,
             lr: lr as f64,
         };
+        // With --val-fraction 0 the records hold 0 for validation; the log says there is none
+        // rather than print a 0 % accuracy.
+        let val = if plan.split.val.is_empty() {
+            "no validation split".to_string()
+        } else {
+            format!("val loss {:.4} acc {:.4}", rec.val_loss, rec.val_accuracy)
+        };
         log::info!(
-            "epoch {}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | lr {:.3e} | {:.1} s, {:.0} img/s",
+            "epoch {}/{}: train loss {:.4} acc {:.4} | {val} | lr {:.3e} | {:.1} s, {:.0} img/s",
             rec.epoch,
             run.epochs,
             rec.train_loss,
             rec.train_accuracy,
-            rec.val_loss,
-            rec.val_accuracy,
             lr,
             rec.seconds,
             rec.images_per_second

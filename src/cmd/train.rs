@@ -330,11 +330,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             serde_json::to_string_pretty(&summary).expect("plain data")
         );
     } else {
+        let kept = if summary.val_images == 0 {
+            format!("no validation split: last epoch {}", summary.best_epoch)
+        } else {
+            format!(
+                "best validation {:.4} at epoch {}",
+                summary.val_accuracy, summary.best_epoch
+            )
+        };
         println!(
-            "test accuracy {:.4} (best validation {:.4} at epoch {}), {:.1} s; run directory {}",
+            "test accuracy {:.4} ({kept}), {:.1} s; run directory {}",
             summary.test_accuracy,
-            summary.val_accuracy,
-            summary.best_epoch,
             summary.seconds,
             summary.run_dir.display()
         );
