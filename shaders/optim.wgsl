@@ -14,7 +14,7 @@ struct WameParams {
     zeta_max: f32,
     eps: f32,
     warmup: u32,
-    wd: f32,
+    weight_decay: f32,
     _p2: u32,
 }
 
@@ -25,7 +25,7 @@ struct OptParams {
     b2: f32,
     eps: f32,
     warmup: u32,
-    wd: f32,
+    weight_decay: f32,
     _p2: u32,
 }
 
@@ -122,7 +122,7 @@ fn wame(
         }
     }
     let lr = warm_lr(wp.lr, wp.warmup, wm_step.t + 1u);
-    wm_w[i] = wm_w[i] * decay(lr, wp.wd) - lr * m * g / sqrt(theta + wp.eps);
+    wm_w[i] = wm_w[i] * decay(lr, wp.weight_decay) - lr * m * g / sqrt(theta + wp.eps);
     wm_state[i] = vec4<f32>(zeta, z, theta, g);
 }
 
@@ -145,7 +145,7 @@ fn adam(
     let bc1 = 1.0 - pow(op.b1, t);
     let bc2 = 1.0 - pow(op.b2, t);
     let lr = warm_lr(op.lr, op.warmup, state.t + 1u);
-    ad_w[i] = ad_w[i] * decay(lr, op.wd) - lr * (st.x / bc1) / (sqrt(st.y / bc2) + op.eps);
+    ad_w[i] = ad_w[i] * decay(lr, op.weight_decay) - lr * (st.x / bc1) / (sqrt(st.y / bc2) + op.eps);
     ad_state[i] = st;
 }
 
@@ -163,7 +163,7 @@ fn rmsprop(
     let g = rm_g[i];
     let v = op.b2 * rm_v[i] + (1.0 - op.b2) * g * g;
     let lr = warm_lr(op.lr, op.warmup, rm_step.t + 1u);
-    rm_w[i] = rm_w[i] * decay(lr, op.wd) - lr * g / (sqrt(v) + op.eps);
+    rm_w[i] = rm_w[i] * decay(lr, op.weight_decay) - lr * g / (sqrt(v) + op.eps);
     rm_v[i] = v;
 }
 
@@ -185,6 +185,6 @@ fn sgd(
         b = op.b1 * sg_b[i] + g;
     }
     let lr = warm_lr(op.lr, op.warmup, state.t + 1u);
-    sg_w[i] = sg_w[i] * decay(lr, op.wd) - lr * b;
+    sg_w[i] = sg_w[i] * decay(lr, op.weight_decay) - lr * b;
     sg_b[i] = b;
 }
