@@ -369,6 +369,21 @@ fn baselines_follow_their_definitions() {
     assert!((v[0] - 0.4).abs() < 1e-7 && (w[0] - (1.0 - 0.2 / 0.4f64.sqrt())).abs() < 1e-6);
 }
 
+/// Adam's defaults (b1 0.9, b2 0.999, eps 1e-8) for `n` weights at rate `lr`; RMSprop reads b2 as
+/// its alpha and SGD b1 as its momentum.
+fn adam_params(n: u32, lr: f32) -> OptParams {
+    OptParams {
+        n,
+        lr,
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        warmup: 0,
+        weight_decay: 0.0,
+        _pad: 0,
+    }
+}
+
 /// Weight changes of six steps of each optimizer on one weight (same gradients), with a warm-up of
 /// `warmup` steps.
 fn optimizer_deltas(kind: usize, warmup: u32) -> Vec<f64> {
@@ -378,14 +393,8 @@ fn optimizer_deltas(kind: usize, warmup: u32) -> Vec<f64> {
         ..fmnist_gpu::parity::wame_params(1, 0)
     };
     let op = OptParams {
-        n: 1,
-        lr: 1e-3,
-        b1: 0.9,
-        b2: 0.999,
-        eps: 1e-8,
         warmup,
-        weight_decay: 0.0,
-        _pad: 0,
+        ..adam_params(1, 1e-3)
     };
     let (mut w, mut s4, mut s2, mut s1) = ([0.0f64], [[1.0, 0.0, 0.0, 0.0]], [[0.0; 2]], [0.0]);
     let mut out = vec![];
@@ -434,14 +443,8 @@ fn weight_decay_scales_weights_before_the_step() {
         ..fmnist_gpu::parity::wame_params(2, 0)
     };
     let op = OptParams {
-        n: 2,
-        lr: 1e-2,
-        b1: 0.9,
-        b2: 0.999,
-        eps: 1e-8,
-        warmup: 0,
         weight_decay: wd,
-        _pad: 0,
+        ..adam_params(2, 1e-2)
     };
     assert_eq!(optim::decay(1e-2, 0.0), 1.0);
     for kind in 0..4 {
