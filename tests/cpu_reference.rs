@@ -343,16 +343,7 @@ fn wame_f32_matches_f64() {
 
 #[test]
 fn baselines_follow_their_definitions() {
-    let p = OptParams {
-        n: 1,
-        lr: 0.1,
-        b1: 0.9,
-        b2: 0.999,
-        eps: 1e-8,
-        warmup: 0,
-        weight_decay: 0.0,
-        _pad: 0,
-    };
+    let p = adam_params(1, 0.1);
     // Adam's first step is lr * sign(g) (bias corrections cancel).
     let (mut w, mut st) = ([1.0f64], [[0.0, 0.0]]);
     optim::adam(&p, 1, &mut w, &[0.5], &mut st);
