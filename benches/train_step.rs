@@ -29,6 +29,7 @@ fn net_config(batch: u32) -> NetConfig {
         hidden: c.hidden,
         dropout: c.dropout,
         augment: false,
+        label_smoothing: 0.0,
         optim: c.optim,
         seed: c.seed,
     }

@@ -5,7 +5,9 @@
 struct LossParams {
     batch: u32,
     classes: u32,
-    _p0: u32,
+    // Target = (1 - ls) * onehot + ls / classes; 0 gives plain cross-entropy bit for bit
+    // (the extra terms are exact zeros).
+    label_smoothing: f32,
     _p1: u32,
 }
 
@@ -21,7 +23,8 @@ const WG: u32 = 256u;
 @group(0) @binding(0) var<uniform> p: LossParams;
 @group(0) @binding(1) var<storage, read> state: StepState;
 
-// softmax_xent_forward: logits [B,classes], labels [B] -> probs [B,classes], metrics (accumulated)
+// softmax_xent_forward: logits [B,classes], labels [B] -> probs [B,classes], metrics (accumulated;
+// the loss is the label-smoothed one when label_smoothing > 0)
 @group(0) @binding(2) var<storage, read> f_logits: array<f32>;
 @group(0) @binding(3) var<storage, read> f_labels: array<u32>;
 @group(0) @binding(4) var<storage, read_write> f_probs: array<f32>;
@@ -69,16 +72,21 @@ fn softmax_xent_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
             }
         }
         var sum = 0.0;
+        var zsum = 0.0;
         for (var j = 0u; j < c; j++) {
             sum += exp(f_logits[base + j] - mx);
+            zsum += f_logits[base + j] - mx;
         }
         for (var j = 0u; j < c; j++) {
             f_probs[base + j] = exp(f_logits[base + j] - mx) / sum;
         }
         if (r < valid) {
             let label = f_labels[r];
-            // log-sum-exp form: -log p[label] without underflow when p[label] is tiny.
-            loss += log(sum) - (f_logits[base + min(label, c - 1u)] - mx);
+            // log-sum-exp form of -sum_j target_j log p_j (weights summing to 1), without
+            // underflow when a probability is tiny.
+            let ls = p.label_smoothing;
+            let zy = f_logits[base + min(label, c - 1u)] - mx;
+            loss += log(sum) - ((1.0 - ls) * zy + ls / f32(c) * zsum);
             if (arg == label) {
                 correct += 1u;
             }
@@ -101,7 +109,8 @@ fn softmax_xent_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
-// dlogits[r,j] = (probs[r,j] - (j == label[r])) / valid for r < valid, else 0.
+// dlogits[r,j] = (probs[r,j] - target[r,j]) / valid for r < valid, else 0, with
+// target = (1 - ls) * onehot(label) + ls / classes.
 // One invocation per element of [B,classes], workgroups of 256, 1-D grid split over y.
 @compute @workgroup_size(256)
 fn softmax_xent_backward(
@@ -118,8 +127,9 @@ fn softmax_xent_backward(
     let valid = valid_rows();
     var g = 0.0;
     if (r < valid) {
-        let onehot = select(0.0, 1.0, b_labels[r] == j);
-        g = (b_probs[i] - onehot) / f32(valid);
+        let ls = p.label_smoothing;
+        let tgt = (1.0 - ls) * select(0.0, 1.0, b_labels[r] == j) + ls / f32(p.classes);
+        g = (b_probs[i] - tgt) / f32(valid);
     }
     b_dlogits[i] = g;
 }

@@ -391,6 +391,7 @@ impl BenchConfig {
             hidden: self.hidden,
             dropout: self.dropout,
             augment: false,
+            label_smoothing: 0.0,
             optim: self.optim,
             seed: self.seed,
         }

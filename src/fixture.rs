@@ -129,6 +129,7 @@ impl Fixture {
             hidden: self.hidden as u32,
             dropout: 0.0,
             augment: false,
+            label_smoothing: 0.0,
             optim,
             seed: 0,
         }

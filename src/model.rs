@@ -119,11 +119,16 @@ impl Layers {
             },
             fc1: DenseParams::new(batch, FLAT, hidden, true),
             fc2: DenseParams::new(batch, hidden, CLASSES as u32, false),
-            loss: LossParams {
-                batch,
-                classes: CLASSES as u32,
-                _pad: [0; 2],
-            },
+            loss: LossParams::new(batch, CLASSES as u32, 0.0),
+        }
+    }
+
+    /// Evaluation's loss: plain cross-entropy whatever the training loss's label smoothing, so
+    /// validation and test losses compare across smoothing settings.
+    pub fn eval_loss(&self) -> LossParams {
+        LossParams {
+            label_smoothing: 0.0,
+            ..self.loss
         }
     }
 

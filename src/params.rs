@@ -140,11 +140,25 @@ pub struct ActParams {
 /// Only the first `valid` rows (read from [`StepState`] on the GPU: the last batch of an epoch can
 /// be short) count: rows past it get zero gradient and add nothing to the sums.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 pub struct LossParams {
     pub batch: u32,
     pub classes: u32,
-    pub _pad: [u32; 2],
+    /// PyTorch's `label_smoothing`: the target is `(1 - ls) * onehot + ls / classes`
+    /// (0: plain cross-entropy, bit for bit).
+    pub label_smoothing: f32,
+    pub _pad: u32,
+}
+
+impl LossParams {
+    pub fn new(batch: u32, classes: u32, label_smoothing: f32) -> Self {
+        Self {
+            batch,
+            classes,
+            label_smoothing,
+            _pad: 0,
+        }
+    }
 }
 
 /// Batch gather from the resident packed-u8 data set.

@@ -157,6 +157,7 @@ pub enum Case {
         batch: u32,
         classes: u32,
         valid: u32,
+        label_smoothing: f32,
         seed: u64,
     },
     /// `steps` consecutive updates (each followed by `advance`) with fresh gradients.
@@ -269,8 +270,16 @@ impl Case {
                 batch,
                 classes,
                 valid,
+                label_smoothing,
                 ..
-            } => format!("B{batch} C{classes} valid {valid}"),
+            } => {
+                let ls = if *label_smoothing > 0.0 {
+                    format!(" ls {label_smoothing}")
+                } else {
+                    String::new()
+                };
+                format!("B{batch} C{classes} valid {valid}{ls}")
+            }
             Case::Optim {
                 opt,
                 n,
@@ -445,7 +454,19 @@ pub fn cases() -> Vec<Case> {
                 batch,
                 classes,
                 valid,
+                label_smoothing: 0.0,
                 seed: 4000 + si as u64,
+            });
+        }
+        // Label smoothing on a full and on a short last batch.
+        for (batch, valid) in [(128, 100), (7, 7)] {
+            v.push(Case::Loss {
+                backward,
+                batch,
+                classes: 10,
+                valid,
+                label_smoothing: 0.1,
+                seed: 4100 + batch as u64,
             });
         }
     }
@@ -796,8 +817,15 @@ impl<'a> Runner<'a> {
                 batch,
                 classes,
                 valid,
+                label_smoothing,
                 seed,
-            } => self.loss_case(case, *backward, *batch, *classes, *valid, *seed),
+            } => self.loss_case(
+                case,
+                *backward,
+                (*batch, *classes, *valid),
+                *label_smoothing,
+                *seed,
+            ),
             Case::Optim {
                 opt,
                 n,
@@ -1073,18 +1101,13 @@ impl<'a> Runner<'a> {
         &self,
         case: &Case,
         backward: bool,
-        batch: u32,
-        classes: u32,
-        valid: u32,
+        (batch, classes, valid): (u32, u32, u32),
+        label_smoothing: f32,
         seed: u64,
     ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
         let k = lazy(&self.loss, || LossKernels::new(ctx))?;
-        let p = LossParams {
-            batch,
-            classes,
-            _pad: [0; 2],
-        };
+        let p = LossParams::new(batch, classes, label_smoothing);
         let (bu, cu) = (batch as usize, classes as usize);
         let mut r = rng(seed);
         let mut logits = uniform(&mut r, bu * cu, -6.0, 6.0);

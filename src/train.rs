@@ -131,6 +131,9 @@ pub struct RunConfig {
     pub val_fraction: f64,
     pub limit: Option<usize>,
     pub augment: bool,
+    /// Runs before the flag existed read 0.
+    #[serde(default)]
+    pub label_smoothing: f32,
     pub seed: u64,
 }
 
@@ -141,6 +144,7 @@ impl RunConfig {
             hidden: self.hidden,
             dropout: self.dropout,
             augment: self.augment,
+            label_smoothing: self.label_smoothing,
             optim: self.optimizer,
             seed: self.seed,
         }
@@ -189,6 +193,10 @@ impl RunConfig {
             ("val_fraction", self.val_fraction == other.val_fraction),
             ("limit", self.limit == other.limit),
             ("augment", self.augment == other.augment),
+            (
+                "label_smoothing",
+                self.label_smoothing == other.label_smoothing,
+            ),
             ("seed", self.seed == other.seed),
         ]
         .into_iter()

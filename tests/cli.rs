@@ -99,6 +99,7 @@ fn parity_takes_any_fixture_shape_and_catches_errors() {
         hidden: h as u32,
         dropout: 0.0,
         augment: false,
+        label_smoothing: 0.0,
         optim: OptimConfig::defaults(k),
         seed: 0,
     };
@@ -337,6 +338,14 @@ fn bad_flags_exit_2() {
         ],
         &["--weight-decay"],
     );
+    // `=` form: clap reads a bare "-0.1" as a flag.
+    for ls in ["1", "-0.1", "nan"] {
+        let flag = format!("--label-smoothing={ls}");
+        assert_bad_input(
+            &["train", "--device", "cpu", &flag, "--out", out],
+            &["--label-smoothing"],
+        );
+    }
     assert_bad_input(&["train", "--device", "banana"], &["banana"]);
     assert_bad_input(&["train", "--optimizer", "lbfgs"], &["lbfgs"]);
     assert_bad_input(

@@ -159,14 +159,10 @@ fn pool_gradient_and_relu_mask() {
 #[test]
 fn loss_gradient() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let p = LossParams {
-        batch: 4,
-        classes: 10,
-        _pad: [0; 2],
-    };
     let logits = rand_vec(&mut rng, 40, -3.0, 3.0);
     let labels = [3u32, 0, 9, 3];
-    for valid in [4u32, 3] {
+    for (valid, ls) in [(4u32, 0.0), (3, 0.0), (4, 0.1), (3, 0.3)] {
+        let p = LossParams::new(4, 10, ls);
         let mut probs = vec![0.0; 40];
         let mean = |z: &[f64]| {
             let mut pr = vec![0.0; 40];
@@ -174,8 +170,18 @@ fn loss_gradient() {
             loss::softmax_xent_forward(&p, valid, z, &labels, &mut pr, &mut m) / valid as f64
         };
         let mut m = loss::Metrics::default();
-        loss::softmax_xent_forward(&p, valid, &logits, &labels, &mut probs, &mut m);
+        let sum = loss::softmax_xent_forward(&p, valid, &logits, &labels, &mut probs, &mut m);
         assert_eq!(m.seen, valid);
+        // The definition (PyTorch's label_smoothing): -sum_j target_j ln p_j per valid row.
+        let l = ls as f64;
+        let direct: f64 = (0..valid as usize)
+            .flat_map(|r| (0..10).map(move |j| (r, j)))
+            .map(|(r, j)| {
+                let onehot = if j == labels[r] as usize { 1.0 } else { 0.0 };
+                -((1.0 - l) * onehot + l / 10.0) * probs[r * 10 + j].ln()
+            })
+            .sum();
+        assert!((sum - direct).abs() < 1e-12, "ls {ls}: {sum} vs {direct}");
         let mut d = vec![0.0; 40];
         loss::softmax_xent_backward(&p, valid, &probs, &labels, &mut d);
         check_grad("loss dlogits", &logits, &d, mean);

@@ -26,6 +26,7 @@ fn config(epochs: usize) -> RunConfig {
         val_fraction: 0.25,
         limit: None,
         augment: true,
+        label_smoothing: 0.1,
         seed: 3,
     }
 }

@@ -13,6 +13,7 @@ fn config(kind: OptimizerKind, batch: u32) -> NetConfig {
         hidden: 32,
         dropout: 0.4,
         augment: false,
+        label_smoothing: 0.0,
         optim: OptimConfig::defaults(kind),
         seed: 7,
     }
@@ -44,17 +45,19 @@ fn ten_steps_gpu_match_cpu() {
     // early steps are about lr * sign(g), so a near-zero gradient whose sign differs between CPU
     // and GPU moves a weight by a full step; with wd 0.1 that happened at step 10 here (loss
     // gap 4.9e-4 after 2.2e-5 at step 9). The kernel table checks Adam's decay element by element.
-    for (kind, warmup, wd) in [
-        (OptimizerKind::Wame, 0, 0.0),
-        (OptimizerKind::Adam, 0, 0.0),
-        (OptimizerKind::Sgd, 0, 0.1),
-        (OptimizerKind::Wame, 6, 0.1),
-        (OptimizerKind::Rmsprop, 6, 0.0),
+    // Label smoothing (the last column) changes the loss and its gradient on both devices.
+    for (kind, warmup, wd, ls) in [
+        (OptimizerKind::Wame, 0, 0.0, 0.0),
+        (OptimizerKind::Adam, 0, 0.0, 0.0),
+        (OptimizerKind::Sgd, 0, 0.1, 0.1),
+        (OptimizerKind::Wame, 6, 0.1, 0.0),
+        (OptimizerKind::Rmsprop, 6, 0.0, 0.1),
     ] {
         let cfg = || {
             let mut c = config(kind, batch);
             c.optim.warmup_steps = warmup;
             c.optim.weight_decay = wd;
+            c.label_smoothing = ls;
             c
         };
         let data = common::net_data(
@@ -65,7 +68,7 @@ fn ten_steps_gpu_match_cpu() {
         let mut cpu = CpuNet::new(cfg(), data.clone(), params.clone());
         let mut gpu = GpuNet::new(ctx.clone(), cfg(), data, params).unwrap();
         let (lc, lg) = (ten_steps(&mut cpu, batch), ten_steps(&mut gpu, batch));
-        eprintln!("{kind:?} warm-up {warmup} wd {wd}: cpu {lc:?}\n{kind:?}: gpu {lg:?}");
+        eprintln!("{kind:?} warm-up {warmup} wd {wd} ls {ls}: cpu {lc:?}\n{kind:?}: gpu {lg:?}");
         // With the warm-up the net fits this batch much faster, and WAME's sign test is a
         // discontinuity: f32 rounding that differs between the devices (relative loss gaps of
         // 1e-7 to 3e-6 over steps 1-9) flips zeta x0.1 against x1.2 for some near-zero gradient
@@ -150,18 +153,27 @@ fn short_last_batch_and_eval_match_cpu() {
     let Some(ctx) = GpuContext::for_tests() else {
         return;
     };
+    // Trained with label smoothing, which evaluation must leave out.
     let cfg = NetConfig {
         dropout: 0.0,
+        label_smoothing: 0.2,
         ..config(OptimizerKind::Adam, 16)
     };
     let data = common::net_data(common::synthetic(21, 5), common::synthetic(37, 6));
     let params = Params::glorot(32, 11);
+    let plain = NetConfig {
+        label_smoothing: 0.0,
+        ..cfg
+    };
+    let mut cpu_plain = CpuNet::new(plain, data.clone(), params.clone());
     let mut cpu = CpuNet::new(cfg, data.clone(), params.clone());
     let mut gpu = GpuNet::new(ctx, cfg, data, params).unwrap();
     let idx: Vec<u32> = (0..37).rev().collect();
     let (mut pc, mut pg) = (Vec::new(), Vec::new());
     let mc = cpu.evaluate(Which::Test, &idx, Some(&mut pc)).unwrap();
     let mg = gpu.evaluate(Which::Test, &idx, Some(&mut pg)).unwrap();
+    let m_plain = cpu_plain.evaluate(Which::Test, &idx, None).unwrap();
+    assert_eq!(mc, m_plain, "evaluation used the smoothed loss");
     assert_eq!((mc.seen, mg.seen), (37, 37));
     assert_eq!(pc.len(), 37);
     assert_eq!(mc.correct, mg.correct);

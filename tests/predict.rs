@@ -207,6 +207,7 @@ fn predictions_are_deterministic_well_formed_and_match_eval() {
         hidden: 32,
         dropout: 0.0,
         augment: false,
+        label_smoothing: 0.0,
         optim: OptimConfig::defaults(OptimizerKind::Wame),
         seed: 0,
     };

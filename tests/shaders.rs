@@ -276,7 +276,7 @@ fn checker_catches_mismatches() {
         check_structs("inline", &module, &params_src, &table, &mut BTreeMap::new())
     };
     let good = "struct ActParams { n: u32, threshold: u32, scale: f32, seed: u32 }\n\
-                struct LossParams { batch: u32, classes: u32, _p0: u32, _p1: u32 }\n\
+                struct LossParams { batch: u32, classes: u32, label_smoothing: f32, _p1: u32 }\n\
                 struct StepState { epoch_step: atomic<u32>, t: u32, n: u32, batch: u32 }";
     assert_eq!(check(good), Vec::<String>::new());
     // Unknown *Params struct.

@@ -211,6 +211,7 @@ fn resume_rejects_contradicting_flags() {
         (&["--augment"], "--augment"),
         (&["--warmup-steps", "10"], "--warmup-steps 10"),
         (&["--weight-decay", "0.1"], "--weight-decay 0.1"),
+        (&["--label-smoothing", "0.1"], "--label-smoothing 0.1"),
     ] {
         let mut c = common::bin();
         c.args(["train", "--device", "cpu", "--resume"])

@@ -411,6 +411,7 @@ fn run_one(
         hidden: s.hidden,
         dropout: s.dropout,
         augment: false,
+        label_smoothing: 0.0,
         optim: entry.optimizer,
         seed,
     };

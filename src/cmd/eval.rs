@@ -109,6 +109,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         hidden: params.hidden as u32,
         dropout: cfg.as_ref().map_or(0.0, |c| c.dropout),
         augment: false,
+        label_smoothing: 0.0,
         optim: cfg
             .as_ref()
             .map_or(OptimConfig::defaults(OptimizerKind::Wame), |c| c.optimizer),

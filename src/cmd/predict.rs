@@ -138,6 +138,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         hidden: params.hidden as u32,
         dropout: 0.0,
         augment: false,
+        label_smoothing: 0.0,
         optim: OptimConfig::defaults(OptimizerKind::Wame),
         seed: 0,
     };

@@ -283,6 +283,7 @@ fn run_trial(
             hidden: cfg.hidden,
             dropout: cfg.dropout,
             augment: false,
+            label_smoothing: 0.0,
             optim,
             seed: s.seed,
         };

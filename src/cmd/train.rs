@@ -37,6 +37,11 @@ pub struct TrainArgs {
     /// Random horizontal flips and shifts of up to 2 pixels.
     #[arg(long)]
     pub augment: bool,
+    /// Label smoothing of the training loss, in [0, 1) (PyTorch's CrossEntropyLoss
+    /// label_smoothing: the target is (1 - LS) * onehot + LS / 10). Validation and test losses
+    /// stay plain cross-entropy.
+    #[arg(long, value_name = "LS", default_value_t = 0.0)]
+    pub label_smoothing: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Learning rate per epoch: constant, step (x0.1 once 50% and again once 75% of the epochs
@@ -148,6 +153,7 @@ impl TrainArgs {
         super::at_least_one("--hidden", self.hidden as u64)?;
         super::fraction("--dropout", self.dropout)?;
         super::fraction("--val-fraction", self.val_fraction)?;
+        super::fraction("--label-smoothing", self.label_smoothing)?;
         self.optim.config().map(|_| ())
     }
 }
@@ -173,6 +179,7 @@ fn config_pointer(id: &str) -> Option<&'static str> {
         "val_fraction" => "/val_fraction",
         "limit" => "/limit",
         "augment" => "/augment",
+        "label_smoothing" => "/label_smoothing",
         "seed" => "/seed",
         _ => return None,
     })
@@ -261,6 +268,7 @@ fn fresh_config(args: &TrainArgs, data_dir: &Path) -> Result<RunConfig> {
         val_fraction: args.val_fraction,
         limit: args.limit,
         augment: args.augment,
+        label_smoothing: args.label_smoothing,
         seed: args.seed,
     })
 }

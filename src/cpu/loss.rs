@@ -22,8 +22,9 @@ pub fn argmax<T: Real>(row: &[T]) -> usize {
     best
 }
 
-/// Writes softmax probabilities for every row; rows `< valid` add `-ln p[label]` and the correct
-/// count to `metrics`. Returns this batch's loss sum in `T` (for gradient checks).
+/// Writes softmax probabilities for every row; rows `< valid` add `-sum_j target_j ln p_j` (target
+/// `(1 - ls) * onehot(label) + ls / classes`, `ls = p.label_smoothing`) and the correct count to
+/// `metrics`. Returns this batch's loss sum in `T` (for gradient checks).
 pub fn softmax_xent_forward<T: Real>(
     p: &LossParams,
     valid: u32,
@@ -33,13 +34,16 @@ pub fn softmax_xent_forward<T: Real>(
     metrics: &mut Metrics,
 ) -> T {
     let k = p.classes as usize;
+    let ls = T::from_f64(p.label_smoothing as f64);
+    let ls_k = ls / T::from_f64(k as f64);
     let mut batch_loss = T::ZERO;
     for r in 0..p.batch as usize {
         let z = &logits[r * k..][..k];
         let m = z.iter().fold(z[0], |a, &b| a.max(b));
-        let mut s = T::ZERO;
+        let (mut s, mut zsum) = (T::ZERO, T::ZERO);
         for &v in z {
             s += (v - m).exp();
+            zsum += v - m;
         }
         let pr = &mut probs[r * k..][..k];
         for (o, &v) in pr.iter_mut().zip(z) {
@@ -47,7 +51,8 @@ pub fn softmax_xent_forward<T: Real>(
         }
         if (r as u32) < valid {
             let label = labels[r] as usize;
-            let loss = s.ln() - (z[label] - m);
+            // At ls = 0 the smoothing terms are exact zeros: plain cross-entropy, bit for bit.
+            let loss = s.ln() - ((T::ONE - ls) * (z[label] - m) + ls_k * zsum);
             batch_loss += loss;
             if argmax(z) == label {
                 metrics.correct += 1;
@@ -59,7 +64,8 @@ pub fn softmax_xent_forward<T: Real>(
     batch_loss
 }
 
-/// `dlogits = (probs - onehot(label)) / valid` for rows below `valid`, zero for the rest.
+/// `dlogits = (probs - target) / valid` for rows below `valid`, zero for the rest, with
+/// `target = (1 - ls) * onehot(label) + ls / classes`.
 pub fn softmax_xent_backward<T: Real>(
     p: &LossParams,
     valid: u32,
@@ -69,6 +75,8 @@ pub fn softmax_xent_backward<T: Real>(
 ) {
     let k = p.classes as usize;
     let inv = T::ONE / T::from_f64(valid.max(1) as f64);
+    let ls = T::from_f64(p.label_smoothing as f64);
+    let ls_k = ls / T::from_f64(k as f64);
     for r in 0..p.batch as usize {
         let d = &mut dlogits[r * k..][..k];
         if (r as u32) < valid {
@@ -78,7 +86,7 @@ pub fn softmax_xent_backward<T: Real>(
                 } else {
                     T::ZERO
                 };
-                *o = (pv - y) * inv;
+                *o = (pv - ((T::ONE - ls) * y + ls_k)) * inv;
             }
         } else {
             d.fill(T::ZERO);

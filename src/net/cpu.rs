@@ -8,7 +8,7 @@ use crate::cpu::{act, conv, data, dense, loss, optim, pool};
 use crate::gpu::AdapterSummary;
 use crate::model::{CLASSES, Layers, PARAM_NAMES, Params};
 use crate::optim::OptimizerKind;
-use crate::params::{GatherParams, StepState};
+use crate::params::{GatherParams, LossParams, StepState};
 use crate::rng::{Stream, hash_key};
 
 /// Activations and their gradients for one batch.
@@ -118,12 +118,13 @@ impl CpuNet {
     }
 
     pub fn new(cfg: NetConfig, data: NetData, params: Params) -> Self {
-        let layers = Layers::new(
+        let mut layers = Layers::new(
             cfg.batch,
             cfg.hidden,
             cfg.dropout,
             hash_key(cfg.seed, Stream::Dropout),
         );
+        layers.loss.label_smoothing = cfg.label_smoothing;
         let state = params
             .tensors
             .iter()
@@ -155,7 +156,8 @@ impl CpuNet {
     }
 
     /// Forward pass on `acts.x`; `train` applies dropout at step `self.step.t`.
-    fn forward(&mut self, train: bool, valid: u32, metrics: &mut Metrics) -> f32 {
+    /// `lp`: the layers' training loss, or [`Layers::eval_loss`] when no backward follows.
+    fn forward(&mut self, train: bool, lp: LossParams, valid: u32, metrics: &mut Metrics) -> f32 {
         let (l, a, w) = (&self.layers, &mut self.acts, &self.params.tensors);
         let k = &mut self.laps;
         conv::forward(&l.conv1, &a.x, &w[0], &w[1], &mut a.a1);
@@ -176,8 +178,7 @@ impl CpuNet {
         lap(k, "fc1.forward");
         dense::forward(&l.fc2, &a.h, &w[6], &w[7], &mut a.logits);
         lap(k, "fc2.forward");
-        let loss =
-            loss::softmax_xent_forward(&l.loss, valid, &a.logits, &a.y, &mut a.probs, metrics);
+        let loss = loss::softmax_xent_forward(&lp, valid, &a.logits, &a.y, &mut a.probs, metrics);
         lap(k, "loss.forward");
         loss
     }
@@ -304,7 +305,7 @@ impl Net for CpuNet {
         lap(&mut self.laps, "gather");
         let valid = self.step.valid();
         let mut m = self.metrics;
-        self.forward(true, valid, &mut m);
+        self.forward(true, self.layers.loss, valid, &mut m);
         self.metrics = m;
         self.backward(true, valid);
         self.update();
@@ -348,7 +349,7 @@ impl Net for CpuNet {
                 &mut self.acts.y,
             );
             let valid = st.valid();
-            self.forward(false, valid, &mut m);
+            self.forward(false, self.layers.eval_loss(), valid, &mut m);
             if let Some(p) = predictions.as_deref_mut() {
                 for r in self.acts.logits.chunks(CLASSES).take(valid as usize) {
                     p.push(argmax(r) as u32);
@@ -386,7 +387,7 @@ impl Net for CpuNet {
         self.load_batch(x, labels);
         let b = self.cfg.batch;
         let mut m = Metrics::default();
-        let loss_sum = self.forward(false, b, &mut m);
+        let loss_sum = self.forward(false, self.layers.loss, b, &mut m);
         self.backward(false, b);
         // The fixture stores pre-ReLU conv/fc outputs; our forward fuses ReLU, so recompute them
         // without it (same twins, relu off).
@@ -433,7 +434,7 @@ impl Net for CpuNet {
         self.load_batch(x, labels);
         let b = self.cfg.batch;
         let mut m = Metrics::default();
-        let loss_sum = self.forward(false, b, &mut m);
+        let loss_sum = self.forward(false, self.layers.loss, b, &mut m);
         self.backward(false, b);
         self.update();
         self.step.t += 1;

@@ -13,7 +13,7 @@ use crate::model::{CLASSES, FLAT, Layers, Params, param_shapes};
 use crate::ops::{act::ActKernels, conv::ConvKernels, data::DataKernels, data::pack_u8};
 use crate::ops::{dense::DenseKernels, loss::LossKernels, optim::OptimKernels, pool::PoolKernels};
 use crate::optim::OptimizerKind;
-use crate::params::{ConvParams, DenseParams, GatherParams, StepState};
+use crate::params::{ConvParams, DenseParams, GatherParams, LossParams, StepState};
 use crate::rng::{Stream, hash_key};
 use crate::{Error, Result};
 
@@ -100,12 +100,13 @@ fn f32_bytes(n: usize) -> u64 {
 
 impl GpuNet {
     pub fn new(ctx: GpuContext, cfg: NetConfig, data: NetData, params: Params) -> Result<Self> {
-        let layers = Layers::new(
+        let mut layers = Layers::new(
             cfg.batch,
             cfg.hidden,
             cfg.dropout,
             hash_key(cfg.seed, Stream::Dropout),
         );
+        layers.loss.label_smoothing = cfg.label_smoothing;
         let biggest = f32_bytes(layers.conv1.y_len());
         if biggest > ctx.limits.max_storage_buffer_binding_size {
             return Err(Error::BadArg(format!(
@@ -213,7 +214,7 @@ impl GpuNet {
         let train_on = net.layers.dropout_on();
         net.step_list = [
             g,
-            net.forward(train_on, &net.b.step, &net.b.metrics),
+            net.forward(train_on, &net.layers.loss, &net.b.step, &net.b.metrics),
             net.backward(train_on, &net.b.step),
             net.update_list.clone(),
             net.k.data.advance(&net.ctx, &net.b.step),
@@ -228,7 +229,12 @@ impl GpuNet {
             };
             let list = [
                 net.gather(&eval_gp, &net.b.eval_step, &net.b.eval_index, set),
-                net.forward(false, &net.b.eval_step, &net.b.eval_metrics),
+                net.forward(
+                    false,
+                    &net.layers.eval_loss(),
+                    &net.b.eval_step,
+                    &net.b.eval_metrics,
+                ),
                 net.k.data.advance(&net.ctx, &net.b.eval_step),
             ]
             .concat();
@@ -238,7 +244,7 @@ impl GpuNet {
             }
         }
         net.probe_list = [
-            net.forward(false, &net.b.step, &net.b.metrics),
+            net.forward(false, &net.layers.loss, &net.b.step, &net.b.metrics),
             net.backward(false, &net.b.step),
             net.pre_relu(),
         ]
@@ -278,9 +284,11 @@ impl GpuNet {
         )
     }
 
+    /// `loss`: the layers' training loss, or [`Layers::eval_loss`] when no backward follows.
     fn forward(
         &self,
         dropout: bool,
+        loss: &LossParams,
         state: &wgpu::Buffer,
         metrics: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
@@ -301,7 +309,7 @@ impl GpuNet {
         v.extend(k.dense.forward(c, &l.fc2, &b.h, &w[6], &w[7], &b.logits));
         v.extend(
             k.loss
-                .softmax_xent_forward(c, &l.loss, state, &b.logits, &b.y, &b.probs, metrics),
+                .softmax_xent_forward(c, loss, state, &b.logits, &b.y, &b.probs, metrics),
         );
         v
     }

@@ -18,6 +18,8 @@ pub struct NetConfig {
     pub hidden: u32,
     pub dropout: f32,
     pub augment: bool,
+    /// Applies to the training loss only: evaluation reports plain cross-entropy.
+    pub label_smoothing: f32,
     pub optim: OptimConfig,
     pub seed: u64,
 }
