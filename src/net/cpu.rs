@@ -118,13 +118,7 @@ impl CpuNet {
     }
 
     pub fn new(cfg: NetConfig, data: NetData, params: Params) -> Self {
-        let mut layers = Layers::new(
-            cfg.batch,
-            cfg.hidden,
-            cfg.dropout,
-            hash_key(cfg.seed, Stream::Dropout),
-        );
-        layers.loss.label_smoothing = cfg.label_smoothing;
+        let layers = cfg.layers();
         let state = params
             .tensors
             .iter()

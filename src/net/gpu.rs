@@ -100,13 +100,7 @@ fn f32_bytes(n: usize) -> u64 {
 
 impl GpuNet {
     pub fn new(ctx: GpuContext, cfg: NetConfig, data: NetData, params: Params) -> Result<Self> {
-        let mut layers = Layers::new(
-            cfg.batch,
-            cfg.hidden,
-            cfg.dropout,
-            hash_key(cfg.seed, Stream::Dropout),
-        );
-        layers.loss.label_smoothing = cfg.label_smoothing;
+        let layers = cfg.layers();
         let biggest = f32_bytes(layers.conv1.y_len());
         if biggest > ctx.limits.max_storage_buffer_binding_size {
             return Err(Error::BadArg(format!(

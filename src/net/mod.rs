@@ -7,8 +7,9 @@ use crate::Result;
 use crate::cpu::loss::Metrics;
 use crate::data::DataSet;
 use crate::gpu::AdapterSummary;
-use crate::model::Params;
+use crate::model::{Layers, Params};
 use crate::optim::OptimConfig;
+use crate::rng::{Stream, hash_key};
 use std::sync::Arc;
 
 /// What the backend was built for. The batch size is fixed for its lifetime.
@@ -22,6 +23,20 @@ pub struct NetConfig {
     pub label_smoothing: f32,
     pub optim: OptimConfig,
     pub seed: u64,
+}
+
+impl NetConfig {
+    /// Every op's params for this config, as both backends run them.
+    pub fn layers(&self) -> Layers {
+        let mut l = Layers::new(
+            self.batch,
+            self.hidden,
+            self.dropout,
+            hash_key(self.seed, Stream::Dropout),
+        );
+        l.loss.label_smoothing = self.label_smoothing;
+        l
+    }
 }
 
 /// Which resident data set an index list refers to.
