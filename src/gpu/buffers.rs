@@ -92,12 +92,24 @@ pub fn pipeline(
         })
 }
 
+/// Builds a shader module: trusted (without naga's runtime checks) when `ctx.trusted`, else
+/// checked (see [`super::context::ShaderChecks`]).
 pub fn shader(ctx: &GpuContext, label: &str, src: &str) -> wgpu::ShaderModule {
-    ctx.device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        })
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    };
+    if ctx.trusted {
+        // SAFETY: every kernel does its own bounds handling (index selects and explicit range
+        // tests, loops with finite trip counts, no division by a possibly-zero value); the
+        // kernel table and the training tests run the same sources with the checks on.
+        unsafe {
+            ctx.device
+                .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+        }
+    } else {
+        ctx.device.create_shader_module(desc)
+    }
 }
 
 /// [`shader`] inside an error scope: a WGSL error becomes `Error::Gpu` naming the adapter and
@@ -119,19 +131,142 @@ pub fn pipeline_checked(
     })
 }
 
+/// A storage binding: a whole buffer or a range of one (a tensor inside an arena buffer).
+///
+/// Ranges start at a multiple of the device's `min_storage_buffer_offset_alignment` (256 bytes
+/// on WebGPU defaults): [`Arena`] lays its tensors out that way.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    /// Bytes; `None` to the end of the buffer.
+    pub size: Option<u64>,
+}
+
+impl<'a> View<'a> {
+    pub fn whole(buffer: &'a wgpu::Buffer) -> Self {
+        Self {
+            buffer,
+            offset: 0,
+            size: None,
+        }
+    }
+
+    fn resource(&self) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: self.size.and_then(wgpu::BufferSize::new),
+        })
+    }
+}
+
+impl<'a> From<&'a wgpu::Buffer> for View<'a> {
+    fn from(buffer: &'a wgpu::Buffer) -> Self {
+        Self::whole(buffer)
+    }
+}
+
+/// Several f32 tensors in one storage buffer, each starting on a 256-byte boundary, so that one
+/// dispatch (the optimizer update) can reach all of them through one binding while every other
+/// kernel binds its own tensor as a [`View`].
+pub struct Arena {
+    pub buffer: wgpu::Buffer,
+    /// Start of each tensor, in f32 elements.
+    pub offsets: Vec<u32>,
+    /// Length of each tensor, in f32 elements.
+    pub lens: Vec<u32>,
+}
+
+/// f32 elements per alignment step of [`Arena`] offsets (256 bytes).
+pub const ARENA_ALIGN: u32 = 64;
+
+impl Arena {
+    /// Offsets for tensors of `lens` elements, each rounded up to [`ARENA_ALIGN`]; and the total.
+    pub fn layout(lens: &[usize]) -> (Vec<u32>, u32) {
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut at = 0u32;
+        for &n in lens {
+            offsets.push(at);
+            at += (n as u32).div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+        }
+        (offsets, at)
+    }
+
+    /// A zeroed arena for tensors of `lens` elements.
+    pub fn zeroed(ctx: &GpuContext, label: &str, lens: &[usize]) -> Self {
+        let (offsets, total) = Self::layout(lens);
+        Self {
+            buffer: storage(ctx, label, total as u64 * 4),
+            offsets,
+            lens: lens.iter().map(|&n| n as u32).collect(),
+        }
+    }
+
+    /// An arena holding `tensors` (each laid out as [`Arena::layout`] says).
+    pub fn init(ctx: &GpuContext, label: &str, tensors: &[Vec<f32>]) -> Self {
+        let lens: Vec<usize> = tensors.iter().map(|t| t.len()).collect();
+        let (offsets, total) = Self::layout(&lens);
+        let mut flat = vec![0f32; total as usize];
+        for (t, &o) in tensors.iter().zip(&offsets) {
+            flat[o as usize..o as usize + t.len()].copy_from_slice(t);
+        }
+        Self {
+            buffer: storage_init(ctx, label, &flat),
+            offsets,
+            lens: lens.iter().map(|&n| n as u32).collect(),
+        }
+    }
+
+    /// Tensor `i` as a binding.
+    pub fn view(&self, i: usize) -> View<'_> {
+        View {
+            buffer: &self.buffer,
+            offset: self.offsets[i] as u64 * 4,
+            size: Some(self.lens[i].max(1) as u64 * 4),
+        }
+    }
+
+    /// Tensor `i` read back to the host.
+    pub fn read(&self, ctx: &GpuContext, i: usize) -> Result<Vec<f32>> {
+        let all: Vec<f32> = read(ctx, &self.buffer, (self.offsets[i] + self.lens[i]) as usize)?;
+        Ok(all[self.offsets[i] as usize..].to_vec())
+    }
+
+    /// Overwrites tensor `i` (queued; lands before the next submit).
+    pub fn write(&self, ctx: &GpuContext, i: usize, data: &[f32]) {
+        debug_assert_eq!(data.len(), self.lens[i] as usize);
+        ctx.queue.write_buffer(
+            &self.buffer,
+            self.offsets[i] as u64 * 4,
+            bytemuck::cast_slice(data),
+        );
+    }
+}
+
 /// Bind group 0 of `pipeline` with `buffers[i]` at binding `i`.
 pub fn bind(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
+    let views: Vec<View> = buffers.iter().map(|b| View::whole(b)).collect();
+    bind_views(ctx, pipeline, &views)
+}
+
+/// Bind group 0 of `pipeline` with `views[i]` at binding `i`.
+pub fn bind_views(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    views: &[View],
+) -> wgpu::BindGroup {
     let layout = pipeline.get_bind_group_layout(0);
-    let entries: Vec<wgpu::BindGroupEntry> = buffers
+    let entries: Vec<wgpu::BindGroupEntry> = views
         .iter()
         .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
+        .map(|(i, v)| wgpu::BindGroupEntry {
             binding: i as u32,
-            resource: b.as_entire_binding(),
+            resource: v.resource(),
         })
         .collect();
     ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -101,7 +101,45 @@ pub struct GpuContext {
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// Shader modules are built without naga's runtime checks (see [`ShaderChecks`]).
+    pub trusted: bool,
     errors: ErrorSlot,
+}
+
+/// Whether shader modules keep naga's runtime checks (index clamps on workgroup and function
+/// arrays, a bounded counter in every loop, guarded integer division).
+///
+/// `FMNIST_SHADER_CHECKS=on` keeps them everywhere, `off` drops them everywhere; unset, they are
+/// kept on software adapters (lavapipe in CI exercises the checked build) and dropped on hardware
+/// adapters, where every kernel's own bounds handling has been tested on the checked build first.
+/// Storage-buffer accesses stay checked by the driver's robust buffer access either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShaderChecks {
+    On,
+    Off,
+    Auto,
+}
+
+impl ShaderChecks {
+    pub fn from_env() -> Self {
+        match std::env::var("FMNIST_SHADER_CHECKS")
+            .as_deref()
+            .map(str::trim)
+        {
+            Ok("on") | Ok("1") => Self::On,
+            Ok("off") | Ok("0") => Self::Off,
+            _ => Self::Auto,
+        }
+    }
+
+    /// Trusted (unchecked) modules for this adapter type?
+    pub fn trusted(self, device_type: wgpu::DeviceType) -> bool {
+        match self {
+            Self::On => false,
+            Self::Off => true,
+            Self::Auto => device_type != wgpu::DeviceType::Cpu,
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -137,8 +175,14 @@ impl GpuContext {
         limits.max_buffer_size = al.max_buffer_size;
         limits.max_storage_buffers_per_shader_stage =
             al.max_storage_buffers_per_shader_stage.min(16);
+        // Larger tile variants (gpu::tile) use up to 1,024 invocations and 48 KiB of workgroup
+        // memory where the adapter has them; each variant checks these limits before it is built.
         limits.max_compute_workgroup_storage_size =
-            al.max_compute_workgroup_storage_size.min(32 * 1024);
+            al.max_compute_workgroup_storage_size.min(48 * 1024);
+        limits.max_compute_invocations_per_workgroup =
+            al.max_compute_invocations_per_workgroup.min(1024);
+        limits.max_compute_workgroup_size_x = al.max_compute_workgroup_size_x.min(1024);
+        limits.max_compute_workgroup_size_y = al.max_compute_workgroup_size_y.min(1024);
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("fmnist-gpu"),
@@ -164,12 +208,23 @@ impl GpuContext {
             };
             record(&slot, &name, what);
         });
+        let trusted = ShaderChecks::from_env().trusted(info.device_type);
+        log::debug!(
+            "{}: shader modules {}",
+            summary.name,
+            if trusted {
+                "trusted (no naga runtime checks)"
+            } else {
+                "with naga runtime checks"
+            }
+        );
         Ok(Self {
             device,
             queue,
             adapter: summary,
             limits,
             features,
+            trusted,
             errors,
         })
     }

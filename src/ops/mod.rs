@@ -9,7 +9,7 @@ pub mod optim;
 pub mod pool;
 
 use crate::gpu::GpuContext;
-use crate::gpu::buffers::{Dispatch, bind, pipeline, shader, split_dispatch, uniform};
+use crate::gpu::buffers::{Dispatch, View, bind_views, pipeline, shader, split_dispatch, uniform};
 use crate::{Error, Result};
 use bytemuck::Pod;
 
@@ -51,14 +51,27 @@ pub(crate) fn prepare<P: Pod>(
     buffers: &[&wgpu::Buffer],
     groups: (u32, u32, u32),
 ) -> Dispatch {
+    let views: Vec<View> = buffers.iter().map(|b| View::whole(b)).collect();
+    prepare_views(ctx, label, pipe, params, &views, groups)
+}
+
+/// [`prepare`] with buffer ranges: tensors inside an arena ([`crate::gpu::buffers::Arena`]).
+pub(crate) fn prepare_views<P: Pod>(
+    ctx: &GpuContext,
+    label: &'static str,
+    pipe: &wgpu::ComputePipeline,
+    params: &P,
+    views: &[View],
+    groups: (u32, u32, u32),
+) -> Dispatch {
     let u = uniform(ctx, label, params);
-    let mut all: Vec<&wgpu::Buffer> = Vec::with_capacity(buffers.len() + 1);
-    all.push(&u);
-    all.extend_from_slice(buffers);
+    let mut all: Vec<View> = Vec::with_capacity(views.len() + 1);
+    all.push(View::whole(&u));
+    all.extend_from_slice(views);
     Dispatch {
         label,
         pipeline: pipe.clone(),
-        bind_group: bind(ctx, pipe, &all),
+        bind_group: bind_views(ctx, pipe, &all),
         groups,
     }
 }
