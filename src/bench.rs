@@ -294,6 +294,10 @@ pub struct BatchRecord {
     /// median of the timing run.
     pub step_pass_seconds: Option<f64>,
     pub step_pass_clock: Option<Clock>,
+    /// GPU only: compute dispatches one training step records (SPEC 6: at most 10).
+    pub dispatches_per_step: Option<u32>,
+    /// GPU only: training steps recorded into one encoder and submitted together.
+    pub steps_per_submit: Option<u32>,
     /// How the per-kernel times were taken.
     pub kernel_clock: Clock,
     pub kernel_method: &'static str,
@@ -645,6 +649,7 @@ fn bench_gpu_batch(ctx: &GpuContext, cfg: &BenchConfig, batch: u32) -> Result<Ba
         ctx.adapter.clone(),
         windows,
         Some((median(&whole), step_clock)),
+        Some((list.len() as u32, net.steps_per_submit())),
         kernel_clock,
         match kernel_clock {
             Clock::TimestampQuery => {
@@ -674,6 +679,7 @@ fn batch_record(
     adapter: AdapterSummary,
     windows: Vec<f64>,
     step_pass: Option<(f64, Clock)>,
+    submits: Option<(u32, u32)>,
     kernel_clock: Clock,
     kernel_method: &'static str,
     kernels: Vec<KernelRecord>,
@@ -698,6 +704,8 @@ fn batch_record(
         achieved_gflops: ips * flops_per_step / batch as f64 * 1e-9,
         step_pass_seconds: step_pass.map(|s| s.0),
         step_pass_clock: step_pass.map(|s| s.1),
+        dispatches_per_step: submits.map(|s| s.0),
+        steps_per_submit: submits.map(|s| s.1),
         kernel_clock,
         kernel_method,
         kernel_repetitions: cfg.windows,
@@ -759,6 +767,7 @@ pub fn bench_cpu(cfg: &BenchConfig) -> Result<BenchReport> {
             "cpu",
             adapter.clone(),
             windows,
+            None,
             None,
             Clock::WallClock,
             "each op of CpuNet's own step, timed one by one",

@@ -21,3 +21,4 @@ pub mod optim;
 pub mod parity;
 pub mod plot;
 pub mod train;
+pub mod tune;

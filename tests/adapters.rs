@@ -36,7 +36,7 @@ fn args(device: DeviceKind, adapter: Option<&str>) -> DeviceArgs {
     DeviceArgs {
         device,
         adapter: adapter.map(str::to_string),
-        backend: None,
+        ..DeviceArgs::default()
     }
 }
 
@@ -433,11 +433,17 @@ fn adapters_command_json_and_table() {
     let json = render(&AdaptersArgs {
         json: true,
         backend: None,
+        cooperative_matrix: true,
     })
     .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     let arr = doc["adapters"].as_array().unwrap();
     assert_eq!(arr.len(), list.entries.len());
+    // One cooperative-matrix record per adapter (lavapipe lists no configurations).
+    assert_eq!(
+        doc["cooperative_matrix"].as_array().map(Vec::len),
+        Some(list.entries.len())
+    );
     for (j, x) in arr.iter().zip(&list.entries) {
         assert_eq!(j["index"].as_u64(), Some(x.index as u64));
         assert_eq!(j["name"].as_str(), Some(x.name.as_str()));
@@ -470,6 +476,7 @@ fn adapters_command_json_and_table() {
     let vk = render(&AdaptersArgs {
         json: true,
         backend: Some(BackendArg::Vulkan),
+        cooperative_matrix: false,
     })
     .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&vk).unwrap();

@@ -15,6 +15,10 @@ pub struct AdaptersArgs {
     /// List adapters of this graphics API only (default: $WGPU_BACKEND, else vulkan, metal, dx12)
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
+    /// With --json: add each adapter's cooperative-matrix configurations (M, N, K, A/B and C
+    /// types) as wgpu reports them, for a future tensor-core path
+    #[arg(long)]
+    pub cooperative_matrix: bool,
 }
 
 /// What `--device auto` would do with these adapters (and `WGPU_ADAPTER_NAME`).
@@ -116,11 +120,40 @@ pub fn render(args: &AdaptersArgs) -> Result<String> {
     let list = list_adapters(args.backend);
     let auto = auto_pick(&list.entries, args.backend);
     Ok(if args.json {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "backends": backend_names(list.backends),
             "adapters": list.entries,
             "auto": auto,
         });
+        if args.cooperative_matrix {
+            let coop: Vec<serde_json::Value> = list
+                .adapters
+                .iter()
+                .map(|a| {
+                    let props: Vec<String> = a
+                        .cooperative_matrix_properties()
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}x{}x{} {:?}->{:?}{}",
+                                p.m_size,
+                                p.n_size,
+                                p.k_size,
+                                p.ab_type,
+                                p.cr_type,
+                                if p.saturating_accumulation {
+                                    " sat"
+                                } else {
+                                    ""
+                                }
+                            )
+                        })
+                        .collect();
+                    serde_json::json!({ "name": a.get_info().name, "configurations": props })
+                })
+                .collect();
+            doc["cooperative_matrix"] = serde_json::Value::Array(coop);
+        }
         serde_json::to_string_pretty(&doc)
             .map_err(|e| Error::Runtime(format!("encoding the adapter list: {e}")))?
             + "\n"

@@ -99,6 +99,8 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
+    /// The adapter's full identity (vendor and device ids, driver): the tuning cache's key.
+    pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     /// Shader modules are built without naga's runtime checks (see [`ShaderChecks`]).
@@ -222,6 +224,7 @@ impl GpuContext {
             device,
             queue,
             adapter: summary,
+            info,
             limits,
             features,
             trusted,
@@ -291,7 +294,7 @@ impl GpuContext {
             } else {
                 Some(AdapterKind::Software.name().to_string())
             },
-            backend: None,
+            ..DeviceArgs::default()
         };
         let picked = choose(&list.entries, &args, env_name.as_deref()).or_else(|e| {
             if args.adapter.is_some() {

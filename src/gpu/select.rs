@@ -51,6 +51,10 @@ pub struct DeviceArgs {
     /// Search adapters of this graphics API only (default: $WGPU_BACKEND, else vulkan, metal, dx12)
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
+    /// GEMM tile variants: the adapter's cached `fmnist-gpu tune` choice, tuning on first use on
+    /// hardware adapters (auto), or the default tiles (off); results are identical either way
+    #[arg(long, value_enum, default_value_t = crate::tune::TuneMode::Auto)]
+    pub tune: crate::tune::TuneMode,
 }
 
 /// The `KIND` vocabulary of `--adapter`, one per wgpu `DeviceType`.
@@ -407,6 +411,7 @@ pub fn open(args: &DeviceArgs) -> Result<Selected> {
 
 /// [`open`] with `WGPU_ADAPTER_NAME` given explicitly (tests).
 pub fn open_with(args: &DeviceArgs, env_adapter_name: Option<&str>) -> Result<Selected> {
+    crate::tune::set_mode(args.tune);
     if args.device == DeviceKind::Cpu {
         // No enumeration: a CPU run should not touch (or wait on) any graphics driver.
         return match choose(&[], args, None)? {

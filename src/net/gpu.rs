@@ -92,6 +92,21 @@ pub struct GpuNet {
     t: u32,
     steps_in_epoch: u32,
     in_flight: std::collections::VecDeque<wgpu::SubmissionIndex>,
+    /// Steps recorded per submit ([`steps_per_submit`]) and steps taken but not yet submitted.
+    steps_per_submit: u32,
+    pending: u32,
+}
+
+/// Training steps recorded into one encoder and submitted together: `FMNIST_STEPS_PER_SUBMIT`
+/// (1 to 64), else 4. Each step's gather reads its batch position from the GPU step counter, so
+/// batching steps needs no host work between them; it saves one submit (and its driver round
+/// trip) per step, and costs only latency, since anything that reads results flushes first.
+pub fn steps_per_submit() -> u32 {
+    std::env::var("FMNIST_STEPS_PER_SUBMIT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(4)
 }
 
 fn f32_bytes(n: usize) -> u64 {
@@ -196,6 +211,8 @@ impl GpuNet {
             probe_list: Vec::new(),
             update_list: Vec::new(),
             in_flight: Default::default(),
+            steps_per_submit: steps_per_submit(),
+            pending: 0,
             k,
             b,
             train,
@@ -251,8 +268,41 @@ impl GpuNet {
         &self.step_list
     }
 
+    /// Steps per submit of [`Net::train_step`].
+    pub fn steps_per_submit(&self) -> u32 {
+        self.steps_per_submit
+    }
+
+    /// Submits the steps taken since the last submit, as one encoder and one compute pass, with
+    /// at most two submits in flight.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let list = std::mem::take(&mut self.step_list);
+        let lists: Vec<&[Dispatch]> = (0..self.pending).map(|_| list.as_slice()).collect();
+        let idx = self.submit(&lists);
+        log::debug!(
+            "steps {}..={}: {} dispatches each, {} steps in 1 compute pass, 1 submit",
+            self.t + 1 - self.pending,
+            self.t,
+            list.len(),
+            self.pending
+        );
+        self.step_list = list;
+        self.pending = 0;
+        // Enough to keep the GPU busy without queueing unbounded work.
+        self.in_flight.push_back(idx);
+        if self.in_flight.len() > 2 {
+            let old = self.in_flight.pop_front();
+            self.wait(old)?;
+        }
+        Ok(())
+    }
+
     /// Blocks until every submitted step has finished (benchmark windows end here).
     pub fn wait_idle(&mut self) -> Result<()> {
+        self.flush()?;
         self.wait(None)?;
         self.in_flight.clear();
         Ok(())
@@ -473,6 +523,7 @@ impl Net for GpuNet {
     }
 
     fn begin_epoch(&mut self, order: &[u32], lr: f32) -> Result<()> {
+        self.flush()?;
         if order.len() > self.n_train {
             return Err(Error::BadArg(format!(
                 "epoch order of {} exceeds the {} resident images",
@@ -510,26 +561,17 @@ impl Net for GpuNet {
     }
 
     fn train_step(&mut self) -> Result<()> {
-        let list = std::mem::take(&mut self.step_list);
-        let idx = self.submit(&[&list]);
-        log::debug!(
-            "step {}: {} dispatches in 1 compute pass, 1 submit",
-            self.t + 1,
-            list.len()
-        );
-        self.step_list = list;
         self.t += 1;
         self.steps_in_epoch += 1;
-        // At most two steps in flight: enough to keep the GPU busy without queueing unbounded work.
-        self.in_flight.push_back(idx);
-        if self.in_flight.len() > 2 {
-            let old = self.in_flight.pop_front();
-            self.wait(old)?;
+        self.pending += 1;
+        if self.pending >= self.steps_per_submit {
+            self.flush()?;
         }
         Ok(())
     }
 
     fn take_metrics(&mut self) -> Result<Metrics> {
+        self.flush()?;
         let m = self.read_metrics(&self.b.metrics)?;
         self.in_flight.clear();
         Ok(m)
@@ -550,6 +592,7 @@ impl Net for GpuNet {
                 "evaluation index outside the data set".into(),
             ));
         }
+        self.flush()?;
         self.wait(None)?;
         if indices.is_empty() {
             return Ok(Metrics::default());
@@ -607,6 +650,7 @@ impl Net for GpuNet {
     }
 
     fn params(&mut self) -> Result<Params> {
+        self.flush()?;
         self.wait(None)?;
         let mut p = Params::zeros(self.cfg.hidden as usize);
         for (t, b) in p.tensors.iter_mut().zip(&self.b.params) {
@@ -616,6 +660,7 @@ impl Net for GpuNet {
     }
 
     fn set_params(&mut self, p: &Params) -> Result<()> {
+        self.flush()?;
         if p.hidden != self.cfg.hidden as usize {
             return Err(Error::BadArg(format!(
                 "parameters of hidden width {} for a net of {}",
@@ -629,6 +674,7 @@ impl Net for GpuNet {
     }
 
     fn optim_state(&mut self) -> Result<(Vec<Vec<f32>>, u32)> {
+        self.flush()?;
         self.wait(None)?;
         let w = self.cfg.optim.state_width();
         let mut out = Vec::new();
@@ -642,6 +688,7 @@ impl Net for GpuNet {
     }
 
     fn set_optim_state(&mut self, state: &[Vec<f32>], t: u32) -> Result<()> {
+        self.flush()?;
         for (s, b) in state.iter().zip(&self.b.state) {
             self.ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(s));
         }
@@ -650,6 +697,7 @@ impl Net for GpuNet {
     }
 
     fn probe(&mut self, x: &[f32], labels: &[u32]) -> Result<Probe> {
+        self.flush()?;
         self.write_probe_batch(x, labels);
         let list = std::mem::take(&mut self.probe_list);
         self.submit(&[&list]);
@@ -685,6 +733,7 @@ impl Net for GpuNet {
     }
 
     fn probe_step(&mut self, x: &[f32], labels: &[u32]) -> Result<f32> {
+        self.flush()?;
         self.write_probe_batch(x, labels);
         let (probe, update) = (
             std::mem::take(&mut self.probe_list),
