@@ -1,4 +1,9 @@
-// Optimizer updates, one dispatch per parameter tensor of n elements (CPU twin: src/cpu/optim.rs).
+// Optimizer updates (CPU twins: src/cpu/optim.rs). Two kinds of entry point share the per-element
+// rules below (`wame_rule`, `adam_rule`, `rmsprop_rule`, `sgd_rule`):
+// - `wame`, `adam`, `rmsprop`, `sgd`: one dispatch per parameter tensor of n elements;
+// - `update_wame`, `update_adam`, `update_rmsprop`, `update_sgd`: one dispatch for every tensor
+//   of the model, parameters, gradients and state each in one arena binding, the gradient
+//   summed from its split-K partials first (see the table `UpdateRecord`).
 // Every entry point: one invocation per element, workgroups of 256, the 1-D grid split over y
 // (x <= 65535 workgroups) and rebuilt as a flat index. Per-element state is interleaved so one
 // element's state is one vector load.
@@ -18,6 +23,7 @@ struct WameParams {
     _p2: u32,
 }
 
+// ln_b1, ln_b2: ln(b1), ln(b2) from the host in f64, rounded once (for `one_minus_pow`).
 struct OptParams {
     n: u32,
     lr: f32,
@@ -26,7 +32,26 @@ struct OptParams {
     eps: f32,
     warmup: u32,
     weight_decay: f32,
+    ln_b1: f32,
+    ln_b2: f32,
+    _p0: u32,
+    _p1: u32,
     _p2: u32,
+}
+
+// One tensor of the fused update: workgroups [wg_begin, wg_end) update its n elements; its
+// parameters start at param_off of the params arena, its `parts` partial gradients at grad_off
+// of the grads arena (partial s of element j at grad_off + s * n + j), its state at state_off of
+// the state arena. Offsets are in f32 elements from the start of each binding.
+struct UpdateRecord {
+    wg_begin: u32,
+    wg_end: u32,
+    n: u32,
+    parts: u32,
+    param_off: u32,
+    grad_off: u32,
+    state_off: u32,
+    _p0: u32,
 }
 
 struct StepState {
@@ -83,20 +108,61 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
 
-// WAME (SPEC 5), per element in the spec's order. The sign product, not g*g_prev, decides the
-// zeta update so that products of tiny gradients cannot underflow to "no sign information".
-@compute @workgroup_size(256)
-fn wame(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let i = linear_id(wid, nwg, lid);
-    if (i >= wp.n) {
-        return;
+// 1 - b^t for a beta b in [0, 1) at step t >= 1, from ln_b = ln(b) computed on the host in f64
+// and rounded once. SPEC 5 wants it exact to f32 rounding for every t (PyTorch computes it in
+// double); `1 - pow(b, t)` is not: pow is an approximation on GPUs, and for b = 0.999 its
+// error of a few ulps of b^t ~ 1 becomes a relative error of ~1e-5 of 1 - b^t ~ 1e-3.
+// Here 1 - b^t = -expm1(x), x = t * ln_b <= 0, with no device pow, exp or log:
+// - x < -20: b^t < 2.1e-9 is below half an ulp of 1, so 1 - b^t rounds to 1 (also b = 0, whose
+//   ln_b is -inf);
+// - else halve x k <= 6 times until |y| <= 0.5 (exact: powers of two), sum the Taylor series of
+//   expm1(y) to y^9/9! (truncation < 7e-10 relative for |y| <= 0.5) in Horner form, and undo the
+//   halvings with expm1(2y) = e * (e + 2), e = expm1(y). For e in (-1, 0) that doubling scales the
+//   relative error by 1 + e / (e + 2) < 1, so errors shrink instead of compounding.
+// Condition number of expm1 is |x e^x / expm1(x)| <= 1 for x <= 0, so the roundings of ln_b and
+// of t * ln_b add at most about one ulp each. The CPU model of this code
+// (`cpu::optim::one_minus_pow_f32`) stays within 3 ulps of the f64 value 1 - b^t for every
+// t <= 2^24 and the betas tested (test `bias_correction_is_exact_to_a_few_ulps`); the kernel
+// table checks the shader against f64 at t = 1, 2, 10, 1000 and 100000.
+fn one_minus_pow(ln_b: f32, t: u32) -> f32 {
+    let x = f32(t) * ln_b;
+    if (x < -20.0) {
+        return 1.0;
     }
-    let g = wm_g[i];
-    let st = wm_state[i];
+    var y = x;
+    var k = 0u;
+    // 20 / 2^6 < 0.5: six halvings always suffice, and the trip count stays tiny (lavapipe).
+    for (var i = 0u; i < 6u; i++) {
+        if (y >= -0.5) {
+            break;
+        }
+        y = y * 0.5;
+        k += 1u;
+    }
+    var p = 1.0 + y / 9.0;
+    p = 1.0 + y / 8.0 * p;
+    p = 1.0 + y / 7.0 * p;
+    p = 1.0 + y / 6.0 * p;
+    p = 1.0 + y / 5.0 * p;
+    p = 1.0 + y / 4.0 * p;
+    p = 1.0 + y / 3.0 * p;
+    p = 1.0 + y / 2.0 * p;
+    var e = y * p;
+    for (var i = 0u; i < k; i++) {
+        e = e * (e + 2.0);
+    }
+    return -e;
+}
+
+// One element's WAME update (SPEC 5, in the spec's order): the new weight and state.
+struct WameOut {
+    w: f32,
+    st: vec4<f32>,
+}
+
+// WAME per element. The sign product, not g*g_prev, decides the zeta update so that products of
+// tiny gradients cannot underflow to "no sign information". `lr` is the warmed-up rate.
+fn wame_rule(w: f32, g: f32, st: vec4<f32>, lr: f32) -> WameOut {
     var zeta = st.x;
     var z = st.y;
     var theta = st.z;
@@ -121,12 +187,52 @@ fn wame(
             m = zeta / z;
         }
     }
-    let lr = warm_lr(wp.lr, wp.warmup, wm_step.t + 1u);
-    wm_w[i] = wm_w[i] * decay(lr, wp.weight_decay) - lr * m * g / sqrt(theta + wp.eps);
-    wm_state[i] = vec4<f32>(zeta, z, theta, g);
+    let nw = w * decay(lr, wp.weight_decay) - lr * m * g / sqrt(theta + wp.eps);
+    return WameOut(nw, vec4<f32>(zeta, z, theta, g));
 }
 
-// Adam with bias corrections from t = StepState.t + 1 (in f32, like the CPU twin).
+// Adam per element: (new w, new m, new v), bias corrections bc1, bc2 from `one_minus_pow`.
+fn adam_rule(w: f32, g: f32, st: vec2<f32>, lr: f32, bc1: f32, bc2: f32) -> vec3<f32> {
+    let m = op.b1 * st.x + (1.0 - op.b1) * g;
+    let v = op.b2 * st.y + (1.0 - op.b2) * g * g;
+    let nw = w * decay(lr, op.weight_decay) - lr * (m / bc1) / (sqrt(v / bc2) + op.eps);
+    return vec3<f32>(nw, m, v);
+}
+
+// RMSprop per element, b2 is its smoothing constant alpha: (new w, new v).
+fn rmsprop_rule(w: f32, g: f32, v0: f32, lr: f32) -> vec2<f32> {
+    let v = op.b2 * v0 + (1.0 - op.b2) * g * g;
+    return vec2<f32>(w * decay(lr, op.weight_decay) - lr * g / (sqrt(v) + op.eps), v);
+}
+
+// SGD with momentum mu = b1 per element: (new w, new b); the buffer starts at g on step k == 1,
+// as PyTorch does.
+fn sgd_rule(w: f32, g: f32, b0: f32, lr: f32, k: u32) -> vec2<f32> {
+    var b = g;
+    if (k != 1u) {
+        b = op.b1 * b0 + g;
+    }
+    return vec2<f32>(w * decay(lr, op.weight_decay) - lr * b, b);
+}
+
+// wame: [n] weights, one invocation per element (see the file header).
+@compute @workgroup_size(256)
+fn wame(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= wp.n) {
+        return;
+    }
+    let lr = warm_lr(wp.lr, wp.warmup, wm_step.t + 1u);
+    let r = wame_rule(wm_w[i], wm_g[i], wm_state[i], lr);
+    wm_w[i] = r.w;
+    wm_state[i] = r.st;
+}
+
+// adam: [n] weights, one invocation per element; t = StepState.t + 1.
 @compute @workgroup_size(256)
 fn adam(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -137,19 +243,14 @@ fn adam(
     if (i >= op.n) {
         return;
     }
-    let t = f32(state.t + 1u);
-    let g = ad_g[i];
-    var st = ad_state[i];
-    st.x = op.b1 * st.x + (1.0 - op.b1) * g;
-    st.y = op.b2 * st.y + (1.0 - op.b2) * g * g;
-    let bc1 = 1.0 - pow(op.b1, t);
-    let bc2 = 1.0 - pow(op.b2, t);
-    let lr = warm_lr(op.lr, op.warmup, state.t + 1u);
-    ad_w[i] = ad_w[i] * decay(lr, op.weight_decay) - lr * (st.x / bc1) / (sqrt(st.y / bc2) + op.eps);
-    ad_state[i] = st;
+    let k = state.t + 1u;
+    let lr = warm_lr(op.lr, op.warmup, k);
+    let r = adam_rule(ad_w[i], ad_g[i], ad_state[i], lr, one_minus_pow(op.ln_b1, k), one_minus_pow(op.ln_b2, k));
+    ad_w[i] = r.x;
+    ad_state[i] = r.yz;
 }
 
-// RMSprop, b2 is its smoothing constant alpha.
+// rmsprop: [n] weights, one invocation per element.
 @compute @workgroup_size(256)
 fn rmsprop(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -160,15 +261,13 @@ fn rmsprop(
     if (i >= op.n) {
         return;
     }
-    let g = rm_g[i];
-    let v = op.b2 * rm_v[i] + (1.0 - op.b2) * g * g;
     let lr = warm_lr(op.lr, op.warmup, rm_step.t + 1u);
-    rm_w[i] = rm_w[i] * decay(lr, op.weight_decay) - lr * g / (sqrt(v) + op.eps);
-    rm_v[i] = v;
+    let r = rmsprop_rule(rm_w[i], rm_g[i], rm_v[i], lr);
+    rm_w[i] = r.x;
+    rm_v[i] = r.y;
 }
 
-// SGD with momentum mu = b1; the buffer starts at g on the first step (t = StepState.t + 1 == 1),
-// as PyTorch does.
+// sgd: [n] weights, one invocation per element.
 @compute @workgroup_size(256)
 fn sgd(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -179,12 +278,136 @@ fn sgd(
     if (i >= op.n) {
         return;
     }
-    let g = sg_g[i];
-    var b = g;
-    if (state.t + 1u != 1u) {
-        b = op.b1 * sg_b[i] + g;
+    let k = state.t + 1u;
+    let r = sgd_rule(sg_w[i], sg_g[i], sg_b[i], warm_lr(op.lr, op.warmup, k), k);
+    sg_w[i] = r.x;
+    sg_b[i] = r.y;
+}
+
+// ---- The fused update: every parameter tensor in one dispatch. ----
+// Bindings of update_*: 0 params uniform (WameParams or OptParams; its `n` is unused), 1 the
+// StepState, 2 the tensor table, 3 the params arena, 4 the grads arena, 5 the state arena (as
+// vec4 for WAME, vec2 for Adam, f32 for RMSprop and SGD: state_off is a multiple of the width).
+@group(0) @binding(1) var<storage, read> up_step: StepState;
+@group(0) @binding(2) var<storage, read> up_table: array<UpdateRecord>;
+@group(0) @binding(3) var<storage, read_write> up_w: array<f32>;
+@group(0) @binding(4) var<storage, read> up_g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> up_s4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> up_s2: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> up_s1: array<f32>;
+
+// Where one invocation of the fused update works: its tensor's record and element, `ok` false
+// for invocations past the tensor's end and for the padding workgroups of the 2-D split.
+struct Slot {
+    ok: bool,
+    rec: UpdateRecord,
+    j: u32,
+}
+
+// The record whose workgroup range holds this workgroup (a scan of the few records: the same
+// for every invocation of the workgroup), and the element index inside that tensor.
+fn slot(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Slot {
+    let g = wid.y * nwg.x + wid.x;
+    var out: Slot;
+    out.ok = false;
+    let count = arrayLength(&up_table);
+    for (var r = 0u; r < count; r++) {
+        let rec = up_table[r];
+        if (g >= rec.wg_begin && g < rec.wg_end) {
+            out.rec = rec;
+            out.j = (g - rec.wg_begin) * WG + lid.x;
+            out.ok = out.j < rec.n;
+            break;
+        }
     }
-    let lr = warm_lr(op.lr, op.warmup, state.t + 1u);
-    sg_w[i] = sg_w[i] * decay(lr, op.weight_decay) - lr * b;
-    sg_b[i] = b;
+    return out;
+}
+
+// g = partial[0] + partial[1] + ... + partial[parts - 1], added in ascending part order from
+// partial 0 (`sum_partials`' order; parts == 1 reads the full gradient unchanged).
+fn grad_sum(rec: UpdateRecord, j: u32) -> f32 {
+    var g = up_g[rec.grad_off + j];
+    for (var s = 1u; s < rec.parts; s++) {
+        g = g + up_g[rec.grad_off + s * rec.n + j];
+    }
+    return g;
+}
+
+// update_wame: one invocation per element of every tensor in the table (file header, `slot`).
+@compute @workgroup_size(256)
+fn update_wame(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let at = slot(wid, nwg, lid);
+    if (!at.ok) {
+        return;
+    }
+    let wi = at.rec.param_off + at.j;
+    let si = at.rec.state_off / 4u + at.j;
+    let lr = warm_lr(wp.lr, wp.warmup, up_step.t + 1u);
+    let r = wame_rule(up_w[wi], grad_sum(at.rec, at.j), up_s4[si], lr);
+    up_w[wi] = r.w;
+    up_s4[si] = r.st;
+}
+
+// update_adam: as update_wame; t = StepState.t + 1.
+@compute @workgroup_size(256)
+fn update_adam(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let at = slot(wid, nwg, lid);
+    if (!at.ok) {
+        return;
+    }
+    let wi = at.rec.param_off + at.j;
+    let si = at.rec.state_off / 2u + at.j;
+    let k = up_step.t + 1u;
+    let lr = warm_lr(op.lr, op.warmup, k);
+    let bc1 = one_minus_pow(op.ln_b1, k);
+    let bc2 = one_minus_pow(op.ln_b2, k);
+    let r = adam_rule(up_w[wi], grad_sum(at.rec, at.j), up_s2[si], lr, bc1, bc2);
+    up_w[wi] = r.x;
+    up_s2[si] = r.yz;
+}
+
+// update_rmsprop: as update_wame.
+@compute @workgroup_size(256)
+fn update_rmsprop(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let at = slot(wid, nwg, lid);
+    if (!at.ok) {
+        return;
+    }
+    let wi = at.rec.param_off + at.j;
+    let si = at.rec.state_off + at.j;
+    let lr = warm_lr(op.lr, op.warmup, up_step.t + 1u);
+    let r = rmsprop_rule(up_w[wi], grad_sum(at.rec, at.j), up_s1[si], lr);
+    up_w[wi] = r.x;
+    up_s1[si] = r.y;
+}
+
+// update_sgd: as update_wame.
+@compute @workgroup_size(256)
+fn update_sgd(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let at = slot(wid, nwg, lid);
+    if (!at.ok) {
+        return;
+    }
+    let wi = at.rec.param_off + at.j;
+    let si = at.rec.state_off + at.j;
+    let k = up_step.t + 1u;
+    let r = sgd_rule(up_w[wi], grad_sum(at.rec, at.j), up_s1[si], warm_lr(op.lr, op.warmup, k), k);
+    up_w[wi] = r.x;
+    up_s1[si] = r.y;
 }

@@ -201,6 +201,12 @@ pub struct WameParams {
 
 /// Adam (`b1`, `b2`, `eps`), RMSprop (`b2` is its `alpha`, `eps`) and SGD with momentum
 /// (`b1` is `mu`) share one struct; the step count `t` comes from [`StepState`] (`t + 1`).
+///
+/// `ln_b1`, `ln_b2` are `ln(b1)`, `ln(b2)` evaluated on the host in f64 and rounded once
+/// ([`ln_beta`]): the shader forms Adam's bias corrections `1 - b^t = -expm1(t ln b)` from them
+/// without a device `pow` or `log` (SPEC 5). Build the struct with [`OptParams::new`] (or call
+/// [`OptParams::with_logs`] after changing a beta) so they never go stale; the CPU twin ignores
+/// them and uses `b1`, `b2` exactly.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 pub struct OptParams {
@@ -213,6 +219,69 @@ pub struct OptParams {
     pub warmup: u32,
     /// Decoupled weight decay: each step scales the weights by `1 - lr_t * weight_decay` first.
     pub weight_decay: f32,
+    pub ln_b1: f32,
+    pub ln_b2: f32,
+    pub _pad: [u32; 3],
+}
+
+/// `ln(b)` of an f32 beta in f64, rounded once to f32 (`-inf` for `b = 0`): the shader's input
+/// for the bias corrections of [`OptParams`].
+pub fn ln_beta(b: f32) -> f32 {
+    (b as f64).ln() as f32
+}
+
+impl OptParams {
+    pub fn new(
+        n: u32,
+        lr: f32,
+        b1: f32,
+        b2: f32,
+        eps: f32,
+        warmup: u32,
+        weight_decay: f32,
+    ) -> Self {
+        Self {
+            n,
+            lr,
+            b1,
+            b2,
+            eps,
+            warmup,
+            weight_decay,
+            ln_b1: 0.0,
+            ln_b2: 0.0,
+            _pad: [0; 3],
+        }
+        .with_logs()
+    }
+
+    /// `self` with `ln_b1`, `ln_b2` recomputed from `b1`, `b2`.
+    pub fn with_logs(self) -> Self {
+        Self {
+            ln_b1: ln_beta(self.b1),
+            ln_b2: ln_beta(self.b2),
+            ..self
+        }
+    }
+}
+
+/// One tensor of the fused optimizer update (`update_*` in `shaders/optim.wgsl`), a record of its
+/// storage-buffer table: workgroups `wg_begin..wg_end` (256 elements each) update its `n`
+/// elements. Its parameters start at `param_off` of the params arena, its `parts` partial
+/// gradients at `grad_off` of the grads arena (partial `s` of element `j` at
+/// `grad_off + s * n + j`; the gradient is their sum in ascending `s` from partial 0), and its
+/// optimizer state at `state_off` of the state arena (a multiple of the state width). Offsets are
+/// f32 elements from the start of each binding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct UpdateRecord {
+    pub wg_begin: u32,
+    pub wg_end: u32,
+    pub n: u32,
+    pub parts: u32,
+    pub param_off: u32,
+    pub grad_off: u32,
+    pub state_off: u32,
     pub _pad: u32,
 }
 

@@ -1454,16 +1454,7 @@ pub fn wame_params(n: u32, variant: u32) -> WameParams {
 }
 
 fn opt_params(n: u32, lr: f32, b1: f32, b2: f32, eps: f32, warmup: u32) -> OptParams {
-    OptParams {
-        n,
-        lr,
-        b1,
-        b2,
-        eps,
-        warmup,
-        weight_decay: 0.0,
-        _pad: 0,
-    }
+    OptParams::new(n, lr, b1, b2, eps, warmup, 0.0)
 }
 
 fn fmt_err(v: f64) -> String {

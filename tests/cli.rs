@@ -31,10 +31,28 @@ fn assert_bad_input(args: &[&str], needles: &[&str]) {
     }
 }
 
-fn fixture() -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/torch_step_b8_h128.safetensors");
-    p.to_string_lossy().into_owned()
+/// Every PyTorch fixture of the shared folder (`torch_step_b*_h*.safetensors`, SPEC 10), sorted:
+/// a new one is checked without a code change. Fails when there is none.
+fn fixtures() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("torch_step_b")
+                && name.contains("_h")
+                && name.ends_with(".safetensors")
+        })
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    assert!(
+        !v.is_empty(),
+        "no torch_step_b*_h*.safetensors in {}",
+        dir.display()
+    );
+    v
 }
 
 fn json(o: &Output) -> serde_json::Value {
@@ -44,23 +62,25 @@ fn json(o: &Output) -> serde_json::Value {
 
 #[test]
 fn parity_fixture_on_cpu_passes() {
-    let f = fixture();
-    let v = json(&run(&[
-        "parity",
-        "--fixture",
-        &f,
-        "--device",
-        "cpu",
-        "--json",
-    ]));
-    assert_eq!(v["passed"], true);
-    let rows = v["rows"].as_array().unwrap();
-    // 6 activations + loss + 8 gradients + 3 optimizers x (losses + 8 parameters).
-    assert_eq!(rows.len(), 6 + 1 + 8 + 3 * 9);
-    assert!(
-        rows.iter()
-            .all(|r| r["rel_l2"].as_f64().unwrap() <= r["tol"].as_f64().unwrap())
-    );
+    for f in fixtures() {
+        let v = json(&run(&[
+            "parity",
+            "--fixture",
+            &f,
+            "--device",
+            "cpu",
+            "--json",
+        ]));
+        assert_eq!(v["passed"], true, "{f}");
+        let rows = v["rows"].as_array().unwrap();
+        // 6 activations + loss + 8 gradients + 3 optimizers x (losses + 8 parameters).
+        assert_eq!(rows.len(), 6 + 1 + 8 + 3 * 9, "{f}");
+        assert!(
+            rows.iter()
+                .all(|r| r["rel_l2"].as_f64().unwrap() <= r["tol"].as_f64().unwrap()),
+            "{f}"
+        );
+    }
 }
 
 #[test]
@@ -68,17 +88,23 @@ fn parity_fixture_on_lavapipe_passes() {
     if !common::have_gpu() {
         return;
     }
-    let f = fixture();
-    let v = json(&run(&[
-        "parity",
-        "--fixture",
-        &f,
-        "--adapter",
-        "software",
-        "--json",
-    ]));
-    assert_eq!(v["passed"], true);
-    assert_eq!(v["device"], "gpu");
+    for f in fixtures() {
+        let v = json(&run(&[
+            "parity",
+            "--fixture",
+            &f,
+            "--adapter",
+            "software",
+            "--json",
+        ]));
+        assert_eq!(v["passed"], true, "{f}: {v}");
+        assert_eq!(v["device"], "gpu");
+        assert_eq!(
+            v["rows"].as_array().unwrap().len(),
+            6 + 1 + 8 + 3 * 9,
+            "{f}"
+        );
+    }
 }
 
 /// A fixture of the same form with another batch size and hidden width, made by the CPU net

@@ -360,7 +360,7 @@ fn baselines_follow_their_definitions() {
     optim::sgd(&p, 2, &mut w, &[1.0], &mut b);
     assert!((b[0] - 2.8).abs() < 1e-7 && (w[0] - (1.0 - 0.2 - 0.28)).abs() < 1e-7);
     // RMSprop: v = a v + (1-a) g^2, w -= lr g / (sqrt(v) + eps).
-    let pr = OptParams { b2: 0.9, ..p };
+    let pr = OptParams { b2: 0.9, ..p }.with_logs();
     let (mut w, mut v) = ([1.0f64], [0.0]);
     optim::rmsprop(&pr, 1, &mut w, &[2.0], &mut v);
     assert!((v[0] - 0.4).abs() < 1e-7 && (w[0] - (1.0 - 0.2 / 0.4f64.sqrt())).abs() < 1e-6);
@@ -369,16 +369,7 @@ fn baselines_follow_their_definitions() {
 /// Adam's defaults (b1 0.9, b2 0.999, eps 1e-8) for `n` weights at rate `lr`; RMSprop reads b2 as
 /// its alpha and SGD b1 as its momentum.
 fn adam_params(n: u32, lr: f32) -> OptParams {
-    OptParams {
-        n,
-        lr,
-        b1: 0.9,
-        b2: 0.999,
-        eps: 1e-8,
-        warmup: 0,
-        weight_decay: 0.0,
-        _pad: 0,
-    }
+    OptParams::new(n, lr, 0.9, 0.999, 1e-8, 0, 0.0)
 }
 
 /// Weight changes of six steps of each optimizer on one weight (same gradients), with a warm-up of

@@ -4,7 +4,7 @@
 
 use fmnist_gpu::params::{
     ActParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams,
-    ReduceParams, StepState, WameParams,
+    ReduceParams, StepState, UpdateRecord, WameParams,
 };
 use std::collections::BTreeMap;
 use std::mem::size_of;
@@ -25,6 +25,7 @@ fn params_table() -> BTreeMap<&'static str, usize> {
         ("OptParams", size_of::<OptParams>()),
         ("StepState", size_of::<StepState>()),
         ("ReduceParams", size_of::<ReduceParams>()),
+        ("UpdateRecord", size_of::<UpdateRecord>()),
     ])
 }
 

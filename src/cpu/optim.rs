@@ -1,7 +1,9 @@
-//! Optimizer updates (SPEC 5): WAME with its three variants, Adam, RMSprop, SGD with momentum.
+//! Optimizer updates (SPEC 5): WAME with its three variants, Adam, RMSprop, SGD with momentum;
+//! per tensor (`wame`, `adam`, `rmsprop`, `sgd`) and fused over a table of tensors in arenas
+//! (`update_wame`, `update_adam`, `update_rmsprop`, `update_sgd`).
 
 use super::Real;
-use crate::params::{OptParams, WameParams};
+use crate::params::{OptParams, UpdateRecord, WameParams};
 
 #[inline]
 fn sign<T: Real>(v: T) -> T {
@@ -96,13 +98,46 @@ pub fn wame_update<T: Real>(h: &WameHyper<T>, w: &mut [T], g: &[T], state: &mut 
     }
 }
 
-/// `state[i] = (m, v)`; `t` starts at 1.
+/// Adam's bias correction `1 - b^t` for an f32 beta, in f64: the exact reference (PyTorch
+/// computes it in double). `t` saturates at `i32::MAX`, where `b^t` is 0 for every `b < 1`.
+pub fn one_minus_pow(b: f32, t: u32) -> f64 {
+    1.0 - (b as f64).powi(t.min(i32::MAX as u32) as i32)
+}
+
+/// The shader's `one_minus_pow` operation for operation in f32 (see its comment in
+/// `shaders/optim.wgsl`), so its error against [`one_minus_pow`] can be measured for every `t`
+/// on the CPU. Not used by the CPU backend, which takes the exact value.
+pub fn one_minus_pow_f32(ln_b: f32, t: u32) -> f32 {
+    let x = t as f32 * ln_b;
+    if x < -20.0 {
+        return 1.0;
+    }
+    let (mut y, mut k) = (x, 0);
+    for _ in 0..6 {
+        if y >= -0.5 {
+            break;
+        }
+        y *= 0.5;
+        k += 1;
+    }
+    let mut p = 1.0 + y / 9.0;
+    for d in [8.0f32, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0] {
+        p = 1.0 + y / d * p;
+    }
+    let mut e = y * p;
+    for _ in 0..k {
+        e *= e + 2.0;
+    }
+    -e
+}
+
+/// `state[i] = (m, v)`; `t` starts at 1. The bias corrections are [`one_minus_pow`], exact in
+/// f64 and rounded once to `T`: this is the reference the shader's f32 scheme is held to.
 pub fn adam<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], state: &mut [[T; 2]]) {
     let f = T::from_f32;
     let (b1, b2) = (f(p.b1), f(p.b2));
-    // Bias corrections in f32 like the shader (pow of f32), so CPU and GPU agree closely.
-    let bc1 = T::from_f32(1.0 - p.b1.powf(t as f32));
-    let bc2 = T::from_f32(1.0 - p.b2.powf(t as f32));
+    let bc1 = T::from_f64(one_minus_pow(p.b1, t));
+    let bc2 = T::from_f64(one_minus_pow(p.b2, t));
     let lr32 = warm_lr(p.lr, p.warmup, t);
     let (lr, keep) = (f(lr32), f(decay(lr32, p.weight_decay)));
     for ((wi, &gi), st) in w.iter_mut().zip(g).zip(state.iter_mut()).take(p.n as usize) {
@@ -133,5 +168,154 @@ pub fn sgd<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], b: &mut [T]) {
     for ((wi, &gi), bi) in w.iter_mut().zip(g).zip(b.iter_mut()).take(p.n as usize) {
         *bi = if t <= 1 { gi } else { f(p.b1) * *bi + gi };
         *wi = *wi * keep - lr * *bi;
+    }
+}
+
+/// The gradient of one table record: `partial[0] + partial[1] + ... + partial[parts - 1]`, added
+/// in ascending part order from partial 0, like the shader's `grad_sum`.
+fn grad_sum<T: Real>(r: &UpdateRecord, grads: &[T]) -> Vec<T> {
+    let (n, off) = (r.n as usize, r.grad_off as usize);
+    let mut g = grads[off..off + n].to_vec();
+    for s in 1..r.parts as usize {
+        for (gj, &pj) in g.iter_mut().zip(&grads[off + s * n..off + (s + 1) * n]) {
+            *gj += pj;
+        }
+    }
+    g
+}
+
+/// Runs `rule` on every record of `table`: its parameters, summed gradient and state (`width`
+/// values per element, copied out as arrays and back).
+fn fused<T: Real, const W: usize>(
+    table: &[UpdateRecord],
+    params: &mut [T],
+    grads: &[T],
+    state: &mut [T],
+    mut rule: impl FnMut(u32, &mut [T], &[T], &mut [[T; W]]),
+) {
+    for r in table {
+        let n = r.n as usize;
+        let g = grad_sum(r, grads);
+        let (po, so) = (r.param_off as usize, r.state_off as usize);
+        let s = &mut state[so..so + n * W];
+        let mut st: Vec<[T; W]> = s
+            .chunks_exact(W)
+            .map(|c| std::array::from_fn(|k| c[k]))
+            .collect();
+        rule(r.n, &mut params[po..po + n], &g, &mut st);
+        for (c, v) in s.chunks_exact_mut(W).zip(&st) {
+            c.copy_from_slice(v);
+        }
+    }
+}
+
+/// Every tensor of `table` (see [`UpdateRecord`]) updated by [`wame`] from its summed partial
+/// gradients; `p.n` is ignored (each record has its own). Twin of the shader's `update_wame`.
+pub fn update_wame<T: Real>(
+    p: &WameParams,
+    t: u32,
+    table: &[UpdateRecord],
+    params: &mut [T],
+    grads: &[T],
+    state: &mut [T],
+) {
+    fused::<T, 4>(table, params, grads, state, |n, w, g, s| {
+        wame(&WameParams { n, ..*p }, t, w, g, s)
+    });
+}
+
+/// [`update_wame`] with [`adam`]: state `(m, v)` per element.
+pub fn update_adam<T: Real>(
+    p: &OptParams,
+    t: u32,
+    table: &[UpdateRecord],
+    params: &mut [T],
+    grads: &[T],
+    state: &mut [T],
+) {
+    fused::<T, 2>(table, params, grads, state, |n, w, g, s| {
+        adam(&OptParams { n, ..*p }, t, w, g, s)
+    });
+}
+
+/// [`update_wame`] with [`rmsprop`]: state `v` per element.
+pub fn update_rmsprop<T: Real>(
+    p: &OptParams,
+    t: u32,
+    table: &[UpdateRecord],
+    params: &mut [T],
+    grads: &[T],
+    state: &mut [T],
+) {
+    fused::<T, 1>(table, params, grads, state, |n, w, g, s| {
+        rmsprop(&OptParams { n, ..*p }, t, w, g, bytemuck_flat(s))
+    });
+}
+
+/// [`update_wame`] with [`sgd`]: the momentum buffer per element.
+pub fn update_sgd<T: Real>(
+    p: &OptParams,
+    t: u32,
+    table: &[UpdateRecord],
+    params: &mut [T],
+    grads: &[T],
+    state: &mut [T],
+) {
+    fused::<T, 1>(table, params, grads, state, |n, w, g, s| {
+        sgd(&OptParams { n, ..*p }, t, w, g, bytemuck_flat(s))
+    });
+}
+
+/// `[[T; 1]]` as `[T]`.
+fn bytemuck_flat<T>(s: &mut [[T; 1]]) -> &mut [T] {
+    s.as_flattened_mut()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ln_beta;
+
+    /// `|got - want|` in units of the f32 spacing at `want`.
+    fn ulps(got: f32, want: f64) -> f64 {
+        let w = want as f32;
+        let spacing = (f32::from_bits(w.to_bits() + 1) - w) as f64;
+        (got as f64 - want).abs() / spacing
+    }
+
+    /// The worst error in ulps of the shader's scheme for beta `b` over `ts`.
+    fn worst(b: f32, ts: impl Iterator<Item = u32>) -> (f64, u32) {
+        let lb = ln_beta(b);
+        ts.map(|t| (ulps(one_minus_pow_f32(lb, t), one_minus_pow(b, t)), t))
+            .fold((0.0, 0), |a, x| if x.0 > a.0 { x } else { a })
+    }
+
+    #[test]
+    fn bias_correction_is_exact_to_a_few_ulps() {
+        // Every t up to 2^24 for the defaults (Adam's b1 and b2), a stride of t for other betas
+        // near 1 (the cancelling case), small ones and 0.
+        for b in [0.9f32, 0.999] {
+            let (e, t) = worst(b, 1..=1 << 24);
+            assert!(e <= 3.0, "b = {b}: {e:.2} ulps at t = {t}");
+        }
+        let near_one = 1.0 - f32::EPSILON / 2.0;
+        for b in [0.0f32, 0.1, 0.5, 0.75, 0.99, 0.9999, 0.99999, near_one] {
+            let ts = (1..=4096).chain((4096..=1 << 24).step_by(997));
+            let (e, t) = worst(b, ts);
+            assert!(e <= 3.0, "b = {b}: {e:.2} ulps at t = {t}");
+        }
+        assert_eq!(one_minus_pow_f32(ln_beta(0.0), 1), 1.0);
+        assert_eq!(one_minus_pow(0.999, u32::MAX), 1.0);
+    }
+
+    #[test]
+    fn f32_pow_is_not_exact_enough() {
+        // What the shader used to do, `1 - pow(b, t)` in f32 (here with a correctly rounded
+        // powf, better than a GPU's): dozens of ulps off, so the bound above can tell them apart.
+        let b = 0.999f32;
+        let naive = (1..=100u32)
+            .map(|t| ulps(1.0 - b.powf(t as f32), one_minus_pow(b, t)))
+            .fold(0.0, f64::max);
+        assert!(naive > 10.0, "{naive}");
     }
 }

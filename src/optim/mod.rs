@@ -132,15 +132,14 @@ impl OptimConfig {
             OptimizerKind::Sgd => (self.momentum, 0.0),
             _ => (self.beta1, self.beta2),
         };
-        OptParams {
-            n: n as u32,
+        OptParams::new(
+            n as u32,
             lr,
             b1,
             b2,
-            eps: self.eps,
-            warmup: self.warmup_steps,
-            weight_decay: self.weight_decay,
-            _pad: 0,
-        }
+            self.eps,
+            self.warmup_steps,
+            self.weight_decay,
+        )
     }
 }
