@@ -58,6 +58,7 @@ fn gpu() -> Option<GpuContext> {
         device: DeviceKind::Gpu,
         adapter: None,
         backend: None,
+        tune: fmnist_gpu::tune::TuneMode::Auto,
     };
     let why = match select::open(&args) {
         Ok(Selected::Gpu(ctx)) => {

@@ -91,7 +91,7 @@ impl std::str::FromStr for Tile {
                 .trim()
                 .parse()
                 .map_err(|_| format!("tile {s:?} is not ROWSxCOLS"))?;
-            if n == 0 || n % 4 != 0 || n > 256 {
+            if n == 0 || !n.is_multiple_of(4) || n > 256 {
                 return Err(format!(
                     "tile {s:?}: sides must be multiples of 4 in 4..=256"
                 ));
