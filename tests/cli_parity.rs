@@ -11,7 +11,7 @@ use std::process::Output;
 
 /// Every WGSL entry point, written out here rather than taken from the library, so a kernel
 /// dropped from the table fails this test.
-const ENTRY_POINTS: [&str; 23] = [
+const ENTRY_POINTS: [&str; 25] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
@@ -23,6 +23,8 @@ const ENTRY_POINTS: [&str; 23] = [
     "dense.backward_input",
     "dense.backward_weight",
     "dense.backward_bias",
+    "dense.backward_fused",
+    "head.head",
     "act.relu_forward",
     "act.relu_backward",
     "act.dropout_forward",
