@@ -125,6 +125,7 @@ fn head_head() {
         "dw",
         "db",
         "dh",
+        "dh x valid",
         "metrics loss_sum",
         "metrics correct,seen",
     ] {
@@ -133,7 +134,7 @@ fn head_head() {
     let outputs: Vec<&str> = rows
         .iter()
         .map(|r| r.output.as_str())
-        .filter(|o| !o.starts_with("metrics") && !o.ends_with(" rerun"))
+        .filter(|o| !o.starts_with("metrics") && !o.ends_with(" rerun") && !o.ends_with(" x valid"))
         .collect();
     let reruns = rows.iter().filter(|r| r.output.ends_with(" rerun")).count();
     assert_eq!(outputs.len(), reruns, "every output of every case reruns");
@@ -141,6 +142,22 @@ fn head_head() {
         rows.iter()
             .any(|r| r.shape.contains("fwd+bwd") && r.shape.contains(" ls "))
     );
+}
+
+/// A batch of 4096 at hidden 1024 (16 row chunks, 4 columns per invocation): about half of
+/// lavapipe's 65,535 loop iterations per invocation, which would silently cut the loops short.
+#[test]
+fn head_large_batch() {
+    let Some(ctx) = ctx() else { return };
+    let cases = [Case::Head {
+        backward: true,
+        batch: 4096,
+        hidden: 1024,
+        valid: 4001,
+        label_smoothing: 0.0,
+        seed: 2400,
+    }];
+    run_checked(&ctx, &cases);
 }
 
 /// The head against the unfused GPU chain it replaces (dense.forward, softmax cross-entropy

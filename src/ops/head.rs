@@ -64,6 +64,7 @@ impl HeadKernels {
     /// (valid from `state`, as `loss.softmax_xent_forward`) added to `metrics`; with `grads`
     /// also the backward of the mean loss over the valid rows: `dw`, `db` and
     /// `dh = (dlogits w) * (h > 0)`. One workgroup, one dispatch.
+    #[allow(clippy::too_many_arguments)]
     pub fn head(
         &self,
         ctx: &GpuContext,
