@@ -13,12 +13,13 @@ use crate::ops::act::{ActKernels, dropout_params, relu_params};
 use crate::ops::conv::ConvKernels;
 use crate::ops::data::{DataKernels, pack_u8};
 use crate::ops::dense::DenseKernels;
+use crate::ops::head::{HeadGrads, HeadInputs, HeadKernels};
 use crate::ops::loss::LossKernels;
 use crate::ops::optim::{OptimKernels, UpdateRule, WAME_INIT, update_table};
 use crate::ops::pool::PoolKernels;
 use crate::params::{
-    ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams, ReduceParams,
-    StepState, WameParams,
+    ConvParams, DenseParams, GatherParams, HEAD_CLASSES, HeadParams, LossParams, OptParams,
+    PoolParams, ReduceParams, StepState, WameParams,
 };
 use crate::{Error, Result};
 use rand::{RngExt, SeedableRng};
@@ -57,7 +58,7 @@ impl std::fmt::Display for Tol {
 }
 
 /// Every entry point the table covers, as `family.entry` (the WGSL entry point's name).
-pub const KERNELS: [&str; 27] = [
+pub const KERNELS: [&str; 29] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
@@ -69,6 +70,8 @@ pub const KERNELS: [&str; 27] = [
     "dense.backward_input",
     "dense.backward_weight",
     "dense.backward_bias",
+    "dense.backward_fused",
+    "head.head",
     "act.relu_forward",
     "act.relu_backward",
     "act.dropout_forward",
@@ -140,6 +143,21 @@ pub enum Case {
     Dense {
         pass: Pass,
         p: DenseParams,
+        seed: u64,
+    },
+    /// `dense.backward_fused`: dw, db and dx of one layer in one dispatch.
+    DenseFused {
+        p: DenseParams,
+        seed: u64,
+    },
+    /// `head.head` (fc2 + softmax cross-entropy, with or without the backward) on the third
+    /// batch of an epoch whose last batch holds `valid` rows, like [`Case::Loss`].
+    Head {
+        backward: bool,
+        batch: u32,
+        hidden: u32,
+        valid: u32,
+        label_smoothing: f32,
         seed: u64,
     },
     Relu {
@@ -235,6 +253,8 @@ impl Case {
                 ],
                 *pass,
             ),
+            Case::DenseFused { .. } => "dense.backward_fused",
+            Case::Head { .. } => "head.head",
             Case::Relu { backward, .. } => pick(*backward, "act.relu_forward", "act.relu_backward"),
             Case::Dropout { backward, .. } => {
                 pick(*backward, "act.dropout_forward", "act.dropout_backward")
@@ -286,6 +306,23 @@ impl Case {
                 p.n_out,
                 if p.relu != 0 { " relu" } else { "" }
             ),
+            Case::DenseFused { p, .. } => format!("B{} In{} Out{}", p.batch, p.n_in, p.n_out),
+            Case::Head {
+                backward,
+                batch,
+                hidden,
+                valid,
+                label_smoothing,
+                ..
+            } => {
+                let ls = if *label_smoothing > 0.0 {
+                    format!(" ls {label_smoothing}")
+                } else {
+                    String::new()
+                };
+                let dir = if *backward { "fwd+bwd" } else { "fwd" };
+                format!("B{batch} H{hidden} valid {valid}{ls} {dir}")
+            }
             Case::Relu { n, .. } => format!("n={n}"),
             Case::Dropout { n, prob, t, .. } => format!("n={n} p={prob} t={t}"),
             Case::Loss {
@@ -404,6 +441,32 @@ pub const DENSE_SHAPES: &[(u32, u32, u32, bool)] = &[
     (128, 128, 10, false),
 ];
 
+/// (batch, n_in, n_out) of `dense.backward_fused`: tiny, odd, tile-straddling in every
+/// dimension, more bias workgroups than tiles, and the model's fc1.
+pub const DENSE_FUSED_SHAPES: &[(u32, u32, u32)] = &[
+    (1, 5, 3),
+    (3, 17, 10),
+    (37, 70, 19),
+    (33, 31, 65),
+    (70, 129, 7),
+    (128, 1024, 128),
+];
+
+/// (batch, hidden, valid rows) of `head.head`: one row, a few, a short and a full batch around
+/// 128, more rows than the 256 invocations (two chunks), no valid row, hidden 128, odd widths
+/// and the largest the model uses (1024; more columns than invocations).
+pub const HEAD_SHAPES: &[(u32, u32, u32)] = &[
+    (1, 128, 1),
+    (3, 37, 2),
+    (3, 128, 3),
+    (128, 128, 100),
+    (131, 37, 131),
+    (300, 128, 300),
+    (7, 129, 0),
+    (64, 1024, 64),
+    (257, 301, 200),
+];
+
 /// (batch, c, h, w): odd planes (floor mode drops the last row/column) and the model's pools.
 pub const POOL_SHAPES: &[(u32, u32, u32, u32)] = &[
     (1, 1, 13, 13),
@@ -465,6 +528,35 @@ pub fn cases() -> Vec<Case> {
                 pass,
                 p: DenseParams::new(s.0, s.1, s.2, s.3),
                 seed: 2000 + si as u64,
+            });
+        }
+    }
+    for (si, s) in DENSE_FUSED_SHAPES.iter().enumerate() {
+        v.push(Case::DenseFused {
+            p: DenseParams::new(s.0, s.1, s.2, false),
+            seed: 2100 + si as u64,
+        });
+    }
+    for backward in [false, true] {
+        for (si, &(batch, hidden, valid)) in HEAD_SHAPES.iter().enumerate() {
+            v.push(Case::Head {
+                backward,
+                batch,
+                hidden,
+                valid,
+                label_smoothing: 0.0,
+                seed: 2200 + si as u64,
+            });
+        }
+        // Label smoothing on a short and on a full batch.
+        for (batch, hidden, valid) in [(128, 128, 100), (3, 37, 3)] {
+            v.push(Case::Head {
+                backward,
+                batch,
+                hidden,
+                valid,
+                label_smoothing: 0.1,
+                seed: 2300 + batch as u64,
             });
         }
     }
@@ -842,12 +934,43 @@ fn run_with_rerun(
     Ok(vec![c.finish(), r.finish()])
 }
 
+/// [`run_with_rerun`] for a kernel with several outputs: runs `ds`, compares each output
+/// against its CPU value, refills them all with NaN, runs again and checks every output is
+/// bit-identical to the first run.
+fn run_outputs_with_rerun(
+    ctx: &GpuContext,
+    case: &Case,
+    ds: &[Dispatch],
+    outs: &[(&wgpu::Buffer, &str, &[f32], Tol)],
+) -> Result<Vec<KernelRow>> {
+    run_once(ctx, ds)?;
+    let mut firsts = Vec::with_capacity(outs.len());
+    let mut rows = Vec::with_capacity(2 * outs.len());
+    for &(buf, name, want, tol) in outs {
+        let first: Vec<f32> = read(ctx, buf, want.len())?;
+        let mut c = Check::new(case, name, tol);
+        c.floats(None, &first, want);
+        rows.push(c.finish());
+        refill_nan(ctx, buf, want.len());
+        firsts.push(first);
+    }
+    run_once(ctx, ds)?;
+    for (&(buf, name, want, _), first) in outs.iter().zip(&firsts) {
+        let second: Vec<f32> = read(ctx, buf, want.len())?;
+        let mut r = Check::new(case, &format!("{name} rerun"), Tol::Exact);
+        r.floats(None, &second, first);
+        rows.push(r.finish());
+    }
+    Ok(rows)
+}
+
 /// Runs cases on one device, building each kernel family's pipelines once, on first use.
 pub struct Runner<'a> {
     ctx: &'a GpuContext,
     conv: OnceCell<ConvKernels>,
     pool: OnceCell<PoolKernels>,
     dense: OnceCell<DenseKernels>,
+    head: OnceCell<HeadKernels>,
     act: OnceCell<ActKernels>,
     loss: OnceCell<LossKernels>,
     optim: OnceCell<OptimKernels>,
@@ -870,6 +993,7 @@ impl<'a> Runner<'a> {
             conv: OnceCell::new(),
             pool: OnceCell::new(),
             dense: OnceCell::new(),
+            head: OnceCell::new(),
             act: OnceCell::new(),
             loss: OnceCell::new(),
             optim: OnceCell::new(),
@@ -889,6 +1013,21 @@ impl<'a> Runner<'a> {
             Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
             Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
             Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
+            Case::DenseFused { p, seed } => self.dense_fused_case(case, p, *seed),
+            Case::Head {
+                backward,
+                batch,
+                hidden,
+                valid,
+                label_smoothing,
+                seed,
+            } => self.head_case(
+                case,
+                *backward,
+                (*batch, *hidden, *valid),
+                *label_smoothing,
+                *seed,
+            ),
             Case::Relu { backward, n, seed } => self.relu_case(case, *backward, *n, *seed),
             Case::Dropout {
                 backward,
@@ -1106,6 +1245,165 @@ impl<'a> Runner<'a> {
             }
         };
         run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
+    }
+
+    fn dense_fused_case(&self, case: &Case, p: &DenseParams, seed: u64) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.dense, || DenseKernels::new(ctx))?;
+        let (b, ni, no) = (p.batch as usize, p.n_in as usize, p.n_out as usize);
+        let mut r = rng(seed);
+        let x = uniform(&mut r, b * ni, -1.0, 1.0);
+        let w = uniform(&mut r, no * ni, -0.5, 0.5);
+        let dy = uniform(&mut r, b * no, -1.0, 1.0);
+        let (mut dw, mut db, mut dx) = (vec![0.0; no * ni], vec![0.0; no], vec![0.0; b * ni]);
+        cpu::dense::backward_fused(p, &x, &dy, &w, &mut dw, &mut db, &mut dx);
+        let (dwb, dbb, dxb) = (
+            nan_buffer(ctx, "dw", dw.len()),
+            nan_buffer(ctx, "db", db.len()),
+            nan_buffer(ctx, "dx", dx.len()),
+        );
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let ds = k.backward_fused(
+            ctx,
+            p,
+            &buf("x", &x),
+            &buf("dy", &dy),
+            &buf("w", &w),
+            &dwb,
+            &dbb,
+            &dxb,
+        );
+        run_outputs_with_rerun(
+            ctx,
+            case,
+            &ds,
+            &[
+                (&dwb, "dw", &dw, REDUCTION),
+                (&dbb, "db", &db, REDUCTION),
+                (&dxb, "dx", &dx, REDUCTION),
+            ],
+        )
+    }
+
+    /// h is a ReLU output (about a third exact zeros, so dh's mask matters) with an all-zero
+    /// row 0 whose logits are the bias, which holds a tied maximum (the first must win). The
+    /// kernel runs twice from non-zero metrics (they must accumulate); every other output is
+    /// compared after the first run and bit for bit between the runs.
+    fn head_case(
+        &self,
+        case: &Case,
+        backward: bool,
+        (batch, hidden, valid): (u32, u32, u32),
+        label_smoothing: f32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.head, || HeadKernels::new(ctx))?;
+        let p = HeadParams::new(batch, hidden, label_smoothing);
+        let (bu, hu, cu) = (batch as usize, hidden as usize, HEAD_CLASSES as usize);
+        let mut r = rng(seed);
+        let mut h: Vec<f32> = uniform(&mut r, bu * hu, -0.5, 1.0)
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        h[..hu].fill(0.0);
+        let l = (6.0 / (hidden as f32 + cu as f32)).sqrt();
+        let w = uniform(&mut r, cu * hu, -l, l);
+        let mut bias = uniform(&mut r, cu, -0.5, 0.5);
+        bias[cu - 3] = bias.iter().fold(f32::MIN, |a, &v| a.max(v));
+        let labels: Vec<u32> = (0..bu).map(|_| r.random_range(0..HEAD_CLASSES)).collect();
+        let state = StepState {
+            epoch_step: 2,
+            t: 9,
+            n: 2 * batch + valid,
+            batch,
+        };
+        debug_assert_eq!(state.valid(), valid);
+        let mut logits = vec![0.0; bu * cu];
+        let mut m = cpu::loss::Metrics {
+            loss_sum: 1.5,
+            correct: 3,
+            seen: 11,
+        };
+        let (mut dl, mut dw, mut db, mut dh) = (
+            vec![0.0; bu * cu],
+            vec![0.0; cu * hu],
+            vec![0.0; cu],
+            vec![0.0; bu * hu],
+        );
+        let inputs = cpu::head::HeadInputs {
+            h: &h,
+            w: &w,
+            bias: &bias,
+            labels: &labels,
+        };
+        for _ in 0..2 {
+            let grads = backward.then(|| cpu::head::HeadGrads {
+                dlogits: &mut dl,
+                dw: &mut dw,
+                db: &mut db,
+                dh: &mut dh,
+            });
+            cpu::head::head(&p, valid, &inputs, &mut logits, &mut m, grads);
+        }
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let (hb, wb, biasb) = (buf("h", &h), buf("w", &w), buf("bias", &bias));
+        let lab = storage_init(ctx, "labels", &labels);
+        let st = storage_init(ctx, "state", &[state]);
+        let metrics = storage_init(ctx, "metrics", &[1.5f32.to_bits(), 3, 11, 0]);
+        let logits_b = nan_buffer(ctx, "logits", logits.len());
+        let (dwb, dbb, dhb) = (
+            nan_buffer(ctx, "dw", dw.len()),
+            nan_buffer(ctx, "db", db.len()),
+            nan_buffer(ctx, "dh", dh.len()),
+        );
+        let ds = k.head(
+            ctx,
+            &p,
+            &st,
+            HeadInputs {
+                h: (&hb).into(),
+                w: (&wb).into(),
+                bias: (&biasb).into(),
+                labels: (&lab).into(),
+            },
+            &logits_b,
+            &metrics,
+            backward.then_some(HeadGrads {
+                dw: (&dwb).into(),
+                db: (&dbb).into(),
+                dh: (&dhb).into(),
+            }),
+        );
+        let mut outs: Vec<(&wgpu::Buffer, &str, &[f32], Tol)> =
+            vec![(&logits_b, "logits", &logits, REDUCTION)];
+        if backward {
+            outs.extend([
+                (&dwb, "dw", &dw[..], REDUCTION),
+                (&dbb, "db", &db[..], REDUCTION),
+                (&dhb, "dh", &dh[..], REDUCTION),
+            ]);
+        }
+        let mut rows = run_outputs_with_rerun(ctx, case, &ds, &outs)?;
+        if backward && valid > 1 {
+            // The gradients carry the mean's 1/valid, which puts most of them under atol: the
+            // same outputs again at the scale of a summed loss, where the tolerance bites.
+            let s = valid as f32;
+            let scaled = |v: &[f32]| v.iter().map(|x| x * s).collect::<Vec<f32>>();
+            for (buf, name, want) in [(&dwb, "dw", &dw), (&dbb, "db", &db), (&dhb, "dh", &dh)] {
+                let got: Vec<f32> = read(ctx, buf, want.len())?;
+                let mut c = Check::new(case, &format!("{name} x valid"), REDUCTION);
+                c.floats(None, &scaled(&got), &scaled(want));
+                rows.push(c.finish());
+            }
+        }
+        let gm: Vec<u32> = read(ctx, &metrics, 4)?;
+        let mut cl = Check::new(case, "metrics loss_sum", REDUCTION);
+        cl.floats(None, &[f32::from_bits(gm[0])], &[m.loss_sum]);
+        let mut cc = Check::new(case, "metrics correct,seen", Tol::Exact);
+        cc.ints(None, &gm[1..3], &[m.correct, m.seen]);
+        rows.extend([cl.finish(), cc.finish()]);
+        Ok(rows)
     }
 
     fn relu_case(&self, case: &Case, backward: bool, n: u32, seed: u64) -> Result<Vec<KernelRow>> {

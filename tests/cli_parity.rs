@@ -9,8 +9,6 @@ mod common;
 use fmnist_gpu::gpu::select::{AdapterKind, BackendArg, list_adapters};
 use std::process::Output;
 
-/// Every WGSL entry point, written out here rather than taken from the library, so a kernel
-/// dropped from the table fails this test.
 /// Every `@compute` entry point of `shaders/*.wgsl` as `family.entry`, read from the sources, so
 /// a new kernel without a table case fails here.
 fn entry_points() -> Vec<String> {

@@ -7,6 +7,7 @@ pub mod act;
 pub mod conv;
 pub mod data;
 pub mod dense;
+pub mod head;
 pub mod loss;
 pub mod optim;
 pub mod pool;

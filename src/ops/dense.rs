@@ -14,6 +14,7 @@ pub struct DenseKernels {
     backward_input: wgpu::ComputePipeline,
     backward_weight: wgpu::ComputePipeline,
     backward_bias: wgpu::ComputePipeline,
+    backward_fused: wgpu::ComputePipeline,
 }
 
 fn tiles(m: u32, n: u32) -> (u32, u32, u32) {
@@ -22,7 +23,13 @@ fn tiles(m: u32, n: u32) -> (u32, u32, u32) {
 
 impl DenseKernels {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let [forward, backward_input, backward_weight, backward_bias] = compile(
+        let [
+            forward,
+            backward_input,
+            backward_weight,
+            backward_bias,
+            backward_fused,
+        ] = compile(
             ctx,
             "dense.wgsl",
             include_str!("../../shaders/dense.wgsl"),
@@ -31,6 +38,7 @@ impl DenseKernels {
                 "backward_input",
                 "backward_weight",
                 "backward_bias",
+                "backward_fused",
             ],
         )?;
         Ok(Self {
@@ -38,6 +46,7 @@ impl DenseKernels {
             backward_input,
             backward_weight,
             backward_bias,
+            backward_fused,
         })
     }
 
@@ -120,4 +129,43 @@ impl DenseKernels {
             (gx, gy, 1),
         )]
     }
+
+    /// `x [B,In]`, `dy [B,Out]`, `w [Out,In]` `-> dw [Out,In]`, `db [Out]`, `dx [B,In]`: the
+    /// three backward kernels above as workgroup roles of one dispatch, each value computed in
+    /// the same order as by its unfused kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_fused<'a>(
+        &self,
+        ctx: &GpuContext,
+        p: &DenseParams,
+        x: impl Into<View<'a>>,
+        dy: impl Into<View<'a>>,
+        w: impl Into<View<'a>>,
+        dw: impl Into<View<'a>>,
+        db: impl Into<View<'a>>,
+        dx: impl Into<View<'a>>,
+    ) -> Vec<Dispatch> {
+        let (gx, gy) = split_dispatch(fused_workgroups(p));
+        vec![prepare_views(
+            ctx,
+            "dense_backward_fused",
+            &self.backward_fused,
+            p,
+            &[
+                x.into(),
+                dy.into(),
+                w.into(),
+                dw.into(),
+                db.into(),
+                dx.into(),
+            ],
+            (gx, gy, 1),
+        )]
+    }
+}
+
+/// Workgroups of `backward_fused`: dx tiles, dw tiles, then one per bias output.
+pub fn fused_workgroups(p: &DenseParams) -> u32 {
+    let nx = p.n_in.div_ceil(TILE);
+    nx * p.batch.div_ceil(TILE) + nx * p.n_out.div_ceil(TILE) + p.n_out
 }
