@@ -377,15 +377,18 @@ pub const CONV_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (9, 16, 12, 12, 64, 5, true),
 ];
 
-/// `conv.forward_relu_pool` cases: (batch, c_in, h, w, c_out, k, relu), dropout `(p, t)`, grid.
-/// The model's conv1 and conv2 (with and without dropout), odd conv outputs (floor mode drops a
-/// row and/or a column), batch 1 and 3, channel counts that are not multiples of 4 or straddle
-/// a 64-channel tile, many window tiles, k = 1, no ReLU; the grid cases check exact ties.
-pub const CONV_POOL_CASES: &[(
+/// A `conv.forward_relu_pool` case: (batch, c_in, h, w, c_out, k, relu), dropout `(p, t)`, grid.
+pub type ConvPoolCase = (
     (u32, u32, u32, u32, u32, u32, bool),
     Option<(f32, u32)>,
     bool,
-)] = &[
+);
+
+/// The [`ConvPoolCase`]s: the model's conv1 and conv2 (with and without dropout), odd conv
+/// outputs (floor mode drops a row and/or a column), batch 1 and 3, channel counts that are not
+/// multiples of 4 or straddle a 64-channel tile, many window tiles, k = 1, no ReLU; the grid
+/// cases check exact ties.
+pub const CONV_POOL_CASES: &[ConvPoolCase] = &[
     ((2, 1, 28, 28, 64, 5, true), None, false),
     ((3, 64, 12, 12, 64, 5, true), None, false),
     ((3, 64, 12, 12, 64, 5, true), Some((0.4, 17)), false),
@@ -1989,6 +1992,60 @@ mod tests {
         let r = c.finish();
         assert_eq!((r.failures, r.worst[0].step), (1, Some(3)));
         assert!(failure_report(&[r]).unwrap().contains("step 3 [2]"));
+    }
+
+    #[test]
+    fn near_ties_only_inside_the_window_and_tolerance() {
+        // One plane of 4x4 pooled to 2x2; window 0 holds a near-tie at [1], a clear loser at
+        // [4] (row 1), and [2] lies in the next window.
+        let pp = PoolParams::new(1, 1, 4, 4);
+        let mut a = vec![0.0f32; 16];
+        a[0] = 1.0;
+        a[1] = 1.0 + 1e-6;
+        a[4] = 0.9;
+        a[2] = 1.0;
+        let cpu = [1u32, 2, 8, 10];
+        for (gpu0, want0, n) in [(0u32, 0u32, 1usize), (4, 1, 0), (2, 1, 0), (1, 1, 0)] {
+            let gpu = [gpu0, 2, 8, 10];
+            let (want, accepted) = near_tie_argmax(&pp, &a, &gpu, &cpu, 2.0);
+            assert_eq!((want[0], accepted), (want0, n), "gpu picked {gpu0}");
+            assert_eq!(&want[1..], &cpu[1..]);
+        }
+    }
+
+    #[test]
+    fn grid_inputs_tie_and_sum_exactly() {
+        let p = ConvParams::new(2, 64, 12, 12, 64, 5, true);
+        let d = conv_grid_data(&p, 3);
+        let on_grid = |v: &[f32], q: f32| v.iter().all(|&x| (x / q).fract() == 0.0);
+        assert!(on_grid(&d.x, 0.25) && on_grid(&d.w, 0.125) && on_grid(&d.bias, 0.125));
+        // Exact sums: the f32 twin equals the f64 one bit for bit.
+        let mut y32 = vec![0.0f32; p.y_len()];
+        cpu::conv::forward(&p, &d.x, &d.w, &d.bias, &mut y32);
+        let y64 = conv_reference::<f64>(Pass::Forward, &p, &d);
+        assert!(
+            y32.iter()
+                .zip(&y64)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        // Ties at a non-first position exist besides channel 0's all-equal windows.
+        let pp = cpu::conv::relu_pool_params(&p);
+        let (mut out, mut am) = (vec![0.0; pp.y_len()], vec![0u32; pp.y_len()]);
+        cpu::pool::maxpool_forward(&pp, &y32, &mut out, &mut am);
+        let ohw = (pp.oh * pp.ow) as usize;
+        let ties = (0..out.len())
+            .filter(|&i| {
+                let (plane, pix) = (i / ohw, i % ohw);
+                let (py, px) = (pix / pp.ow as usize, pix % pp.ow as usize);
+                let at = |dy: usize, dx: usize| {
+                    let j = (2 * py + dy) * pp.w as usize + 2 * px + dx;
+                    (j, y32[plane * (pp.h * pp.w) as usize + j])
+                };
+                let win = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                win.iter().filter(|w| w.1 == out[i]).count() > 1 && am[i] != win[0].0 as u32
+            })
+            .count();
+        assert!(ties > 0, "no tie after the first position");
     }
 
     #[test]

@@ -13,9 +13,10 @@ use common::{assert_reruns, check_kernel, ctx, run_checked};
 use fmnist_gpu::gpu::GpuContext;
 use fmnist_gpu::gpu::buffers::{self, Dispatch};
 use fmnist_gpu::gpu::tile::Tile;
-use fmnist_gpu::ops::act::dropout_params;
+use fmnist_gpu::ops::act::{ActKernels, dropout_params};
 use fmnist_gpu::ops::conv::{self, ConvKernels, PoolDropout};
-use fmnist_gpu::params::{ConvParams, StepState};
+use fmnist_gpu::ops::pool::PoolKernels;
+use fmnist_gpu::params::{ConvParams, PoolParams, StepState};
 use fmnist_gpu::parity::{self, CONV_SHAPES, Case, Pass};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -246,6 +247,72 @@ fn conv2_b128_throughput() {
         best_total * 1e3,
         3.0 * flops / best_total / 1e9
     );
+}
+
+/// The model's conv1 and conv2 (with dropout) forward at batch 128: the fused kernel against the
+/// unfused chain conv.forward -> pool.maxpool_forward (-> act.dropout_forward), mean wall clock
+/// after warm-up. Run with `--ignored --nocapture` (on lavapipe conv2 takes seconds per run).
+#[test]
+#[ignore]
+fn relu_pool_b128_throughput() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    let pool = PoolKernels::new(&ctx).expect("pipelines");
+    let act = ActKernels::new(&ctx).expect("pipelines");
+    let runs: usize = std::env::var("CONV_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut rng = ChaCha8Rng::seed_from_u64(720);
+    println!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.driver
+    );
+    let state = buffers::storage_init(&ctx, "state", &[StepState::default()]);
+    for (name, p, dropout) in [
+        ("conv1", ConvParams::new(128, 1, 28, 28, 64, 5, true), false),
+        ("conv2", ConvParams::new(128, 64, 12, 12, 64, 5, true), true),
+    ] {
+        let pp = PoolParams::new(p.batch, p.c_out, p.oh, p.ow);
+        let n = pp.y_len();
+        let dp = dropout_params(n as u32, 0.4, 7);
+        let x = buffers::storage_init(&ctx, "x", &uniform(&mut rng, p.x_len(), 0.0, 1.0));
+        let w = buffers::storage_init(&ctx, "w", &uniform(&mut rng, p.w_len(), -0.05, 0.05));
+        let bias = buffers::storage_init(&ctx, "b", &uniform(&mut rng, 64, -0.1, 0.1));
+        let a = buffers::storage(&ctx, "a", p.y_len() as u64 * 4);
+        let out = || buffers::storage(&ctx, "out", n as u64 * 4);
+        let (pu, amu, du, pf, amf, df) = (out(), out(), out(), out(), out(), out());
+        let mut unfused = k.forward(&ctx, &p, &x, &w, &bias, &a);
+        unfused.extend(pool.maxpool_forward(&ctx, &pp, &a, &pu, &amu));
+        if dropout {
+            unfused.extend(act.dropout_forward(&ctx, &dp, &state, &pu, &du));
+        }
+        let drop = dropout.then_some(PoolDropout {
+            params: &dp,
+            state: &state,
+            d: &df,
+        });
+        let fused = k
+            .forward_relu_pool(&ctx, &p, Tile::DEFAULT, drop, &x, &w, &bias, &pf, &amf)
+            .expect("dispatches");
+        let flops = conv::conv_flops(&p);
+        for (label, ds) in [("unfused", &unfused), ("fused", &fused)] {
+            run(&ctx, ds);
+            let t = Instant::now();
+            for _ in 0..runs {
+                run(&ctx, ds);
+            }
+            let mean = t.elapsed().as_secs_f64() / runs as f64;
+            println!(
+                "{name} B=128 {label} ({} dispatches): {:.3} ms ({:.1} GFLOP/s)",
+                ds.len(),
+                mean * 1e3,
+                flops / mean / 1e9
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
