@@ -378,6 +378,60 @@ fn long_sums_and_split_dispatch() {
     );
 }
 
+/// forward_relu_pool with a sum of 70,000 terms (past lavapipe's 65,535 loop iterations per
+/// invocation unless the K loop stays unrolled), against the CPU twin in f64 rounded once.
+#[test]
+fn relu_pool_long_sum() {
+    let Some(ctx) = ctx() else { return };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    let p = ConvParams::new(2, 70_000, 3, 2, 3, 1, true);
+    let mut rng = ChaCha8Rng::seed_from_u64(730);
+    let x = uniform(&mut rng, p.x_len(), 0.0, 1.0);
+    let w = uniform(&mut rng, p.w_len(), -0.01, 0.012);
+    let bias = uniform(&mut rng, 3, -0.1, 0.1);
+    let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let n = (p.batch * p.c_out * (p.oh / 2) * (p.ow / 2)) as usize;
+    let (mut want, mut want_am) = (vec![0.0f64; n], vec![0u32; n]);
+    fmnist_gpu::cpu::conv::forward_relu_pool(
+        &p,
+        &f64s(&x),
+        &f64s(&w),
+        &f64s(&bias),
+        &mut want,
+        &mut want_am,
+        None,
+    );
+    let pooled = buffers::storage_init(&ctx, "p", &vec![f32::NAN; n]);
+    let am = buffers::storage_init(&ctx, "argmax", &vec![u32::MAX; n]);
+    let b = |v: &[f32]| buffers::storage_init(&ctx, "in", v);
+    let ds = k
+        .forward_relu_pool(
+            &ctx,
+            &p,
+            Tile::DEFAULT,
+            None,
+            &b(&x),
+            &b(&w),
+            &b(&bias),
+            &pooled,
+            &am,
+        )
+        .expect("dispatches");
+    run(&ctx, &ds);
+    let got: Vec<f32> = buffers::read(&ctx, &pooled, n).unwrap();
+    let got_am: Vec<u32> = buffers::read(&ctx, &am, n).unwrap();
+    for i in 0..n {
+        let c = want[i] as f32;
+        assert!(
+            (got[i] - c).abs() <= 1e-5 + 1e-4 * c.abs(),
+            "[{i}] gpu {} cpu {c}",
+            got[i]
+        );
+    }
+    assert!(want.iter().any(|&v| v > 0.0), "all windows ReLU'd to 0");
+    assert_eq!(got_am, want_am);
+}
+
 /// The GEMM kernels past 65,535 tiles: a 1x1 conv over a batch of 65,537 * 64 + 1 gives forward
 /// and backward_input 65,538 tiles (2-D grids), and backward_bias sums four million positions.
 /// Ignored by default: every tile is padded 64 x 64 x 32 work, ~25 s on lavapipe (twice that with
