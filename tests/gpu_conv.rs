@@ -128,8 +128,8 @@ fn conv_forward_relu_pool_tiles_agree() {
             let d = buffers::storage_init(&ctx, "d", &vec![f32::NAN; n]);
             let drop = PoolDropout {
                 params: &dp,
-                state: &state,
-                d: &d,
+                state: (&state).into(),
+                d: (&d).into(),
             };
             let ds = k
                 .forward_relu_pool(&ctx, &p, tile, Some(drop), &x, &w, &bias, &pooled, &am)
@@ -291,8 +291,8 @@ fn relu_pool_b128_throughput() {
         }
         let drop = dropout.then_some(PoolDropout {
             params: &dp,
-            state: &state,
-            d: &df,
+            state: (&state).into(),
+            d: (&df).into(),
         });
         let fused = k
             .forward_relu_pool(&ctx, &p, Tile::DEFAULT, drop, &x, &w, &bias, &pf, &amf)

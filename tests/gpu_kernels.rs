@@ -178,7 +178,8 @@ fn softmax_xent_backward() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// optim: four consecutive steps each, weights and state compared after every step
+// optim: consecutive steps each, weights and state compared after every step with the f32 CPU
+// twin and with its f64 evaluation, from t = 1 and from late steps (10, 1,000, 100,000)
 
 #[test]
 fn optim_wame() {
@@ -189,10 +190,20 @@ fn optim_wame() {
     }
 }
 
+/// The late-step cases ran, with their f64 rows: where `1 - b^t` cancels (Adam's bias
+/// corrections), an f32 `pow` was 2e-3 off.
+#[track_caller]
+fn has_late_steps(rows: &[fmnist_gpu::parity::KernelRow]) {
+    for t in ["t=10", "t=1000", "t=100000"] {
+        assert!(rows.iter().any(|r| r.shape.contains(t)), "no case from {t}");
+    }
+    assert!(rows.iter().any(|r| r.output == "w vs f64"));
+}
+
 #[test]
 fn optim_adam() {
     let Some(ctx) = ctx() else { return };
-    check_kernel(&ctx, "optim.adam");
+    has_late_steps(&check_kernel(&ctx, "optim.adam"));
 }
 
 #[test]
@@ -204,7 +215,37 @@ fn optim_rmsprop() {
 #[test]
 fn optim_sgd() {
     let Some(ctx) = ctx() else { return };
-    check_kernel(&ctx, "optim.sgd");
+    has_late_steps(&check_kernel(&ctx, "optim.sgd"));
+}
+
+// The fused update: every tensor (split-K partials summed in ascending order) in one dispatch,
+// both arenas compared whole, padding included.
+
+#[test]
+fn optim_update_wame() {
+    let Some(ctx) = ctx() else { return };
+    let rows = check_kernel(&ctx, "optim.update_wame");
+    for variant in ["seed", "paper", "inverse"] {
+        assert!(rows.iter().any(|r| r.shape.contains(variant)), "{variant}");
+    }
+}
+
+#[test]
+fn optim_update_adam() {
+    let Some(ctx) = ctx() else { return };
+    check_kernel(&ctx, "optim.update_adam");
+}
+
+#[test]
+fn optim_update_rmsprop() {
+    let Some(ctx) = ctx() else { return };
+    check_kernel(&ctx, "optim.update_rmsprop");
+}
+
+#[test]
+fn optim_update_sgd() {
+    let Some(ctx) = ctx() else { return };
+    check_kernel(&ctx, "optim.update_sgd");
 }
 
 // ---------------------------------------------------------------------------------------------

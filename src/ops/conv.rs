@@ -9,7 +9,7 @@
 //! first use.
 
 use crate::gpu::GpuContext;
-use crate::gpu::buffers::{self, Dispatch};
+use crate::gpu::buffers::{self, Dispatch, View};
 use crate::gpu::tile::{BK, Tile};
 use crate::params::{ActParams, ConvParams, ReduceParams, StepState};
 use crate::{Error, Result};
@@ -66,8 +66,8 @@ type ReluPoolKey = (Tile, u32, bool);
 #[derive(Clone, Copy, Debug)]
 pub struct PoolDropout<'a> {
     pub params: &'a ActParams,
-    pub state: &'a wgpu::Buffer,
-    pub d: &'a wgpu::Buffer,
+    pub state: View<'a>,
+    pub d: View<'a>,
 }
 
 /// Whether `forward_relu_pool`'s loaders split evenly for `tile`: `BK` a multiple of `tm` and
@@ -121,21 +121,25 @@ impl ConvKernels {
     }
 
     /// `y = relu?(conv(x, w) + bias)`: one dispatch over `ceil(B*OH*OW/64) * ceil(C_out/64)` tiles.
-    pub fn forward(
+    pub fn forward<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        bias: &wgpu::Buffer,
-        y: &wgpu::Buffer,
+        x: impl Into<View<'a>>,
+        w: impl Into<View<'a>>,
+        bias: impl Into<View<'a>>,
+        y: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "conv.forward params", p);
         let tiles = (p.batch * p.oh * p.ow).div_ceil(TILE) * p.c_out.div_ceil(TILE);
         vec![Dispatch {
             label: "conv.forward",
             pipeline: self.forward.clone(),
-            bind_group: buffers::bind(ctx, &self.forward, &[&u, x, w, bias, y]),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.forward,
+                &[View::whole(&u), x.into(), w.into(), bias.into(), y.into()],
+            ),
             groups: groups(tiles),
         }]
     }
@@ -168,17 +172,17 @@ impl ConvKernels {
     /// full-resolution conv output never written. Every `tile` gives the same bits, and the same
     /// bits as conv.forward -> pool.maxpool_forward (-> act.dropout_forward).
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_relu_pool(
+    pub fn forward_relu_pool<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
         tile: Tile,
-        dropout: Option<PoolDropout<'_>>,
-        x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        bias: &wgpu::Buffer,
-        pooled: &wgpu::Buffer,
-        argmax: &wgpu::Buffer,
+        dropout: Option<PoolDropout<'a>>,
+        x: impl Into<View<'a>>,
+        w: impl Into<View<'a>>,
+        bias: impl Into<View<'a>>,
+        pooled: impl Into<View<'a>>,
+        argmax: impl Into<View<'a>>,
     ) -> Result<Vec<Dispatch>> {
         if !relu_pool_tile_ok(tile) || !tile.fits(&ctx.limits) {
             return Err(Error::Gpu(format!(
@@ -189,72 +193,78 @@ impl ConvKernels {
         }
         let pipe = self.relu_pool_pipeline(ctx, (tile, p.k, dropout.is_some()))?;
         let u = buffers::uniform(ctx, "conv.forward_relu_pool params", p);
+        let du = buffers::uniform(
+            ctx,
+            "conv.forward_relu_pool dropout",
+            dropout.map_or(&ActParams::default(), |dr| dr.params),
+        );
         // Without dropout the shader never touches bindings 6-8, but the layout still has them.
-        let (du, state, d) = match dropout {
-            Some(dr) => (
-                buffers::uniform(ctx, "conv.forward_relu_pool dropout", dr.params),
-                dr.state.clone(),
-                dr.d.clone(),
-            ),
-            None => (
-                buffers::uniform(ctx, "conv.forward_relu_pool dropout", &ActParams::default()),
-                buffers::storage_init(ctx, "unused state", &[StepState::default()]),
-                buffers::storage(ctx, "unused d", 4),
-            ),
+        let (unused_state, unused_d);
+        let (state, d) = match dropout {
+            Some(dr) => (dr.state, dr.d),
+            None => {
+                unused_state = buffers::storage_init(ctx, "unused state", &[StepState::default()]);
+                unused_d = buffers::storage(ctx, "unused d", 4);
+                (View::whole(&unused_state), View::whole(&unused_d))
+            }
         };
+        let views = [
+            View::whole(&u),
+            x.into(),
+            w.into(),
+            bias.into(),
+            pooled.into(),
+            argmax.into(),
+            View::whole(&du),
+            state,
+            d,
+        ];
         Ok(vec![Dispatch {
             label: "conv.forward_relu_pool",
-            bind_group: buffers::bind(
-                ctx,
-                &pipe,
-                &[&u, x, w, bias, pooled, argmax, &du, &state, &d],
-            ),
+            bind_group: buffers::bind_views(ctx, &pipe, &views),
             pipeline: pipe,
             groups: groups(relu_pool_tiles(p, tile)),
         }])
     }
 
     /// `dx` from `dy` and `w`: one dispatch over `ceil(B*H*W/64) * ceil(C_in/64)` tiles.
-    pub fn backward_input(
+    pub fn backward_input<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        dy: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        dx: &wgpu::Buffer,
+        dy: impl Into<View<'a>>,
+        w: impl Into<View<'a>>,
+        dx: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "conv.backward_input params", p);
         let tiles = (p.h * p.w * p.batch).div_ceil(TILE) * p.c_in.div_ceil(TILE);
         vec![Dispatch {
             label: "conv.backward_input",
             pipeline: self.backward_input.clone(),
-            bind_group: buffers::bind(ctx, &self.backward_input, &[&u, dy, w, dx]),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.backward_input,
+                &[View::whole(&u), dy.into(), w.into(), dx.into()],
+            ),
             groups: groups(tiles),
         }]
     }
 
     /// `dw` (overwritten) from `x` and `dy`: per-chunk partials into a scratch buffer owned by the
     /// bind groups, then `sum_partials` into `dw`. With a single chunk the GEMM writes `dw` itself.
-    pub fn backward_weight(
+    pub fn backward_weight<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        x: &wgpu::Buffer,
-        dy: &wgpu::Buffer,
-        dw: &wgpu::Buffer,
+        x: impl Into<View<'a>>,
+        dy: impl Into<View<'a>>,
+        dw: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let parts = weight_parts(p);
-        let n = p.w_len() as u32;
-        let tiles = (p.c_in * p.k * p.k).div_ceil(TILE) * p.c_out.div_ceil(TILE) * parts;
-        let u = buffers::uniform(ctx, "conv.backward_weight params", p);
         if parts == 1 {
-            return vec![Dispatch {
-                label: "conv.backward_weight",
-                pipeline: self.backward_weight.clone(),
-                bind_group: buffers::bind(ctx, &self.backward_weight, &[&u, x, dy, dw]),
-                groups: groups(tiles),
-            }];
+            return self.backward_weight_partials(ctx, p, x, dy, dw);
         }
+        let n = p.w_len() as u32;
         let partials = buffers::storage(
             ctx,
             "conv.backward_weight partials",
@@ -265,47 +275,76 @@ impl ConvKernels {
             parts,
             _pad: [0; 2],
         };
-        let mut ds = vec![Dispatch {
-            label: "conv.backward_weight",
-            pipeline: self.backward_weight.clone(),
-            bind_group: buffers::bind(ctx, &self.backward_weight, &[&u, x, dy, &partials]),
-            groups: groups(tiles),
-        }];
+        let (x, dy): (View, View) = (x.into(), dy.into());
+        let mut ds = self.backward_weight_partials(ctx, p, x, dy, &partials);
         ds.extend(self.sum_partials(ctx, &rp, &partials, dw));
         ds
     }
 
+    /// The GEMM of [`Self::backward_weight`] alone: [`weight_parts`] partial `dw`s, partial `s`
+    /// at `s * w_len`, left for a consumer that sums them in ascending order (the fused update).
+    pub fn backward_weight_partials<'a>(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        x: impl Into<View<'a>>,
+        dy: impl Into<View<'a>>,
+        partials: impl Into<View<'a>>,
+    ) -> Vec<Dispatch> {
+        let parts = weight_parts(p);
+        let tiles = (p.c_in * p.k * p.k).div_ceil(TILE) * p.c_out.div_ceil(TILE) * parts;
+        let u = buffers::uniform(ctx, "conv.backward_weight params", p);
+        vec![Dispatch {
+            label: "conv.backward_weight",
+            pipeline: self.backward_weight.clone(),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.backward_weight,
+                &[View::whole(&u), x.into(), dy.into(), partials.into()],
+            ),
+            groups: groups(tiles),
+        }]
+    }
+
     /// `out[i] = sum over s in 0..parts of partials[s*n + i]`, in increasing `s`
     /// (reduce.wgsl; the second pass of backward_weight, exposed for tests and other families).
-    pub fn sum_partials(
+    pub fn sum_partials<'a>(
         &self,
         ctx: &GpuContext,
         rp: &ReduceParams,
         partials: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        out: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "reduce.sum_partials params", rp);
         vec![Dispatch {
             label: "reduce.sum_partials",
             pipeline: self.sum_partials.clone(),
-            bind_group: buffers::bind(ctx, &self.sum_partials, &[&u, partials, out]),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.sum_partials,
+                &[View::whole(&u), View::whole(partials), out.into()],
+            ),
             groups: groups(rp.n.div_ceil(WG_1D)),
         }]
     }
 
     /// `db[o] = sum of dy over batch and space`: one workgroup per output channel.
-    pub fn backward_bias(
+    pub fn backward_bias<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        dy: &wgpu::Buffer,
-        db: &wgpu::Buffer,
+        dy: impl Into<View<'a>>,
+        db: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "conv.backward_bias params", p);
         vec![Dispatch {
             label: "conv.backward_bias",
             pipeline: self.backward_bias.clone(),
-            bind_group: buffers::bind(ctx, &self.backward_bias, &[&u, dy, db]),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.backward_bias,
+                &[View::whole(&u), dy.into(), db.into()],
+            ),
             groups: groups(p.c_out),
         }]
     }
