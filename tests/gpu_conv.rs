@@ -162,6 +162,62 @@ fn conv_forward_relu_pool_tiles_agree() {
     }
 }
 
+/// Weights, bias and outputs bound as views into arenas (how the net binds its parameters) give
+/// the same bits as whole buffers.
+#[test]
+fn conv_forward_relu_pool_reads_arena_views() {
+    let Some(ctx) = ctx() else { return };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    let p = ConvParams::new(2, 3, 11, 12, 5, 3, true);
+    let n = (p.batch * p.c_out * (p.oh / 2) * (p.ow / 2)) as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(740);
+    let x = buffers::storage_init(&ctx, "x", &uniform(&mut rng, p.x_len(), 0.0, 1.0));
+    let (w, bias) = (
+        uniform(&mut rng, p.w_len(), -0.3, 0.3),
+        uniform(&mut rng, 5, -0.1, 0.1),
+    );
+    let params = buffers::Arena::init(&ctx, "params", &[vec![7.0; 3], w.clone(), bias.clone()]);
+    let outs = buffers::Arena::init(&ctx, "outs", &[vec![7.0; 5], vec![f32::NAN; n]]);
+    let am = buffers::Arena::init(&ctx, "argmax", &[vec![7.0; 9], vec![f32::NAN; n]]);
+    let ds = k
+        .forward_relu_pool(
+            &ctx,
+            &p,
+            Tile::DEFAULT,
+            None,
+            &x,
+            params.view(1),
+            params.view(2),
+            outs.view(1),
+            am.view(1),
+        )
+        .expect("dispatches");
+    run(&ctx, &ds);
+    let (wb, bb) = (
+        buffers::storage_init(&ctx, "w", &w),
+        buffers::storage_init(&ctx, "b", &bias),
+    );
+    let (pw, aw) = (
+        buffers::storage_init(&ctx, "p", &vec![f32::NAN; n]),
+        buffers::storage_init(&ctx, "argmax", &vec![u32::MAX; n]),
+    );
+    let ds = k
+        .forward_relu_pool(&ctx, &p, Tile::DEFAULT, None, &x, &wb, &bb, &pw, &aw)
+        .expect("dispatches");
+    run(&ctx, &ds);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    let want_p: Vec<f32> = buffers::read(&ctx, &pw, n).unwrap();
+    let want_am: Vec<u32> = buffers::read(&ctx, &aw, n).unwrap();
+    assert!(want_p.iter().all(|v| v.is_finite()));
+    assert_eq!(bits(&outs.read(&ctx, 1).unwrap()), bits(&want_p));
+    assert_eq!(bits(&am.read(&ctx, 1).unwrap()), want_am);
+    assert_eq!(
+        outs.read(&ctx, 0).unwrap(),
+        vec![7.0; 5],
+        "wrote before its view"
+    );
+}
+
 /// The reduction pass on its own: GPU and CPU add the parts in the same order (IEEE adds, no
 /// reassociation), so the table compares them bit for bit.
 #[test]
