@@ -10,6 +10,11 @@
 // built: the A/B tile loaders compute the im2col address of each element. Loads outside the
 // tensor read index 0 and select 0, so the hot loop has no branches and no out-of-range access.
 //
+// forward_relu_pool is the same engine with GEMM rows ordered (n, py, px, dy, dx): a vec4 of rows
+// is one 2x2 pooling window, so the max-pool (and dropout) run in registers in the epilogue and
+// the full-resolution activation is never written. Its tile shape (TM x TN invocations) and
+// kernel size (KS) are override constants.
+//
 // backward_weight splits its huge K (= batch * OH * OW) into a shape-determined number of chunks
 // and writes one partial dw per chunk; reduce.wgsl `sum_partials` then adds the chunks in order.
 // Every sum here has a fixed order: results are bit-identical run to run.
@@ -511,3 +516,232 @@ fn backward_bias(
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// forward_relu_pool: conv + bias + ReLU + 2x2 stride-2 max-pool (floor mode) [+ dropout].
+
+// Invocations per workgroup along GEMM rows (windows) and columns (channel quads): the tile is
+// 4*TM rows (TM pooling windows) by 4*TN channels. BK must be a multiple of TM and TN, and TM*TN
+// a multiple of BK (the loaders split evenly); `gpu::tile::Tile` lists the variants.
+override TM: u32 = 16u;
+override TN: u32 = 16u;
+// Kernel size: a constant so the K decode (c, ky, kx) divides by constants, not uniforms.
+override KS: u32 = 5u;
+// Writes the dropped-out map `rp_d` as well (the mask of act.dropout_forward on the pooled map).
+override DROPOUT: bool = false;
+
+struct ActParams {
+    n: u32,
+    threshold: u32,
+    scale: f32,
+    seed: u32,
+}
+
+struct StepState {
+    epoch_step: u32,
+    t: u32,
+    n: u32,
+    batch: u32,
+}
+
+@group(0) @binding(1) var<storage, read> rp_x: array<f32>;
+@group(0) @binding(2) var<storage, read> rp_w: array<f32>;
+@group(0) @binding(3) var<storage, read> rp_bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rp_p: array<f32>;
+@group(0) @binding(5) var<storage, read_write> rp_argmax: array<u32>;
+// Dropout (bound to placeholders when DROPOUT is off): seed, threshold, scale; state.t the step.
+@group(0) @binding(6) var<uniform> rp_drop: ActParams;
+@group(0) @binding(7) var<storage, read> rp_state: StepState;
+@group(0) @binding(8) var<storage, read_write> rp_d: array<f32>;
+
+// A tile [BK][TM] vec4 (one pooling window per vec4), B tile [BK][TN] (4 channels per vec4):
+// 16 KiB for the default 16 x 16 invocations.
+var<workgroup> rp_as: array<vec4<f32>, BK * TM>;
+var<workgroup> rp_bs: array<vec4<f32>, BK * TN>;
+
+// PCG hash and dropout hash of SPEC 4, the same u32 arithmetic as act.wgsl and `params::pcg`.
+fn pcg(x: u32) -> u32 {
+    let h = x * 747796405u + 2891336453u;
+    let w = ((h >> ((h >> 28u) + 4u)) ^ h) * 277803737u;
+    return (w >> 22u) ^ w;
+}
+
+fn dropout_hash(seed: u32, step: u32, i: u32) -> u32 {
+    return pcg(pcg(pcg(seed) ^ step) ^ i);
+}
+
+fn ld_rp_x(i: u32, ok: bool) -> f32 {
+    return select(0.0, rp_x[select(0u, i, ok)], ok);
+}
+fn ld_rp_w(i: u32, ok: bool) -> f32 {
+    return select(0.0, rp_w[select(0u, i, ok)], ok);
+}
+
+// The same fma sequence per output as mma_row/tile_mma (k ascending, one fma per k), so every
+// output equals conv.forward's bit for bit, whatever TM and TN.
+fn rp_mma_row(acc: Acc, kk: u32, tx: u32, ty: u32) -> Acc {
+    let a = rp_as[kk * TM + tx];
+    let b = rp_bs[kk * TN + ty];
+    return Acc(
+        fma(a, vec4<f32>(b.x), acc.c0),
+        fma(a, vec4<f32>(b.y), acc.c1),
+        fma(a, vec4<f32>(b.z), acc.c2),
+        fma(a, vec4<f32>(b.w), acc.c3),
+    );
+}
+
+fn rp_mma_4rows(acc: Acc, kk: u32, tx: u32, ty: u32) -> Acc {
+    return rp_mma_row(rp_mma_row(rp_mma_row(rp_mma_row(acc, kk, tx, ty), kk + 1u, tx, ty),
+        kk + 2u, tx, ty), kk + 3u, tx, ty);
+}
+
+// 8 rows per iteration for lavapipe's loop cap (see tile_mma).
+fn rp_tile_mma(acc: Acc, tx: u32, ty: u32) -> Acc {
+    var a = acc;
+    for (var kk = 0u; kk < BK; kk += 8u) {
+        a = rp_mma_4rows(rp_mma_4rows(a, kk, tx, ty), kk + 4u, tx, ty);
+    }
+    return a;
+}
+
+// Stages As row `ra`, window `mv` of the K step at k0: x at the window's four pixels shifted
+// by tap (c, ky, kx) = decode(k0 + ra). `a_off`: x offsets of the window's pixels (tap 0).
+fn rp_stage_a(k0: u32, k_len: u32, ra: u32, mv: u32, a_off: vec4<u32>, a_ok: bool) {
+    let kk2 = KS * KS;
+    let ka = k0 + ra;
+    let c = ka / kk2;
+    let rr = ka - c * kk2;
+    let ky = rr / KS;
+    let kx = rr - ky * KS;
+    let ia = a_off + vec4<u32>(c * p.h * p.w + ky * p.w + kx);
+    let ok = a_ok && ka < k_len;
+    rp_as[ra * TM + mv] = vec4<f32>(
+        ld_rp_x(ia.x, ok), ld_rp_x(ia.y, ok), ld_rp_x(ia.z, ok), ld_rp_x(ia.w, ok));
+}
+
+// Stages Bs row `rb`, channel quad `nv` (first channel n0 + 4 nv): w[n, k0 + rb].
+fn rp_stage_b(k0: u32, k_len: u32, rb: u32, nv: u32, n0: u32) {
+    let kb = k0 + rb;
+    let bn = vec4<u32>(n0 + 4u * nv) + vec4<u32>(0u, 1u, 2u, 3u);
+    let okb = (bn < vec4<u32>(p.c_out)) & vec4<bool>(kb < k_len);
+    let ib = bn * vec4<u32>(k_len) + vec4<u32>(kb);
+    rp_bs[rb * TN + nv] = vec4<f32>(
+        ld_rp_w(ib.x, okb.x), ld_rp_w(ib.y, okb.y), ld_rp_w(ib.z, okb.z), ld_rp_w(ib.w, okb.w));
+}
+
+// forward_relu_pool: a = relu?(bias[o] + conv(x, w)) as in forward, then
+// p[b,o,py,px] = max over the window (2py+dy, 2px+dx), dy, dx in {0,1}, in row-major order
+// with ties to the first maximum; argmax = (2py+dy)*ow + 2px+dx (index in the conv output plane,
+// pool.maxpool_forward's encoding); with DROPOUT d = keep(i) ? p*scale : 0, i the flat index of
+// p (act.dropout_forward on p). Rows and columns dropped by the floor mode are never computed.
+// GEMM M = 4 * batch*ph*pw, row m = (b, py, px, dy, dx) (window q = m/4 major), N = c_out,
+// K = c_in*KS*KS. Workgroup: TM windows x 4*TN channels (linear tile id, window tiles fastest);
+// invocation (tx, ty) owns window q0+tx, channels n0+4ty..+3, a vec4 over the window per
+// channel. Loaders over entries e = li + TM*TN*r: A entry (k row e/TM, window e%TM), so an
+// invocation's window and its x offsets are fixed; B entry (k row e%BK, channel quad e/BK), so
+// consecutive invocations read consecutive weights. Per K step lavapipe counts 5 + BK/min(TM,TN)
+// loop iterations against its 65,535 cap: K up to ~230,000 for 16 x 16.
+@compute @workgroup_size(TM, TN, 1)
+fn forward_relu_pool(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    // A pipeline built for another kernel size writes nothing rather than wrong values.
+    if p.k != KS {
+        return;
+    }
+    let hw = p.h * p.w;
+    let ph = p.oh / 2u;
+    let pw = p.ow / 2u;
+    let phw = ph * pw;
+    let q_len = p.batch * phw;
+    let n_len = p.c_out;
+    let k_len = p.c_in * KS * KS;
+    let mt = (q_len + TM - 1u) / TM;
+    let nt = (n_len + 4u * TN - 1u) / (4u * TN);
+    let tile = tile_id(wid, nwg);
+    if tile >= mt * nt {
+        return;
+    }
+    let q0 = (tile % mt) * TM;
+    let n0 = (tile / mt) * (4u * TN);
+
+    // A loader: window q0 + a_mv, pixels (2py+dy, 2px+dx) in row-major window order.
+    let a_mv = li % TM;
+    let a_k = li / TM;
+    let aq = q0 + a_mv;
+    let a_ok = aq < q_len;
+    let ab = aq / phw;
+    let apix = aq - ab * phw;
+    let apy = apix / pw;
+    let apx = apix - apy * pw;
+    let a_off = vec4<u32>(ab * p.c_in * hw + 2u * apy * p.w + 2u * apx)
+        + vec4<u32>(0u, 1u, p.w, p.w + 1u);
+
+    // B loader: k row b_k, channel quads b_nv + NV_STEP*r.
+    let b_k = li % BK;
+    let b_nv = li / BK;
+    let nv_step = TM * TN / BK;
+
+    let ra_rounds = BK / TN;
+    let rb_rounds = BK / TM;
+    let rounds = max(ra_rounds, rb_rounds);
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k0 = 0u; k0 < k_len; k0 += BK) {
+        for (var r = 0u; r < rounds; r++) {
+            if r < ra_rounds {
+                rp_stage_a(k0, k_len, a_k + TN * r, a_mv, a_off, a_ok);
+            }
+            if r < rb_rounds {
+                rp_stage_b(k0, k_len, b_k, b_nv + nv_step * r, n0);
+            }
+        }
+        workgroupBarrier();
+        acc = rp_tile_mma(acc, lid.x, lid.y);
+        workgroupBarrier();
+    }
+
+    // Epilogue: bias and ReLU exactly as forward, then the window max in registers.
+    let q = q0 + lid.x;
+    if q >= q_len {
+        return;
+    }
+    let b = q / phw;
+    let pix = q - b * phw;
+    let py = pix / pw;
+    let px = pix - py * pw;
+    let am0 = 2u * py * p.ow + 2u * px;
+    let on = n0 + 4u * lid.y;
+    for (var j = 0u; j < 4u; j++) {
+        let n = on + j;
+        if n >= n_len {
+            break;
+        }
+        let v = col(acc, j) + vec4<f32>(rp_bias[n]);
+        let a = select(v, max(v, vec4<f32>(0.0)), p.relu != 0u);
+        // Strict > in row-major window order: the first of equal maxima wins (pool.wgsl).
+        var best = a.x;
+        var at = 0u;
+        if a.y > best {
+            best = a.y;
+            at = 1u;
+        }
+        if a.z > best {
+            best = a.z;
+            at = p.ow;
+        }
+        if a.w > best {
+            best = a.w;
+            at = p.ow + 1u;
+        }
+        let o = (b * n_len + n) * phw + pix;
+        rp_p[o] = best;
+        rp_argmax[o] = am0 + at;
+        if DROPOUT {
+            let keep = dropout_hash(rp_drop.seed, rp_state.t, o) >= rp_drop.threshold;
+            rp_d[o] = select(0.0, best * rp_drop.scale, keep);
+        }
+    }
+}

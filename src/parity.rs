@@ -8,9 +8,10 @@
 use crate::cpu;
 use crate::cpu::Real;
 use crate::gpu::buffers::{Arena, Dispatch, read, run_once, storage_init};
+use crate::gpu::tile::Tile;
 use crate::gpu::{DeviceArgs, GpuContext, Selected};
 use crate::ops::act::{ActKernels, dropout_params, relu_params};
-use crate::ops::conv::ConvKernels;
+use crate::ops::conv::{ConvKernels, PoolDropout};
 use crate::ops::data::{DataKernels, pack_u8};
 use crate::ops::dense::DenseKernels;
 use crate::ops::head::{HeadGrads, HeadInputs, HeadKernels};
@@ -58,11 +59,12 @@ impl std::fmt::Display for Tol {
 }
 
 /// Every entry point the table covers, as `family.entry` (the WGSL entry point's name).
-pub const KERNELS: [&str; 29] = [
+pub const KERNELS: [&str; 30] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
     "conv.backward_bias",
+    "conv.forward_relu_pool",
     "reduce.sum_partials",
     "pool.maxpool_forward",
     "pool.maxpool_backward",
@@ -129,6 +131,15 @@ pub enum Case {
         p: ConvParams,
         seed: u64,
         f64_reference: bool,
+    },
+    /// `conv.forward_relu_pool`: `dropout` is `(p, t)` (the drop probability and the step the
+    /// mask is drawn for); `grid` draws inputs on a coarse binary grid, so every conv sum is
+    /// exact in any order, windows hold exact ties, and GPU and CPU must agree bit for bit.
+    ConvPool {
+        p: ConvParams,
+        dropout: Option<(f32, u32)>,
+        grid: bool,
+        seed: u64,
     },
     SumPartials {
         n: u32,
@@ -240,6 +251,7 @@ impl Case {
                 ],
                 *pass,
             ),
+            Case::ConvPool { .. } => "conv.forward_relu_pool",
             Case::SumPartials { .. } => "reduce.sum_partials",
             Case::Pool { backward, .. } => {
                 pick(*backward, "pool.maxpool_forward", "pool.maxpool_backward")
@@ -296,6 +308,23 @@ impl Case {
                 p.k,
                 if p.relu != 0 { " relu" } else { "" },
                 if *f64_reference { " (f64 ref)" } else { "" }
+            ),
+            Case::ConvPool {
+                p, dropout, grid, ..
+            } => format!(
+                "B{} Cin{} {}x{} Cout{} k{}{}{}{}",
+                p.batch,
+                p.c_in,
+                p.h,
+                p.w,
+                p.c_out,
+                p.k,
+                if p.relu != 0 { " relu" } else { "" },
+                match dropout {
+                    Some((prob, t)) => format!(" drop p={prob} t={t}"),
+                    None => String::new(),
+                },
+                if *grid { " grid" } else { "" }
             ),
             Case::SumPartials { n, parts, .. } => format!("n={n} parts={parts}"),
             Case::Pool { p, .. } => format!("{}x{}x{}x{}", p.batch, p.c, p.h, p.w),
@@ -430,6 +459,33 @@ pub const CONV_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (9, 16, 12, 12, 64, 5, true),
 ];
 
+/// A `conv.forward_relu_pool` case: (batch, c_in, h, w, c_out, k, relu), dropout `(p, t)`, grid.
+pub type ConvPoolCase = (
+    (u32, u32, u32, u32, u32, u32, bool),
+    Option<(f32, u32)>,
+    bool,
+);
+
+/// The [`ConvPoolCase`]s: the model's conv1 and conv2 (with and without dropout), odd conv
+/// outputs (floor mode drops a row and/or a column), batch 1 and 3, channel counts that are not
+/// multiples of 4 or straddle a 64-channel tile, many window tiles, k = 1, no ReLU; the grid
+/// cases check exact ties.
+pub const CONV_POOL_CASES: &[ConvPoolCase] = &[
+    ((2, 1, 28, 28, 64, 5, true), None, false),
+    ((3, 64, 12, 12, 64, 5, true), None, false),
+    ((3, 64, 12, 12, 64, 5, true), Some((0.4, 17)), false),
+    ((1, 3, 13, 13, 5, 3, true), None, false),
+    ((3, 2, 9, 12, 7, 3, true), Some((0.4, 3)), false),
+    ((1, 1, 7, 8, 1, 3, false), None, false),
+    ((5, 3, 28, 28, 6, 5, true), None, false),
+    ((3, 65, 7, 7, 66, 3, true), Some((0.8, 0)), false),
+    ((2, 70, 6, 6, 3, 1, true), None, false),
+    ((3, 1, 28, 28, 64, 5, true), None, true),
+    ((2, 64, 12, 12, 64, 5, true), Some((0.4, 17)), true),
+    ((1, 3, 13, 13, 5, 3, true), None, true),
+    ((2, 2, 9, 9, 3, 3, false), None, true),
+];
+
 /// (batch, n_in, n_out, relu): tiny, odd, tile-straddling and the model's fc1/fc2.
 pub const DENSE_SHAPES: &[(u32, u32, u32, bool)] = &[
     (1, 5, 3, false),
@@ -502,6 +558,14 @@ pub fn cases() -> Vec<Case> {
                 f64_reference: false,
             });
         }
+    }
+    for (i, &(s, dropout, grid)) in CONV_POOL_CASES.iter().enumerate() {
+        v.push(Case::ConvPool {
+            p: ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6),
+            dropout,
+            grid,
+            seed: 700 + i as u64,
+        });
     }
     for (i, (n, parts)) in [(1u32, 1u32), (257, 3), (1600, 17), (70_001, 5)]
         .into_iter()
@@ -1010,6 +1074,12 @@ impl<'a> Runner<'a> {
                 seed,
                 f64_reference,
             } => self.conv_case(case, *pass, p, *seed, *f64_reference),
+            Case::ConvPool {
+                p,
+                dropout,
+                grid,
+                seed,
+            } => self.conv_pool_case(case, p, *dropout, *grid, *seed),
             Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
             Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
             Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
@@ -1125,6 +1195,152 @@ impl<'a> Runner<'a> {
             Pass::BackwardBias => (k.backward_bias(ctx, p, &buf("dy", &d.dy), &out), "db"),
         };
         run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
+    }
+
+    /// The fused kernel against its CPU twin (`p`, `d` within the conv tolerance, or exactly on
+    /// the grid; `argmax` exactly, except that off the grid the GPU may pick another position of
+    /// the window whose CPU value is within twice the tolerance of the CPU's maximum: both runs
+    /// round the conv differently, so near-ties may break either way), against the unfused GPU
+    /// chain conv.forward -> pool.maxpool_forward (-> act.dropout_forward) bit for bit (the same
+    /// fma sequence per output), and a rerun against the first run bit for bit.
+    fn conv_pool_case(
+        &self,
+        case: &Case,
+        p: &ConvParams,
+        dropout: Option<(f32, u32)>,
+        grid: bool,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.conv, || ConvKernels::new(ctx))?;
+        let pool = lazy(&self.pool, || PoolKernels::new(ctx))?;
+        let act = lazy(&self.act, || ActKernels::new(ctx))?;
+        let d = if grid {
+            conv_grid_data(p, seed)
+        } else {
+            conv_data(p, seed)
+        };
+        let pp = cpu::conv::relu_pool_params(p);
+        let n = pp.y_len();
+        let t = dropout.map_or(0, |(_, t)| t);
+        let dp = dropout.map(|(prob, _)| dropout_params(n as u32, prob, seed as u32));
+
+        let mut a = vec![0.0f32; p.y_len()];
+        cpu::conv::forward(p, &d.x, &d.w, &d.bias, &mut a);
+        let (mut pc, mut amc, mut dc) = (vec![0.0f32; n], vec![0u32; n], vec![0.0f32; n]);
+        cpu::conv::forward_relu_pool(
+            p,
+            &d.x,
+            &d.w,
+            &d.bias,
+            &mut pc,
+            &mut amc,
+            dp.as_ref().map(|q| (q, t, &mut dc[..])),
+        );
+
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let (xb, wb, bb) = (buf("x", &d.x), buf("w", &d.w), buf("bias", &d.bias));
+        let state = storage_init(
+            ctx,
+            "state",
+            &[StepState {
+                epoch_step: 3,
+                t,
+                n: 0,
+                batch: 0,
+            }],
+        );
+        let no_argmax = vec![u32::MAX; n];
+        let (pb, amb, db) = (
+            nan_buffer(ctx, "p", n),
+            storage_init(ctx, "argmax", &no_argmax),
+            nan_buffer(ctx, "d", n),
+        );
+        let fused = k.forward_relu_pool(
+            ctx,
+            p,
+            Tile::DEFAULT,
+            dp.as_ref().map(|q| PoolDropout {
+                params: q,
+                state: (&state).into(),
+                d: (&db).into(),
+            }),
+            &xb,
+            &wb,
+            &bb,
+            &pb,
+            &amb,
+        )?;
+        let (ab, pub_, amub, dub) = (
+            nan_buffer(ctx, "a", p.y_len()),
+            nan_buffer(ctx, "unfused p", n),
+            storage_init(ctx, "unfused argmax", &no_argmax),
+            nan_buffer(ctx, "unfused d", n),
+        );
+        let mut chain = k.forward(ctx, p, &xb, &wb, &bb, &ab);
+        chain.extend(pool.maxpool_forward(ctx, &pp, &ab, &pub_, &amub));
+        if let Some(q) = &dp {
+            chain.extend(act.dropout_forward(ctx, q, &state, &pub_, &dub));
+        }
+        run_once(ctx, &chain)?;
+        run_once(ctx, &fused)?;
+        let outs = |pb: &wgpu::Buffer, amb: &wgpu::Buffer, db: &wgpu::Buffer| -> Result<_> {
+            let dv: Vec<f32> = if dp.is_some() {
+                read(ctx, db, n)?
+            } else {
+                Vec::new()
+            };
+            Ok((read::<f32>(ctx, pb, n)?, read::<u32>(ctx, amb, n)?, dv))
+        };
+        let (pg, amg, dg) = outs(&pb, &amb, &db)?;
+        let (pu, amu, du) = outs(&pub_, &amub, &dub)?;
+
+        let tol = if grid { Tol::Exact } else { REDUCTION };
+        let (want_am, near_ties) = if grid {
+            (amc.clone(), 0)
+        } else {
+            near_tie_argmax(&pp, &a, &amg, &amc, 2.0)
+        };
+        let am_name = if near_ties > 0 {
+            format!("argmax ({near_ties} near-ties)")
+        } else {
+            "argmax".to_string()
+        };
+        let mut rows = Vec::new();
+        let mut cp = Check::new(case, "p", tol);
+        cp.floats(None, &pg, &pc);
+        let mut ca = Check::new(case, &am_name, Tol::Exact);
+        ca.ints(None, &amg, &want_am);
+        let mut up = Check::new(case, "p = unfused GPU", Tol::Exact);
+        up.floats(None, &pg, &pu);
+        let mut ua = Check::new(case, "argmax = unfused GPU", Tol::Exact);
+        ua.ints(None, &amg, &amu);
+        rows.extend([cp.finish(), ca.finish(), up.finish(), ua.finish()]);
+        if dp.is_some() {
+            let mut cd = Check::new(case, "d", tol);
+            cd.floats(None, &dg, &dc);
+            let mut ud = Check::new(case, "d = unfused GPU", Tol::Exact);
+            ud.floats(None, &dg, &du);
+            rows.extend([cd.finish(), ud.finish()]);
+        }
+
+        refill_nan(ctx, &pb, n);
+        refill_nan(ctx, &db, n);
+        ctx.queue
+            .write_buffer(&amb, 0, bytemuck::cast_slice(&no_argmax));
+        run_once(ctx, &fused)?;
+        let (pg2, amg2, dg2) = outs(&pb, &amb, &db)?;
+        let mut rp = Check::new(case, "p rerun", Tol::Exact);
+        rp.floats(None, &pg2, &pg);
+        let mut ra = Check::new(case, "argmax rerun", Tol::Exact);
+        ra.ints(None, &amg2, &amg);
+        rows.extend([rp.finish(), ra.finish()]);
+        if dp.is_some() {
+            let mut rd = Check::new(case, "d rerun", Tol::Exact);
+            rd.floats(None, &dg2, &dg);
+            rows.push(rd.finish());
+        }
+        Ok(rows)
     }
 
     /// Compared bit for bit: GPU and CPU add the parts in the same order with IEEE adds.
@@ -1874,6 +2090,75 @@ fn conv_reference<T: Real>(pass: Pass, p: &ConvParams, d: &ConvData) -> Vec<f32>
     to_f32(&out)
 }
 
+/// Inputs on a coarse binary grid: x in {0, 1/4, 1/2, 3/4} (half of them 0), w in k/8 for
+/// |k| <= 3, bias in k/8 for |k| <= 2. Every product is a multiple of 1/32 and every conv sum of
+/// the table's shapes stays far below 2^24 / 32, so sums are exact in any order and GPU and CPU
+/// agree bit for bit. Output channel 0 has zero weights and bias 1/4: its windows are all tied
+/// (the first position must win); ReLU zeros and the few distinct values tie the others often.
+fn conv_grid_data(p: &ConvParams, seed: u64) -> ConvData {
+    let mut r = rng(seed);
+    let ckk = (p.c_in * p.k * p.k) as usize;
+    let x = (0..p.x_len())
+        .map(|_| {
+            let v = r.random_range(0..8u32);
+            if v < 4 { 0.0 } else { (v - 4) as f32 * 0.25 }
+        })
+        .collect();
+    let w = (0..p.w_len())
+        .map(|i| {
+            let v = r.random_range(-3..=3i32) as f32 * 0.125;
+            if i < ckk { 0.0 } else { v }
+        })
+        .collect();
+    let mut bias: Vec<f32> = (0..p.c_out)
+        .map(|_| r.random_range(-2..=2i32) as f32 * 0.125)
+        .collect();
+    bias[0] = 0.25;
+    let dy = vec![0.0; p.y_len()];
+    ConvData { x, w, bias, dy }
+}
+
+/// The argmax the GPU must match: the CPU's, except where the GPU picked another position of the
+/// same window whose CPU value is within `slack` times the conv tolerance of the CPU's maximum
+/// (a near-tie that rounding may break either way; `slack` 2 covers both runs' errors). `a` is
+/// the CPU's pooled input [B,C,H,W]; returns the expected argmax and the near-ties accepted.
+fn near_tie_argmax(
+    pp: &PoolParams,
+    a: &[f32],
+    gpu: &[u32],
+    cpu: &[u32],
+    slack: f64,
+) -> (Vec<u32>, usize) {
+    let Tol::Close { atol, rtol } = REDUCTION else {
+        unreachable!("REDUCTION is a Close tolerance")
+    };
+    let (hw, ohw, w) = (
+        (pp.h * pp.w) as usize,
+        (pp.oh * pp.ow) as usize,
+        pp.w as usize,
+    );
+    let mut accepted = 0;
+    let want = (0..cpu.len())
+        .map(|i| {
+            let (g, c) = (gpu[i] as usize, cpu[i] as usize);
+            let (plane, pix) = (i / ohw, i % ohw);
+            let (py, px) = (pix / pp.ow as usize, pix % pp.ow as usize);
+            let in_window = g < hw && (g / w) / 2 == py && (g % w) / 2 == px;
+            if g == c || !in_window {
+                return cpu[i];
+            }
+            let (vg, vc) = (a[plane * hw + g] as f64, a[plane * hw + c] as f64);
+            if (vg - vc).abs() <= slack * (atol as f64 + rtol as f64 * vc.abs()) {
+                accepted += 1;
+                gpu[i]
+            } else {
+                cpu[i]
+            }
+        })
+        .collect();
+    (want, accepted)
+}
+
 /// The data set of a gather case: [`GATHER_SAMPLES`] images, labels and a permutation of them.
 pub struct GatherInputs {
     pub images: Vec<u8>,
@@ -2264,6 +2549,60 @@ mod tests {
         let r = c.finish();
         assert_eq!((r.failures, r.worst[0].step), (1, Some(3)));
         assert!(failure_report(&[r]).unwrap().contains("step 3 [2]"));
+    }
+
+    #[test]
+    fn near_ties_only_inside_the_window_and_tolerance() {
+        // One plane of 4x4 pooled to 2x2; window 0 holds a near-tie at [1], a clear loser at
+        // [4] (row 1), and [2] lies in the next window.
+        let pp = PoolParams::new(1, 1, 4, 4);
+        let mut a = vec![0.0f32; 16];
+        a[0] = 1.0;
+        a[1] = 1.0 + 1e-6;
+        a[4] = 0.9;
+        a[2] = 1.0;
+        let cpu = [1u32, 2, 8, 10];
+        for (gpu0, want0, n) in [(0u32, 0u32, 1usize), (4, 1, 0), (2, 1, 0), (1, 1, 0)] {
+            let gpu = [gpu0, 2, 8, 10];
+            let (want, accepted) = near_tie_argmax(&pp, &a, &gpu, &cpu, 2.0);
+            assert_eq!((want[0], accepted), (want0, n), "gpu picked {gpu0}");
+            assert_eq!(&want[1..], &cpu[1..]);
+        }
+    }
+
+    #[test]
+    fn grid_inputs_tie_and_sum_exactly() {
+        let p = ConvParams::new(2, 64, 12, 12, 64, 5, true);
+        let d = conv_grid_data(&p, 3);
+        let on_grid = |v: &[f32], q: f32| v.iter().all(|&x| (x / q).fract() == 0.0);
+        assert!(on_grid(&d.x, 0.25) && on_grid(&d.w, 0.125) && on_grid(&d.bias, 0.125));
+        // Exact sums: the f32 twin equals the f64 one bit for bit.
+        let mut y32 = vec![0.0f32; p.y_len()];
+        cpu::conv::forward(&p, &d.x, &d.w, &d.bias, &mut y32);
+        let y64 = conv_reference::<f64>(Pass::Forward, &p, &d);
+        assert!(
+            y32.iter()
+                .zip(&y64)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        // Ties at a non-first position exist besides channel 0's all-equal windows.
+        let pp = cpu::conv::relu_pool_params(&p);
+        let (mut out, mut am) = (vec![0.0; pp.y_len()], vec![0u32; pp.y_len()]);
+        cpu::pool::maxpool_forward(&pp, &y32, &mut out, &mut am);
+        let ohw = (pp.oh * pp.ow) as usize;
+        let ties = (0..out.len())
+            .filter(|&i| {
+                let (plane, pix) = (i / ohw, i % ohw);
+                let (py, px) = (pix / pp.ow as usize, pix % pp.ow as usize);
+                let at = |dy: usize, dx: usize| {
+                    let j = (2 * py + dy) * pp.w as usize + 2 * px + dx;
+                    (j, y32[plane * (pp.h * pp.w) as usize + j])
+                };
+                let win = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                win.iter().filter(|w| w.1 == out[i]).count() > 1 && am[i] != win[0].0 as u32
+            })
+            .count();
+        assert!(ties > 0, "no tie after the first position");
     }
 
     #[test]

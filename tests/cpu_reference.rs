@@ -104,6 +104,73 @@ fn conv_forward_matches_direct_sum_with_relu() {
     }
 }
 
+/// The fused twin `conv::forward_relu_pool` is the unfused chain conv forward -> max-pool
+/// (-> dropout) bit for bit, in f32, with odd conv outputs (floor mode), no ReLU and dropout.
+#[test]
+fn conv_forward_relu_pool_is_the_unfused_chain() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let cases = [
+        (ConvParams::new(2, 1, 28, 28, 8, 5, true), None),
+        (
+            ConvParams::new(3, 5, 12, 12, 7, 5, true),
+            Some((0.4f32, 17u32)),
+        ),
+        (ConvParams::new(1, 3, 13, 10, 5, 3, true), Some((0.8, 0))),
+        (ConvParams::new(3, 2, 9, 9, 3, 3, false), None),
+    ];
+    for (p, dropout) in cases {
+        let f = |v: Vec<f64>| v.into_iter().map(|a| a as f32).collect::<Vec<f32>>();
+        let x = f(rand_vec(&mut rng, p.x_len(), -1.0, 1.0));
+        let w = f(rand_vec(&mut rng, p.w_len(), -0.5, 0.5));
+        let bias = f(rand_vec(&mut rng, p.c_out as usize, -0.5, 0.5));
+        let pp = PoolParams::new(p.batch, p.c_out, p.oh, p.ow);
+        assert_eq!(conv::relu_pool_params(&p), pp);
+        let n = pp.y_len();
+        let dp = dropout.map(|(prob, _)| ActParams {
+            n: n as u32,
+            threshold: dropout_threshold(prob),
+            scale: 1.0 / (1.0 - prob),
+            seed: 31,
+        });
+        let t = dropout.map_or(0, |(_, t)| t);
+
+        let mut a = vec![0.0f32; p.y_len()];
+        conv::forward(&p, &x, &w, &bias, &mut a);
+        let (mut pu, mut amu, mut du) = (vec![0.0f32; n], vec![0u32; n], vec![0.0f32; n]);
+        pool::maxpool_forward(&pp, &a, &mut pu, &mut amu);
+        if let Some(dp) = &dp {
+            act::dropout_forward(dp, t, &pu, &mut du);
+        }
+
+        let (mut pf, mut amf, mut df) = (vec![f32::NAN; n], vec![u32::MAX; n], vec![f32::NAN; n]);
+        conv::forward_relu_pool(
+            &p,
+            &x,
+            &w,
+            &bias,
+            &mut pf,
+            &mut amf,
+            dp.as_ref().map(|q| (q, t, &mut df[..])),
+        );
+        let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(&pf), bits(&pu), "{p:?}: pooled");
+        assert_eq!(amf, amu, "{p:?}: argmax");
+        if dp.is_some() {
+            assert_eq!(bits(&df), bits(&du), "{p:?}: dropout");
+            assert!(df.contains(&0.0) && df.iter().any(|&v| v > 0.0));
+        }
+        // Floor mode: the argmax never points into a dropped last row or column.
+        let (ph, pw) = (pp.oh as usize, pp.ow as usize);
+        for (i, &am) in amf.iter().enumerate() {
+            let (iy, ix) = (am as usize / p.ow as usize, am as usize % p.ow as usize);
+            assert!(
+                iy / 2 == (i % (ph * pw)) / pw && ix / 2 == i % pw,
+                "{p:?}: [{i}] {am}"
+            );
+        }
+    }
+}
+
 #[test]
 fn dense_gradients() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);

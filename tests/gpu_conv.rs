@@ -12,8 +12,11 @@ mod common;
 use common::{assert_reruns, check_kernel, ctx, run_checked};
 use fmnist_gpu::gpu::GpuContext;
 use fmnist_gpu::gpu::buffers::{self, Dispatch};
-use fmnist_gpu::ops::conv::{self, ConvKernels};
-use fmnist_gpu::params::ConvParams;
+use fmnist_gpu::gpu::tile::Tile;
+use fmnist_gpu::ops::act::{ActKernels, dropout_params};
+use fmnist_gpu::ops::conv::{self, ConvKernels, PoolDropout};
+use fmnist_gpu::ops::pool::PoolKernels;
+use fmnist_gpu::params::{ConvParams, PoolParams, StepState};
 use fmnist_gpu::parity::{self, CONV_SHAPES, Case, Pass};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -63,6 +66,156 @@ fn conv_backward_weight() {
 fn conv_backward_bias() {
     let Some(ctx) = ctx() else { return };
     assert_reruns(&check_kernel(&ctx, "conv.backward_bias"));
+}
+
+/// The fused conv + bias + ReLU + max-pool (+ dropout) against its CPU twin (the grid cases bit
+/// for bit, ties included), against the unfused GPU chain bit for bit, and against a rerun of
+/// itself bit for bit: every output of every case has its rerun row.
+#[test]
+fn conv_forward_relu_pool() {
+    let Some(ctx) = ctx() else { return };
+    let rows = check_kernel(&ctx, "conv.forward_relu_pool");
+    let reruns = rows.iter().filter(|r| r.output.ends_with(" rerun")).count();
+    let vs_cpu = rows
+        .iter()
+        .filter(|r| !r.output.ends_with(" rerun") && !r.output.ends_with("unfused GPU"))
+        .count();
+    let vs_unfused = rows
+        .iter()
+        .filter(|r| r.output.ends_with("unfused GPU"))
+        .count();
+    assert!(
+        reruns > 0 && reruns == vs_cpu && vs_unfused == vs_cpu,
+        "{vs_cpu} outputs vs the CPU, {vs_unfused} vs the unfused chain, {reruns} reruns"
+    );
+    assert!(
+        rows.iter().any(|r| r.shape.contains("grid")
+            && r.output == "argmax"
+            && r.tol == parity::Tol::Exact),
+        "the grid cases check exact ties"
+    );
+    assert!(rows.iter().any(|r| r.output == "d"), "a dropout case ran");
+}
+
+/// Every tile variant the adapter can run gives the default tile's bits (tuning never changes
+/// numbers), on an odd shape with dropout and on conv2's shape; each is one dispatch.
+#[test]
+fn conv_forward_relu_pool_tiles_agree() {
+    let Some(ctx) = ctx() else { return };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    let mut rng = ChaCha8Rng::seed_from_u64(710);
+    for p in [
+        ConvParams::new(3, 3, 13, 11, 6, 3, true),
+        ConvParams::new(3, 64, 12, 12, 64, 5, true),
+    ] {
+        let n = (p.batch * p.c_out * (p.oh / 2) * (p.ow / 2)) as usize;
+        let x = buffers::storage_init(&ctx, "x", &uniform(&mut rng, p.x_len(), 0.0, 1.0));
+        let w = buffers::storage_init(&ctx, "w", &uniform(&mut rng, p.w_len(), -0.1, 0.1));
+        let bias =
+            buffers::storage_init(&ctx, "b", &uniform(&mut rng, p.c_out as usize, -0.1, 0.1));
+        let state = buffers::storage_init(
+            &ctx,
+            "state",
+            &[StepState {
+                t: 5,
+                ..StepState::default()
+            }],
+        );
+        let dp = dropout_params(n as u32, 0.4, 99);
+        let outs = |tile: Tile| -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+            let pooled = buffers::storage_init(&ctx, "p", &vec![f32::NAN; n]);
+            let am = buffers::storage_init(&ctx, "argmax", &vec![u32::MAX; n]);
+            let d = buffers::storage_init(&ctx, "d", &vec![f32::NAN; n]);
+            let drop = PoolDropout {
+                params: &dp,
+                state: (&state).into(),
+                d: (&d).into(),
+            };
+            let ds = k
+                .forward_relu_pool(&ctx, &p, tile, Some(drop), &x, &w, &bias, &pooled, &am)
+                .expect("dispatches");
+            assert_eq!(ds.len(), 1, "one dispatch");
+            run(&ctx, &ds);
+            (
+                buffers::read(&ctx, &pooled, n).unwrap(),
+                buffers::read(&ctx, &am, n).unwrap(),
+                buffers::read(&ctx, &d, n).unwrap(),
+            )
+        };
+        let want = outs(Tile::DEFAULT);
+        assert!(
+            want.0.iter().all(|v| v.is_finite()),
+            "{p:?}: unwritten output"
+        );
+        let tiles: Vec<Tile> = Tile::candidates(&ctx.limits)
+            .into_iter()
+            .filter(|&t| conv::relu_pool_tile_ok(t))
+            .collect();
+        assert!(tiles.len() >= 4, "{tiles:?}");
+        for tile in tiles {
+            let got = outs(tile);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+            assert_eq!(bits(&got.0), bits(&want.0), "{p:?} tile {}: p", tile.name());
+            assert_eq!(got.1, want.1, "{p:?} tile {}: argmax", tile.name());
+            assert_eq!(bits(&got.2), bits(&want.2), "{p:?} tile {}: d", tile.name());
+        }
+    }
+}
+
+/// Weights, bias and outputs bound as views into arenas (how the net binds its parameters) give
+/// the same bits as whole buffers.
+#[test]
+fn conv_forward_relu_pool_reads_arena_views() {
+    let Some(ctx) = ctx() else { return };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    let p = ConvParams::new(2, 3, 11, 12, 5, 3, true);
+    let n = (p.batch * p.c_out * (p.oh / 2) * (p.ow / 2)) as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(740);
+    let x = buffers::storage_init(&ctx, "x", &uniform(&mut rng, p.x_len(), 0.0, 1.0));
+    let (w, bias) = (
+        uniform(&mut rng, p.w_len(), -0.3, 0.3),
+        uniform(&mut rng, 5, -0.1, 0.1),
+    );
+    let params = buffers::Arena::init(&ctx, "params", &[vec![7.0; 3], w.clone(), bias.clone()]);
+    let outs = buffers::Arena::init(&ctx, "outs", &[vec![7.0; 5], vec![f32::NAN; n]]);
+    let am = buffers::Arena::init(&ctx, "argmax", &[vec![7.0; 9], vec![f32::NAN; n]]);
+    let ds = k
+        .forward_relu_pool(
+            &ctx,
+            &p,
+            Tile::DEFAULT,
+            None,
+            &x,
+            params.view(1),
+            params.view(2),
+            outs.view(1),
+            am.view(1),
+        )
+        .expect("dispatches");
+    run(&ctx, &ds);
+    let (wb, bb) = (
+        buffers::storage_init(&ctx, "w", &w),
+        buffers::storage_init(&ctx, "b", &bias),
+    );
+    let (pw, aw) = (
+        buffers::storage_init(&ctx, "p", &vec![f32::NAN; n]),
+        buffers::storage_init(&ctx, "argmax", &vec![u32::MAX; n]),
+    );
+    let ds = k
+        .forward_relu_pool(&ctx, &p, Tile::DEFAULT, None, &x, &wb, &bb, &pw, &aw)
+        .expect("dispatches");
+    run(&ctx, &ds);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    let want_p: Vec<f32> = buffers::read(&ctx, &pw, n).unwrap();
+    let want_am: Vec<u32> = buffers::read(&ctx, &aw, n).unwrap();
+    assert!(want_p.iter().all(|v| v.is_finite()));
+    assert_eq!(bits(&outs.read(&ctx, 1).unwrap()), bits(&want_p));
+    assert_eq!(bits(&am.read(&ctx, 1).unwrap()), want_am);
+    assert_eq!(
+        outs.read(&ctx, 0).unwrap(),
+        vec![7.0; 5],
+        "wrote before its view"
+    );
 }
 
 /// The reduction pass on its own: GPU and CPU add the parts in the same order (IEEE adds, no
@@ -152,6 +305,72 @@ fn conv2_b128_throughput() {
     );
 }
 
+/// The model's conv1 and conv2 (with dropout) forward at batch 128: the fused kernel against the
+/// unfused chain conv.forward -> pool.maxpool_forward (-> act.dropout_forward), mean wall clock
+/// after warm-up. Run with `--ignored --nocapture` (on lavapipe conv2 takes seconds per run).
+#[test]
+#[ignore]
+fn relu_pool_b128_throughput() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    let pool = PoolKernels::new(&ctx).expect("pipelines");
+    let act = ActKernels::new(&ctx).expect("pipelines");
+    let runs: usize = std::env::var("CONV_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut rng = ChaCha8Rng::seed_from_u64(720);
+    println!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.driver
+    );
+    let state = buffers::storage_init(&ctx, "state", &[StepState::default()]);
+    for (name, p, dropout) in [
+        ("conv1", ConvParams::new(128, 1, 28, 28, 64, 5, true), false),
+        ("conv2", ConvParams::new(128, 64, 12, 12, 64, 5, true), true),
+    ] {
+        let pp = PoolParams::new(p.batch, p.c_out, p.oh, p.ow);
+        let n = pp.y_len();
+        let dp = dropout_params(n as u32, 0.4, 7);
+        let x = buffers::storage_init(&ctx, "x", &uniform(&mut rng, p.x_len(), 0.0, 1.0));
+        let w = buffers::storage_init(&ctx, "w", &uniform(&mut rng, p.w_len(), -0.05, 0.05));
+        let bias = buffers::storage_init(&ctx, "b", &uniform(&mut rng, 64, -0.1, 0.1));
+        let a = buffers::storage(&ctx, "a", p.y_len() as u64 * 4);
+        let out = || buffers::storage(&ctx, "out", n as u64 * 4);
+        let (pu, amu, du, pf, amf, df) = (out(), out(), out(), out(), out(), out());
+        let mut unfused = k.forward(&ctx, &p, &x, &w, &bias, &a);
+        unfused.extend(pool.maxpool_forward(&ctx, &pp, &a, &pu, &amu));
+        if dropout {
+            unfused.extend(act.dropout_forward(&ctx, &dp, &state, &pu, &du));
+        }
+        let drop = dropout.then_some(PoolDropout {
+            params: &dp,
+            state: (&state).into(),
+            d: (&df).into(),
+        });
+        let fused = k
+            .forward_relu_pool(&ctx, &p, Tile::DEFAULT, drop, &x, &w, &bias, &pf, &amf)
+            .expect("dispatches");
+        let flops = conv::conv_flops(&p);
+        for (label, ds) in [("unfused", &unfused), ("fused", &fused)] {
+            run(&ctx, ds);
+            let t = Instant::now();
+            for _ in 0..runs {
+                run(&ctx, ds);
+            }
+            let mean = t.elapsed().as_secs_f64() / runs as f64;
+            println!(
+                "{name} B=128 {label} ({} dispatches): {:.3} ms ({:.1} GFLOP/s)",
+                ds.len(),
+                mean * 1e3,
+                flops / mean / 1e9
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Extreme shapes: long sums and split dispatches, against the CPU twin in f64
 
@@ -213,6 +432,60 @@ fn long_sums_and_split_dispatch() {
         &Pass::ALL,
         false,
     );
+}
+
+/// forward_relu_pool with a sum of 70,000 terms (past lavapipe's 65,535 loop iterations per
+/// invocation unless the K loop stays unrolled), against the CPU twin in f64 rounded once.
+#[test]
+fn relu_pool_long_sum() {
+    let Some(ctx) = ctx() else { return };
+    let k = ConvKernels::new(&ctx).expect("pipelines");
+    let p = ConvParams::new(2, 70_000, 3, 2, 3, 1, true);
+    let mut rng = ChaCha8Rng::seed_from_u64(730);
+    let x = uniform(&mut rng, p.x_len(), 0.0, 1.0);
+    let w = uniform(&mut rng, p.w_len(), -0.01, 0.012);
+    let bias = uniform(&mut rng, 3, -0.1, 0.1);
+    let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let n = (p.batch * p.c_out * (p.oh / 2) * (p.ow / 2)) as usize;
+    let (mut want, mut want_am) = (vec![0.0f64; n], vec![0u32; n]);
+    fmnist_gpu::cpu::conv::forward_relu_pool(
+        &p,
+        &f64s(&x),
+        &f64s(&w),
+        &f64s(&bias),
+        &mut want,
+        &mut want_am,
+        None,
+    );
+    let pooled = buffers::storage_init(&ctx, "p", &vec![f32::NAN; n]);
+    let am = buffers::storage_init(&ctx, "argmax", &vec![u32::MAX; n]);
+    let b = |v: &[f32]| buffers::storage_init(&ctx, "in", v);
+    let ds = k
+        .forward_relu_pool(
+            &ctx,
+            &p,
+            Tile::DEFAULT,
+            None,
+            &b(&x),
+            &b(&w),
+            &b(&bias),
+            &pooled,
+            &am,
+        )
+        .expect("dispatches");
+    run(&ctx, &ds);
+    let got: Vec<f32> = buffers::read(&ctx, &pooled, n).unwrap();
+    let got_am: Vec<u32> = buffers::read(&ctx, &am, n).unwrap();
+    for i in 0..n {
+        let c = want[i] as f32;
+        assert!(
+            (got[i] - c).abs() <= 1e-5 + 1e-4 * c.abs(),
+            "[{i}] gpu {} cpu {c}",
+            got[i]
+        );
+    }
+    assert!(want.iter().any(|&v| v > 0.0), "all windows ReLU'd to 0");
+    assert_eq!(got_am, want_am);
 }
 
 /// The GEMM kernels past 65,535 tiles: a 1x1 conv over a batch of 65,537 * 64 + 1 gives forward

@@ -1,7 +1,8 @@
-//! Convolution (valid, stride 1) through im2col and GEMM, parallel over batch chunks.
+//! Convolution (valid, stride 1) through im2col and GEMM, parallel over batch chunks, and the
+//! fused forward + max-pool (+ dropout) as the composition of the unfused ops.
 
 use super::Real;
-use crate::params::ConvParams;
+use crate::params::{ActParams, ConvParams, PoolParams};
 use rayon::prelude::*;
 
 /// Samples per parallel work item. Fixed (not derived from the thread count) so that the
@@ -114,6 +115,39 @@ pub fn forward<T: Real>(p: &ConvParams, x: &[T], w: &[T], bias: &[T], y: &mut [T
                 }
             }
         });
+}
+
+/// Pooling of the conv output of `p` (2x2, stride 2, floor mode).
+pub fn relu_pool_params(p: &ConvParams) -> PoolParams {
+    PoolParams::new(p.batch, p.c_out, p.oh, p.ow)
+}
+
+/// Twin of `forward_relu_pool` in conv.wgsl: [`forward`], then `pool::maxpool_forward` into
+/// `pooled` and `argmax`, then, with `dropout = Some((params, step, d))`,
+/// `act::dropout_forward(params, step, pooled, d)` over the whole pooled map (`params.n` is not
+/// read). The full-resolution output is only a
+/// temporary here; the shader never materialises it.
+pub fn forward_relu_pool<T: Real>(
+    p: &ConvParams,
+    x: &[T],
+    w: &[T],
+    bias: &[T],
+    pooled: &mut [T],
+    argmax: &mut [u32],
+    dropout: Option<(&ActParams, u32, &mut [T])>,
+) {
+    let mut a = vec![T::ZERO; p.y_len()];
+    forward(p, x, w, bias, &mut a);
+    let pp = relu_pool_params(p);
+    super::pool::maxpool_forward(&pp, &a, pooled, argmax);
+    if let Some((dp, step, d)) = dropout {
+        // The shader covers the whole pooled map whatever `n` says.
+        let dp = ActParams {
+            n: pp.y_len() as u32,
+            ..*dp
+        };
+        super::act::dropout_forward(&dp, step, pooled, d);
+    }
 }
 
 pub fn backward_input<T: Real>(p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {

@@ -4,11 +4,17 @@
 //! Forward, backward_input and backward_weight are implicit GEMMs over 64 x 64 output tiles (see
 //! the shader header). backward_weight is two dispatches: per-chunk partials, then a fixed-order
 //! sum of the chunks into `dw` (one dispatch when the shape needs a single chunk).
+//! forward_relu_pool fuses bias, ReLU, the 2x2 max-pool and (optionally) dropout into the forward
+//! GEMM's epilogue; its pipelines are specialised per tile, kernel size and dropout and built on
+//! first use.
 
 use crate::gpu::GpuContext;
 use crate::gpu::buffers::{self, Dispatch, View};
-use crate::params::{ConvParams, ReduceParams};
+use crate::gpu::tile::{BK, Tile};
+use crate::params::{ActParams, ConvParams, ReduceParams, StepState};
 use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
 const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
@@ -51,13 +57,44 @@ fn groups(workgroups: u32) -> (u32, u32, u32) {
     (x, y, 1)
 }
 
-/// The conv pipelines, compiled once.
+/// What a `forward_relu_pool` pipeline is specialised for: tile, kernel size, dropout on/off.
+type ReluPoolKey = (Tile, u32, bool);
+
+/// Dropout fused into [`ConvKernels::forward_relu_pool`]: the mask of `act.dropout_forward` over
+/// the pooled map (`params.seed`, `params.threshold`, `params.scale`; the step is `state.t`, a
+/// [`StepState`] buffer), written to `d`.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolDropout<'a> {
+    pub params: &'a ActParams,
+    pub state: View<'a>,
+    pub d: View<'a>,
+}
+
+/// Whether `forward_relu_pool`'s loaders split evenly for `tile`: `BK` a multiple of `tm` and
+/// `tn`, `tm * tn` a multiple of `BK` (every [`Tile::CANDIDATES`] entry qualifies).
+pub fn relu_pool_tile_ok(tile: Tile) -> bool {
+    tile.tm > 0
+        && tile.tn > 0
+        && BK.is_multiple_of(tile.tm)
+        && BK.is_multiple_of(tile.tn)
+        && (tile.tm * tile.tn).is_multiple_of(BK)
+}
+
+/// Workgroups of `forward_relu_pool` for `p` and `tile`: `ceil(windows / tm) * ceil(c_out / 4tn)`.
+pub fn relu_pool_tiles(p: &ConvParams, tile: Tile) -> u32 {
+    let windows = p.batch * (p.oh / 2) * (p.ow / 2);
+    windows.div_ceil(tile.tm) * p.c_out.div_ceil(tile.bn())
+}
+
+/// The conv pipelines, compiled once (`forward_relu_pool`'s once per specialisation).
 pub struct ConvKernels {
+    module: wgpu::ShaderModule,
     forward: wgpu::ComputePipeline,
     backward_input: wgpu::ComputePipeline,
     backward_weight: wgpu::ComputePipeline,
     backward_bias: wgpu::ComputePipeline,
     sum_partials: wgpu::ComputePipeline,
+    relu_pool: Mutex<HashMap<ReluPoolKey, wgpu::ComputePipeline>>,
 }
 
 impl ConvKernels {
@@ -66,11 +103,13 @@ impl ConvKernels {
         let conv = buffers::shader(ctx, "conv.wgsl", CONV_WGSL);
         let reduce = buffers::shader(ctx, "reduce.wgsl", REDUCE_WGSL);
         let kernels = Self {
+            module: conv.clone(),
             forward: buffers::pipeline(ctx, &conv, "forward", &[]),
             backward_input: buffers::pipeline(ctx, &conv, "backward_input", &[]),
             backward_weight: buffers::pipeline(ctx, &conv, "backward_weight", &[]),
             backward_bias: buffers::pipeline(ctx, &conv, "backward_bias", &[]),
             sum_partials: buffers::pipeline(ctx, &reduce, "sum_partials", &[]),
+            relu_pool: Mutex::new(HashMap::new()),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!(
@@ -103,6 +142,89 @@ impl ConvKernels {
             ),
             groups: groups(tiles),
         }]
+    }
+
+    /// The `forward_relu_pool` pipeline for `key`, built on first use.
+    fn relu_pool_pipeline(
+        &self,
+        ctx: &GpuContext,
+        key: ReluPoolKey,
+    ) -> Result<wgpu::ComputePipeline> {
+        let mut cache = self.relu_pool.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let (tile, k, dropout) = key;
+        let constants = [
+            ("TM", tile.tm as f64),
+            ("TN", tile.tn as f64),
+            ("KS", k as f64),
+            ("DROPOUT", if dropout { 1.0 } else { 0.0 }),
+        ];
+        let pipe = buffers::pipeline_checked(ctx, &self.module, "forward_relu_pool", &constants)?;
+        cache.insert(key, pipe.clone());
+        Ok(pipe)
+    }
+
+    /// `pooled = maxpool2x2(relu?(conv(x, w) + bias))` with `argmax` (pool.maxpool_forward's
+    /// encoding and tie rule) and, with `dropout`, `d = keep ? pooled * scale : 0`
+    /// (act.dropout_forward on `pooled`): one dispatch of [`relu_pool_tiles`] workgroups, the
+    /// full-resolution conv output never written. Every `tile` gives the same bits, and the same
+    /// bits as conv.forward -> pool.maxpool_forward (-> act.dropout_forward).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_relu_pool<'a>(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        tile: Tile,
+        dropout: Option<PoolDropout<'a>>,
+        x: impl Into<View<'a>>,
+        w: impl Into<View<'a>>,
+        bias: impl Into<View<'a>>,
+        pooled: impl Into<View<'a>>,
+        argmax: impl Into<View<'a>>,
+    ) -> Result<Vec<Dispatch>> {
+        if !relu_pool_tile_ok(tile) || !tile.fits(&ctx.limits) {
+            return Err(Error::Gpu(format!(
+                "{}: conv.forward_relu_pool cannot run tile {}",
+                ctx.adapter.name,
+                tile.name()
+            )));
+        }
+        let pipe = self.relu_pool_pipeline(ctx, (tile, p.k, dropout.is_some()))?;
+        let u = buffers::uniform(ctx, "conv.forward_relu_pool params", p);
+        let du = buffers::uniform(
+            ctx,
+            "conv.forward_relu_pool dropout",
+            dropout.map_or(&ActParams::default(), |dr| dr.params),
+        );
+        // Without dropout the shader never touches bindings 6-8, but the layout still has them.
+        let (unused_state, unused_d);
+        let (state, d) = match dropout {
+            Some(dr) => (dr.state, dr.d),
+            None => {
+                unused_state = buffers::storage_init(ctx, "unused state", &[StepState::default()]);
+                unused_d = buffers::storage(ctx, "unused d", 4);
+                (View::whole(&unused_state), View::whole(&unused_d))
+            }
+        };
+        let views = [
+            View::whole(&u),
+            x.into(),
+            w.into(),
+            bias.into(),
+            pooled.into(),
+            argmax.into(),
+            View::whole(&du),
+            state,
+            d,
+        ];
+        Ok(vec![Dispatch {
+            label: "conv.forward_relu_pool",
+            bind_group: buffers::bind_views(ctx, &pipe, &views),
+            pipeline: pipe,
+            groups: groups(relu_pool_tiles(p, tile)),
+        }])
     }
 
     /// `dx` from `dy` and `w`: one dispatch over `ceil(B*H*W/64) * ceil(C_in/64)` tiles.
