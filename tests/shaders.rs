@@ -1,21 +1,31 @@
 //! Offline shader checks (SPEC 10), no GPU needed: every `shaders/*.wgsl` parses and validates
-//! with naga, the seven op families exist, and each WGSL params struct has the size and the
+//! with naga, the op families exist, and each WGSL params struct has the size and the
 //! field layout of its `#[repr(C)]` twin in `src/params.rs`.
 
 use fmnist_gpu::params::{
-    ActParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams,
+    ActParams, ConvGradParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams,
     ReduceParams, StepState, UpdateRecord, WameParams,
 };
 use std::collections::BTreeMap;
 use std::mem::size_of;
 use std::path::{Path, PathBuf};
 
-const FAMILIES: [&str; 7] = ["conv", "pool", "dense", "act", "loss", "optim", "data"];
+const FAMILIES: [&str; 8] = [
+    "conv",
+    "conv_grad",
+    "pool",
+    "dense",
+    "act",
+    "loss",
+    "optim",
+    "data",
+];
 
 /// The structs shared between host and shaders, with their Rust sizes.
 fn params_table() -> BTreeMap<&'static str, usize> {
     BTreeMap::from([
         ("ConvParams", size_of::<ConvParams>()),
+        ("ConvGradParams", size_of::<ConvGradParams>()),
         ("PoolParams", size_of::<PoolParams>()),
         ("DenseParams", size_of::<DenseParams>()),
         ("ActParams", size_of::<ActParams>()),
