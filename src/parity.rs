@@ -7,17 +7,19 @@
 
 use crate::cpu;
 use crate::cpu::Real;
-use crate::gpu::buffers::{Dispatch, read, run_once, storage_init};
+use crate::gpu::buffers::{Dispatch, View, read, run_once, storage_init};
+use crate::gpu::tile::Tile;
 use crate::gpu::{DeviceArgs, GpuContext, Selected};
 use crate::ops::act::{ActKernels, dropout_params, relu_params};
 use crate::ops::conv::ConvKernels;
+use crate::ops::conv_grad::ConvGradKernels;
 use crate::ops::data::{DataKernels, pack_u8};
 use crate::ops::dense::DenseKernels;
 use crate::ops::loss::LossKernels;
 use crate::ops::optim::{OptimKernels, WAME_INIT};
 use crate::ops::pool::PoolKernels;
 use crate::params::{
-    ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams, ReduceParams,
+    ConvGradParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams, ReduceParams,
     StepState, WameParams,
 };
 use crate::{Error, Result};
@@ -57,11 +59,13 @@ impl std::fmt::Display for Tol {
 }
 
 /// Every entry point the table covers, as `family.entry` (the WGSL entry point's name).
-pub const KERNELS: [&str; 23] = [
+pub const KERNELS: [&str; 25] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
     "conv.backward_bias",
+    "conv_grad.backward_weight",
+    "conv_grad.backward_input",
     "reduce.sum_partials",
     "pool.maxpool_forward",
     "pool.maxpool_backward",
@@ -122,6 +126,14 @@ pub enum Case {
         p: ConvParams,
         seed: u64,
         f64_reference: bool,
+    },
+    /// The fused conv backward of `conv_grad.wgsl` (`input`: backward_input, else
+    /// backward_weight with the bias), dropout's mask drawn for step `t` when `p.dropout != 0`.
+    ConvGrad {
+        input: bool,
+        p: ConvGradParams,
+        t: u32,
+        seed: u64,
     },
     SumPartials {
         n: u32,
@@ -206,6 +218,11 @@ impl Case {
                 ],
                 *pass,
             ),
+            Case::ConvGrad { input, .. } => pick(
+                *input,
+                "conv_grad.backward_weight",
+                "conv_grad.backward_input",
+            ),
             Case::SumPartials { .. } => "reduce.sum_partials",
             Case::Pool { backward, .. } => {
                 pick(*backward, "pool.maxpool_forward", "pool.maxpool_backward")
@@ -254,6 +271,21 @@ impl Case {
                 p.k,
                 if p.relu != 0 { " relu" } else { "" },
                 if *f64_reference { " (f64 ref)" } else { "" }
+            ),
+            Case::ConvGrad { p, t, .. } => format!(
+                "B{} Cin{} {}x{} Cout{} k{} parts {}{}",
+                p.batch,
+                p.c_in,
+                p.h,
+                p.w,
+                p.c_out,
+                p.k,
+                p.parts,
+                if p.dropout != 0 {
+                    format!(" dropout t={t}")
+                } else {
+                    String::new()
+                }
             ),
             Case::SumPartials { n, parts, .. } => format!("n={n} parts={parts}"),
             Case::Pool { p, .. } => format!("{}x{}x{}x{}", p.batch, p.c, p.h, p.w),
@@ -348,6 +380,32 @@ pub const CONV_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (9, 16, 12, 12, 64, 5, true),
 ];
 
+/// (batch, c_in, h, w, c_out, k, dropout) of the fused conv backward: the model's conv2 (with
+/// and without dropout) and conv1 at batch 2, odd conv outputs (the floor-mode pool drops a row
+/// and a column), batches 1 and 3, channel counts that are not multiples of 4 or that need two
+/// column tiles, several and a ragged last split-K part, and a batch of 70 (backward_input's
+/// batch-innermost tiles straddle pixels).
+pub const CONV_GRAD_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
+    (2, 64, 12, 12, 64, 5, true),
+    (2, 64, 12, 12, 64, 5, false),
+    (2, 1, 28, 28, 64, 5, false),
+    (1, 3, 11, 11, 5, 3, true),
+    (3, 5, 10, 13, 7, 3, false),
+    (3, 6, 9, 9, 66, 3, true),
+    (5, 3, 28, 28, 5, 5, true),
+    (70, 2, 6, 6, 3, 3, false),
+];
+
+/// The dropout probability of the conv_grad cases that have dropout.
+pub const CONV_GRAD_DROPOUT: f32 = 0.4;
+
+/// The [`ConvGradParams`] of a [`CONV_GRAD_SHAPES`] row; `seed` keys the dropout hash.
+pub fn conv_grad_params(s: (u32, u32, u32, u32, u32, u32, bool), seed: u32) -> ConvGradParams {
+    let conv = ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, true);
+    let drop = crate::ops::act::dropout_params(0, CONV_GRAD_DROPOUT, seed);
+    ConvGradParams::new(&conv, s.6.then_some(&drop))
+}
+
 /// (batch, n_in, n_out, relu): tiny, odd, tile-straddling and the model's fc1/fc2.
 pub const DENSE_SHAPES: &[(u32, u32, u32, bool)] = &[
     (1, 5, 3, false),
@@ -392,6 +450,17 @@ pub fn cases() -> Vec<Case> {
                 p: ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6),
                 seed: 100 * (pi as u64 + 1) + si as u64,
                 f64_reference: false,
+            });
+        }
+    }
+    for input in [false, true] {
+        for (si, &s) in CONV_GRAD_SHAPES.iter().enumerate() {
+            let seed = 700 + 10 * input as u64 + si as u64;
+            v.push(Case::ConvGrad {
+                input,
+                p: conv_grad_params(s, seed as u32),
+                t: 17 + si as u32,
+                seed,
             });
         }
     }
@@ -761,6 +830,7 @@ fn run_with_rerun(
 pub struct Runner<'a> {
     ctx: &'a GpuContext,
     conv: OnceCell<ConvKernels>,
+    conv_grad: OnceCell<ConvGradKernels>,
     pool: OnceCell<PoolKernels>,
     dense: OnceCell<DenseKernels>,
     act: OnceCell<ActKernels>,
@@ -783,6 +853,7 @@ impl<'a> Runner<'a> {
         Runner {
             ctx,
             conv: OnceCell::new(),
+            conv_grad: OnceCell::new(),
             pool: OnceCell::new(),
             dense: OnceCell::new(),
             act: OnceCell::new(),
@@ -801,6 +872,9 @@ impl<'a> Runner<'a> {
                 seed,
                 f64_reference,
             } => self.conv_case(case, *pass, p, *seed, *f64_reference),
+            Case::ConvGrad { input, p, t, seed } => {
+                self.conv_grad_case(case, *input, p, *t, *seed)
+            }
             Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
             Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
             Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
@@ -887,6 +961,80 @@ impl<'a> Runner<'a> {
             Pass::BackwardBias => (k.backward_bias(ctx, p, &buf("dy", &d.dy), &out), "db"),
         };
         run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
+    }
+
+    /// The fused backward against its CPU twin on the outputs of a real forward (conv, ReLU,
+    /// pool), every output compared, then rerun from NaN-filled outputs for bit identity.
+    fn conv_grad_case(
+        &self,
+        case: &Case,
+        input: bool,
+        p: &ConvGradParams,
+        t: u32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.conv_grad, || ConvGradKernels::new(ctx))?;
+        let d = conv_grad_inputs(p, seed);
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let state = storage_init(
+            ctx,
+            "state",
+            &[StepState {
+                epoch_step: 1,
+                t,
+                n: 0,
+                batch: p.batch,
+            }],
+        );
+        let (amb, qb, ddb) = (
+            storage_init(ctx, "argmax", &d.argmax),
+            buf("q", &d.q),
+            buf("dd", &d.dd),
+        );
+        let (a, q, g) = (View::whole(&amb), View::whole(&qb), View::whole(&ddb));
+        let c = p.conv();
+        if input {
+            let mut dx = vec![0.0f32; c.x_len()];
+            cpu::conv_grad::backward_input(p, t, &d.argmax, &d.q, &d.dd, &d.w, &mut dx);
+            let out = nan_buffer(ctx, "dx", dx.len());
+            let wb = buf("w", &d.w);
+            let ds = k.backward_input(
+                ctx,
+                p,
+                Tile::DEFAULT,
+                Some(&state),
+                a,
+                q,
+                g,
+                View::whole(&wb),
+                View::whole(&out),
+            )?;
+            return run_outputs_with_rerun(ctx, case, &ds, &[(&out, "dx", &dx)], REDUCTION);
+        }
+        let mut dw = vec![0.0f32; c.w_len()];
+        let mut db = vec![0.0f32; p.c_out as usize];
+        cpu::conv_grad::backward_weight(p, t, &d.x, &d.argmax, &d.q, &d.dd, &mut dw, &mut db);
+        let (dwb, dbb) = (nan_buffer(ctx, "dw", dw.len()), nan_buffer(ctx, "db", db.len()));
+        let ds = k.backward_weight(
+            ctx,
+            p,
+            Tile::DEFAULT,
+            Some(&state),
+            &amb,
+            &qb,
+            &ddb,
+            &buf("x", &d.x),
+            &dwb,
+            &dbb,
+        )?;
+        run_outputs_with_rerun(
+            ctx,
+            case,
+            &ds,
+            &[(&dwb, "dw", &dw), (&dbb, "db", &db)],
+            REDUCTION,
+        )
     }
 
     /// Compared bit for bit: GPU and CPU add the parts in the same order with IEEE adds.
@@ -1399,6 +1547,65 @@ fn conv_reference<T: Real>(pass: Pass, p: &ConvParams, d: &ConvData) -> Vec<f32>
         }
     };
     to_f32(&out)
+}
+
+/// Inputs of a conv_grad case: the conv input `x` and weights `w` at training scale, and what
+/// the fused forward keeps of `relu(conv(x, w) + bias)`: the pooled map `q` and its `argmax`;
+/// `dd` is the gradient arriving at the pool (or dropout) output.
+pub struct ConvGradInputs {
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub q: Vec<f32>,
+    pub argmax: Vec<u32>,
+    pub dd: Vec<f32>,
+}
+
+pub fn conv_grad_inputs(p: &ConvGradParams, seed: u64) -> ConvGradInputs {
+    let c = p.conv();
+    let d = conv_data(&c, seed);
+    let mut a = vec![0.0f32; c.y_len()];
+    cpu::conv::forward(&c, &d.x, &d.w, &d.bias, &mut a);
+    let pool = p.pool();
+    let (mut q, mut argmax) = (vec![0.0f32; pool.y_len()], vec![0u32; pool.y_len()]);
+    cpu::pool::maxpool_forward(&pool, &a, &mut q, &mut argmax);
+    let dd = uniform(&mut rng(seed ^ 0x5eed), pool.y_len(), -0.01, 0.01);
+    ConvGradInputs {
+        x: d.x,
+        w: d.w,
+        q,
+        argmax,
+        dd,
+    }
+}
+
+/// [`run_with_rerun`] for kernels with several outputs: every output compared, then all
+/// refilled with NaN, the dispatches run again, and each compared bit for bit with the first run.
+fn run_outputs_with_rerun(
+    ctx: &GpuContext,
+    case: &Case,
+    ds: &[Dispatch],
+    outs: &[(&wgpu::Buffer, &str, &[f32])],
+    tol: Tol,
+) -> Result<Vec<KernelRow>> {
+    run_once(ctx, ds)?;
+    let mut firsts = Vec::new();
+    let mut rows = Vec::new();
+    for (buf, name, want) in outs {
+        let first: Vec<f32> = read(ctx, buf, want.len())?;
+        let mut c = Check::new(case, name, tol);
+        c.floats(None, &first, want);
+        rows.push(c.finish());
+        refill_nan(ctx, buf, want.len());
+        firsts.push(first);
+    }
+    run_once(ctx, ds)?;
+    for ((buf, name, want), first) in outs.iter().zip(&firsts) {
+        let second: Vec<f32> = read(ctx, buf, want.len())?;
+        let mut r = Check::new(case, &format!("{name} rerun"), Tol::Exact);
+        r.floats(None, &second, first);
+        rows.push(r.finish());
+    }
+    Ok(rows)
 }
 
 /// The data set of a gather case: [`GATHER_SAMPLES`] images, labels and a permutation of them.

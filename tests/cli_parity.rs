@@ -11,11 +11,13 @@ use std::process::Output;
 
 /// Every WGSL entry point, written out here rather than taken from the library, so a kernel
 /// dropped from the table fails this test.
-const ENTRY_POINTS: [&str; 23] = [
+const ENTRY_POINTS: [&str; 25] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
     "conv.backward_bias",
+    "conv_grad.backward_weight",
+    "conv_grad.backward_input",
     "reduce.sum_partials",
     "pool.maxpool_forward",
     "pool.maxpool_backward",
