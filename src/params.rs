@@ -118,7 +118,9 @@ impl ConvGradParams {
 
     /// The conv these gradients belong to (ReLU on).
     pub fn conv(&self) -> ConvParams {
-        ConvParams::new(self.batch, self.c_in, self.h, self.w, self.c_out, self.k, true)
+        ConvParams::new(
+            self.batch, self.c_in, self.h, self.w, self.c_out, self.k, true,
+        )
     }
 
     /// The pool after the conv.

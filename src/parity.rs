@@ -19,8 +19,8 @@ use crate::ops::loss::LossKernels;
 use crate::ops::optim::{OptimKernels, WAME_INIT};
 use crate::ops::pool::PoolKernels;
 use crate::params::{
-    ConvGradParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams, ReduceParams,
-    StepState, WameParams,
+    ConvGradParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams,
+    ReduceParams, StepState, WameParams,
 };
 use crate::{Error, Result};
 use rand::{RngExt, SeedableRng};
@@ -872,9 +872,7 @@ impl<'a> Runner<'a> {
                 seed,
                 f64_reference,
             } => self.conv_case(case, *pass, p, *seed, *f64_reference),
-            Case::ConvGrad { input, p, t, seed } => {
-                self.conv_grad_case(case, *input, p, *t, *seed)
-            }
+            Case::ConvGrad { input, p, t, seed } => self.conv_grad_case(case, *input, p, *t, *seed),
             Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
             Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
             Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
@@ -1015,7 +1013,10 @@ impl<'a> Runner<'a> {
         let mut dw = vec![0.0f32; c.w_len()];
         let mut db = vec![0.0f32; p.c_out as usize];
         cpu::conv_grad::backward_weight(p, t, &d.x, &d.argmax, &d.q, &d.dd, &mut dw, &mut db);
-        let (dwb, dbb) = (nan_buffer(ctx, "dw", dw.len()), nan_buffer(ctx, "db", db.len()));
+        let (dwb, dbb) = (
+            nan_buffer(ctx, "dw", dw.len()),
+            nan_buffer(ctx, "db", db.len()),
+        );
         let ds = k.backward_weight(
             ctx,
             p,

@@ -121,7 +121,11 @@ fn tile_variants_are_bit_identical() {
         .filter(|&t| conv_grad::tile_ok(&ctx, t))
         .collect();
     assert!(tiles.len() >= 4, "{tiles:?}");
-    for s in [CONV_GRAD_SHAPES[0], CONV_GRAD_SHAPES[5], CONV_GRAD_SHAPES[7]] {
+    for s in [
+        CONV_GRAD_SHAPES[0],
+        CONV_GRAD_SHAPES[5],
+        CONV_GRAD_SHAPES[7],
+    ] {
         let reference = run_tile(&ctx, &k, s, Tile::DEFAULT);
         assert!(
             reference
@@ -192,7 +196,10 @@ fn dispatch_counts_and_refusals() {
             assert!(e.is_err(), "dropout without a step state must be refused");
         }
     }
-    assert!(seen.0 && seen.1, "the shapes must cover one and several parts");
+    assert!(
+        seen.0 && seen.1,
+        "the shapes must cover one and several parts"
+    );
     let p = parity::conv_grad_params(CONV_GRAD_SHAPES[1], 1);
     let e = k.backward_weight(
         &ctx,
@@ -206,5 +213,8 @@ fn dispatch_counts_and_refusals() {
         &b(4),
         &b(4),
     );
-    assert!(e.is_err(), "a 16x64 tile is not one of the shader's variants");
+    assert!(
+        e.is_err(),
+        "a 16x64 tile is not one of the shader's variants"
+    );
 }

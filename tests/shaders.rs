@@ -3,8 +3,8 @@
 //! field layout of its `#[repr(C)]` twin in `src/params.rs`.
 
 use fmnist_gpu::params::{
-    ActParams, ConvGradParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams,
-    ReduceParams, StepState, UpdateRecord, WameParams,
+    ActParams, ConvGradParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams,
+    PoolParams, ReduceParams, StepState, UpdateRecord, WameParams,
 };
 use std::collections::BTreeMap;
 use std::mem::size_of;

@@ -55,7 +55,12 @@ fn check(
     tile: Tile,
     state: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    let bad = |what: String| Err(Error::Gpu(format!("{}: conv_grad: {what}", ctx.adapter.name)));
+    let bad = |what: String| {
+        Err(Error::Gpu(format!(
+            "{}: conv_grad: {what}",
+            ctx.adapter.name
+        )))
+    };
     if !tile_ok(ctx, tile) {
         return bad(format!("tile {} is not supported here", tile.name()));
     }
@@ -147,7 +152,8 @@ impl ConvGradKernels {
         check(ctx, p, tile, state)?;
         let pipe = self.pipeline(ctx, "backward_weight", tile, p)?;
         let state = View::whole(state.unwrap_or(&self.no_state));
-        let tiles = (p.c_in * p.k * p.k).div_ceil(tile.bm()) * p.c_out.div_ceil(tile.bn()) * p.parts;
+        let tiles =
+            (p.c_in * p.k * p.k).div_ceil(tile.bm()) * p.c_out.div_ceil(tile.bn()) * p.parts;
         Ok(vec![prepare_views(
             ctx,
             "conv_grad.backward_weight",
