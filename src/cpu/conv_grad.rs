@@ -29,7 +29,9 @@ pub fn conv_output_grad<T: Real>(
     for (pl, plane) in dy.chunks_mut(oh * ow).enumerate() {
         for j in 0..ph * pw {
             let i = pl * ph * pw + j;
-            if !(q[i] > T::ZERO) {
+            // ReLU' at the winner; NaN passes nothing, as in the shader.
+            let positive = q[i] > T::ZERO;
+            if !positive {
                 continue;
             }
             let g = match &drop {
