@@ -218,3 +218,130 @@ fn dispatch_counts_and_refusals() {
         "a 16x64 tile is not one of the shader's variants"
     );
 }
+
+/// Wall-clock time of the model's conv2 backward at batch 128 with dropout: the fused kernels
+/// (weight+bias partials, their two reductions, input gradient) against the unfused chain they
+/// replace (dropout_backward, maxpool_backward, conv backward_weight, backward_bias,
+/// backward_input), after warm-up. Run with `--ignored --nocapture` (on lavapipe it shows the
+/// dispatch count; timings mean something only on a GPU).
+#[test]
+#[ignore]
+fn conv2_b128_fused_vs_unfused() {
+    use fmnist_gpu::gpu::buffers::Dispatch;
+    use fmnist_gpu::ops::act::ActKernels;
+    use fmnist_gpu::ops::conv::ConvKernels;
+    use fmnist_gpu::ops::pool::PoolKernels;
+    use std::time::Instant;
+    let Some(ctx) = ctx() else { return };
+    let s = (128, 64, 12, 12, 64, 5, true);
+    let p = parity::conv_grad_params(s, 5);
+    let (c, pool) = (p.conv(), p.pool());
+    let drop = p.drop().expect("dropout on");
+    let d = parity::conv_grad_inputs(&p, 9);
+    let b = |v: &[f32]| storage_init(&ctx, "in", v);
+    let z = |n: usize| buffers::storage(&ctx, "out", n as u64 * 4);
+    let state = storage_init(&ctx, "state", &[StepState::default()]);
+    let (am, q, dd, x, w) = (
+        storage_init(&ctx, "argmax", &d.argmax),
+        b(&d.q),
+        b(&d.dd),
+        b(&d.x),
+        b(&d.w),
+    );
+    let a = b(&vec![0.5f32; c.y_len()]);
+    let (dw, db, dx) = (z(c.w_len()), z(c.c_out as usize), z(c.x_len()));
+    let (dp, da) = (z(pool.y_len()), z(c.y_len()));
+    let k = ConvGradKernels::new(&ctx).expect("pipelines");
+    let v = View::whole;
+    let mut fused = k
+        .backward_weight(
+            &ctx,
+            &p,
+            Tile::DEFAULT,
+            Some(&state),
+            &am,
+            &q,
+            &dd,
+            &x,
+            &dw,
+            &db,
+        )
+        .expect("dispatches");
+    fused.extend(
+        k.backward_input(
+            &ctx,
+            &p,
+            Tile::DEFAULT,
+            Some(&state),
+            v(&am),
+            v(&q),
+            v(&dd),
+            v(&w),
+            v(&dx),
+        )
+        .expect("dispatches"),
+    );
+    // The same without dropout (its mask is recomputed by every loader visit).
+    let p_nd = parity::conv_grad_params((s.0, s.1, s.2, s.3, s.4, s.5, false), 5);
+    let mut no_drop = k
+        .backward_weight(&ctx, &p_nd, Tile::DEFAULT, None, &am, &q, &dd, &x, &dw, &db)
+        .expect("dispatches");
+    let weight_only = no_drop.clone();
+    no_drop.extend(
+        k.backward_input(
+            &ctx,
+            &p_nd,
+            Tile::DEFAULT,
+            None,
+            v(&am),
+            v(&q),
+            v(&dd),
+            v(&w),
+            v(&dx),
+        )
+        .expect("dispatches"),
+    );
+    let (ak, pk, ck) = (
+        ActKernels::new(&ctx).expect("act"),
+        PoolKernels::new(&ctx).expect("pool"),
+        ConvKernels::new(&ctx).expect("conv"),
+    );
+    let unfused: Vec<Dispatch> = [
+        ak.dropout_backward(&ctx, &drop, &state, &dd, &dp),
+        pk.maxpool_backward(&ctx, &pool, &dp, &am, &a, &da),
+        ck.backward_weight(&ctx, &c, &x, &da, &dw),
+        ck.backward_bias(&ctx, &c, &da, &db),
+        ck.backward_input(&ctx, &c, &da, &w, &dx),
+    ]
+    .concat();
+    println!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.driver
+    );
+    let unfused_weight: Vec<Dispatch> = [
+        ck.backward_weight(&ctx, &c, &x, &da, &dw),
+        ck.backward_bias(&ctx, &c, &da, &db),
+    ]
+    .concat();
+    for (name, ds) in [
+        ("fused", &fused),
+        ("fused without dropout", &no_drop),
+        ("fused weight+bias only, without dropout", &weight_only),
+        ("unfused", &unfused),
+        ("unfused conv weight+bias only", &unfused_weight),
+    ] {
+        run_once(&ctx, ds).expect("warm-up");
+        let runs = 5;
+        let mut best = f64::INFINITY;
+        for _ in 0..runs {
+            let t = Instant::now();
+            run_once(&ctx, ds).expect("run");
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "conv2 B=128 backward {name}: {} dispatches, best of {runs} {:.2} ms",
+            ds.len(),
+            best * 1e3
+        );
+    }
+}
