@@ -257,3 +257,35 @@ impl ConvGradKernels {
         )])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{ActParams, ConvParams};
+
+    /// The fused kernel's split-K chunking is conv.backward_weight's, so its partials line up
+    /// with what the unfused path (and the fused update's records) expect.
+    #[test]
+    fn chunking_and_dims_follow_the_conv() {
+        let drop = ActParams {
+            n: 0,
+            threshold: 7,
+            scale: 2.0,
+            seed: 3,
+        };
+        for &s in crate::parity::CONV_GRAD_SHAPES {
+            let c = ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, true);
+            let p = ConvGradParams::new(&c, s.6.then_some(&drop));
+            assert_eq!(p.conv(), c);
+            assert_eq!(p.parts, crate::ops::conv::weight_parts(&c), "{s:?}");
+            assert_eq!((p.ph, p.pw), (c.oh / 2, c.ow / 2));
+            assert_eq!(p.pool().y_len(), p.pooled_len());
+            assert_eq!(partial_lens(&p).0, p.parts as usize * c.w_len());
+            assert_eq!(p.drop().is_some(), s.6);
+            if let Some(d) = p.drop() {
+                assert_eq!((d.threshold, d.scale, d.seed), (7, 2.0, 3));
+                assert_eq!(d.n as usize, p.pooled_len());
+            }
+        }
+    }
+}
