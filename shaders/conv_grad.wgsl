@@ -88,8 +88,12 @@ fn pcg(v: u32) -> u32 {
     return (w >> 22u) ^ w;
 }
 
+// pcg(pcg(seed) ^ t), the part of the hash shared by every unit of the step: set once at the
+// start of each entry point, since the compiler may not hoist a storage read out of the loop.
+var<private> drop_key: u32;
+
 fn keep(i: u32) -> bool {
-    return pcg(pcg(pcg(p.seed) ^ state.t) ^ i) >= p.threshold;
+    return pcg(drop_key ^ i) >= p.threshold;
 }
 
 // The conv-output gradient at (b, o, y, x) (see the header); `ok` false gives 0. The pooled
@@ -250,6 +254,7 @@ fn backward_weight(
     if tile >= mt * nt * p.parts {
         return;
     }
+    drop_key = pcg(pcg(p.seed) ^ state.t);
     let mi = tile % mt;
     let m0 = mi * bm;
     let n0 = ((tile / mt) % nt) * bn;
@@ -408,6 +413,7 @@ fn backward_input(
     if tile >= mt * nt {
         return;
     }
+    drop_key = pcg(pcg(p.seed) ^ state.t);
     let m0 = (tile % mt) * bm;
     let n0 = (tile / mt) * bn;
 
