@@ -247,3 +247,139 @@ fn backward_bias(
         bb_db[o] = red[0];
     }
 }
+
+// backward_fused: x, dy, w -> dw, db, dx (the three backward kernels above in one dispatch)
+@group(0) @binding(1) var<storage, read> bf_x: array<f32>;
+@group(0) @binding(2) var<storage, read> bf_dy: array<f32>;
+@group(0) @binding(3) var<storage, read> bf_w: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bf_dw: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bf_db: array<f32>;
+@group(0) @binding(6) var<storage, read_write> bf_dx: array<f32>;
+
+// backward_input's tile (m0, n0) of dx, with its loaders and order.
+fn fused_dx_tile(m0: u32, n0: u32, lid: vec3<u32>) {
+    let m_total = p.batch;
+    let n_total = p.n_in;
+    let k_total = p.n_out;
+    let li = lid.y * TD + lid.x;
+    zero_acc();
+    for (var k0 = 0u; k0 < k_total; k0 += TK) {
+        for (var j = 0u; j < TM * TK / THREADS; j++) {
+            let e = li + j * THREADS;
+            let ar = e / TK;
+            let ak = e % TK;
+            var va = 0.0;
+            if (m0 + ar < m_total && k0 + ak < k_total) {
+                va = bf_dy[(m0 + ar) * k_total + k0 + ak];
+            }
+            store_a(ak, ar, va);
+            let bk = e / TN;
+            let bn = e % TN;
+            var vb = 0.0;
+            if (n0 + bn < n_total && k0 + bk < k_total) {
+                vb = bf_w[(k0 + bk) * n_total + n0 + bn];
+            }
+            store_b(bk, bn, vb);
+        }
+        workgroupBarrier();
+        mma(lid.x, lid.y);
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 4u; r++) {
+        let m = m0 + lid.y * 4u + r;
+        for (var c = 0u; c < 4u; c++) {
+            let n = n0 + lid.x * 4u + c;
+            if (m < m_total && n < n_total) {
+                bf_dx[m * n_total + n] = acc[r][c];
+            }
+        }
+    }
+}
+
+// backward_weight's tile (m0, n0) of dw, with its loaders and order (ascending b).
+fn fused_dw_tile(m0: u32, n0: u32, lid: vec3<u32>) {
+    let m_total = p.n_out;
+    let n_total = p.n_in;
+    let k_total = p.batch;
+    let li = lid.y * TD + lid.x;
+    zero_acc();
+    for (var k0 = 0u; k0 < k_total; k0 += TK) {
+        for (var j = 0u; j < TM * TK / THREADS; j++) {
+            let e = li + j * THREADS;
+            let kk = e / TM;
+            let rr = e % TM;
+            let k = k0 + kk;
+            var va = 0.0;
+            if (m0 + rr < m_total && k < k_total) {
+                va = bf_dy[k * m_total + m0 + rr];
+            }
+            store_a(kk, rr, va);
+            var vb = 0.0;
+            if (n0 + rr < n_total && k < k_total) {
+                vb = bf_x[k * n_total + n0 + rr];
+            }
+            store_b(kk, rr, vb);
+        }
+        workgroupBarrier();
+        mma(lid.x, lid.y);
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 4u; r++) {
+        let m = m0 + lid.y * 4u + r;
+        for (var c = 0u; c < 4u; c++) {
+            let n = n0 + lid.x * 4u + c;
+            if (m < m_total && n < n_total) {
+                bf_dw[m * n_total + n] = acc[r][c];
+            }
+        }
+    }
+}
+
+// backward_bias for output o: the same 64 strided sums and tree.
+fn fused_db(o: u32, t: u32) {
+    var s = 0.0;
+    for (var b = t; b < p.batch; b += BB_WG) {
+        s += bf_dy[b * p.n_out + o];
+    }
+    red[t] = s;
+    workgroupBarrier();
+    for (var h = BB_WG / 2u; h > 0u; h = h / 2u) {
+        if (t < h) {
+            red[t] += red[t + h];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        bf_db[o] = red[0];
+    }
+}
+
+// dw = dy^T x [Out,In], db = sum_b dy [Out] and dx = dy w [B,In] in one dispatch; the three
+// have no data dependency on each other, so workgroups take roles by flat workgroup id
+// (wid.y * nwg.x + wid.x, the grid split over y past 65535):
+//   [0, nx * my)              dx tiles, nx = ceil(In/32), my = ceil(B/32)   (heaviest first)
+//   [.., + nx * mo)           dw tiles, mo = ceil(Out/32)
+//   [.., + Out)               db, one workgroup per output
+// and ids past the end return. Workgroup 8x8; a tile workgroup runs backward_input's or
+// backward_weight's code for its tile, a db workgroup backward_bias's with invocation
+// 8*lid.y + lid.x, so every value is computed in the same order as by the unfused kernels.
+// Each workgroup's role depends only on its id, so its barriers stay in uniform control flow.
+@compute @workgroup_size(8, 8)
+fn backward_fused(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let id = wid.y * nwg.x + wid.x;
+    let nx = (p.n_in + TN - 1u) / TN;
+    let n_dx = nx * ((p.batch + TM - 1u) / TM);
+    let n_dw = nx * ((p.n_out + TM - 1u) / TM);
+    if (id < n_dx) {
+        fused_dx_tile((id / nx) * TM, (id % nx) * TN, lid);
+    } else if (id < n_dx + n_dw) {
+        let i = id - n_dx;
+        fused_dw_tile((i / nx) * TM, (i % nx) * TN, lid);
+    } else if (id < n_dx + n_dw + p.n_out) {
+        fused_db(id - n_dx - n_dw, lid.y * TD + lid.x);
+    }
+}

@@ -180,6 +180,21 @@ pub fn kernel_work(name: &str, l: &Layers, optim: &OptimConfig) -> Option<Work> 
             let p = conv(layer)?;
             mem(F32 * (weight_parts(&p) as f64 + 1.0) * p.w_len() as f64)
         }
+        (o, "update") if o == opt => {
+            // every tensor: w, its partial gradients and the state in; w and the state out
+            let width = optim.state_width() as f64;
+            let parts = |i: usize| match i {
+                0 => weight_parts(&l.conv1) as f64,
+                2 => weight_parts(&l.conv2) as f64,
+                _ => 1.0,
+            };
+            let total: f64 = param_shapes(l.hidden as usize)
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.iter().product::<usize>() as f64 * (2.0 + parts(i) + 2.0 * width))
+                .sum();
+            mem(F32 * total)
+        }
         (o, param) if o == opt => {
             let i = PARAM_NAMES.iter().position(|n| *n == param)?;
             let n: usize = param_shapes(l.hidden as usize)[i].iter().product();
@@ -192,9 +207,10 @@ pub fn kernel_work(name: &str, l: &Layers, optim: &OptimConfig) -> Option<Work> 
 }
 
 /// Names the dispatches of `GpuNet`'s step list by layer (`conv2.forward`, `fc1.backward_weight`,
-/// `wame.conv1.bias`, ...), from their kernel labels and the order the step records them in:
-/// forward layers in order, backward layers in reverse, one optimizer dispatch per parameter in
-/// [`PARAM_NAMES`] order. A name that would repeat gets `#k`.
+/// `wame.update`, ...), from their kernel labels and the order the step records them in: forward
+/// layers in order, backward layers in reverse, then the fused update (per-tensor optimizer
+/// kernels, where a list has them, are named by parameter in [`PARAM_NAMES`] order, e.g.
+/// `wame.conv1.bias`). A name that would repeat gets `#k`.
 pub fn name_dispatches(labels: &[&str]) -> Vec<String> {
     let mut seen: std::collections::HashMap<&str, usize> = Default::default();
     let mut last_conv_weight = 0;
@@ -230,6 +246,9 @@ pub fn name_dispatches(labels: &[&str]) -> Vec<String> {
                 "reduce.sum_partials" => format!("conv{last_conv_weight}.backward_weight_reduce"),
                 "conv.backward_bias" => format!("conv{}.backward_bias", back(k)),
                 "conv.backward_input" => format!("conv{}.backward_input", back(k)),
+                "update_wame" | "update_adam" | "update_rmsprop" | "update_sgd" => {
+                    format!("{}.update", &label["update_".len()..])
+                }
                 "wame" | "adam" | "rmsprop" | "sgd" => {
                     let p = PARAM_NAMES.get(param).copied().unwrap_or("param");
                     param += 1;

@@ -253,6 +253,51 @@ impl LossParams {
     }
 }
 
+/// The fused dense tail (`head.head`): fc2 (`[classes, hidden]`, classes fixed at
+/// [`HEAD_CLASSES`]) then softmax cross-entropy, with the loss semantics of [`LossParams`] (the
+/// valid rows come from [`StepState`] on the GPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct HeadParams {
+    pub batch: u32,
+    pub hidden: u32,
+    /// As [`LossParams::label_smoothing`].
+    pub label_smoothing: f32,
+    pub _pad: u32,
+}
+
+/// The classes the head kernel is built for (the model's, `model::CLASSES`).
+pub const HEAD_CLASSES: u32 = 10;
+
+impl HeadParams {
+    pub fn new(batch: u32, hidden: u32, label_smoothing: f32) -> Self {
+        Self {
+            batch,
+            hidden,
+            label_smoothing,
+            _pad: 0,
+        }
+    }
+
+    /// The head of fc2 and its loss (`fc2.n_out` and `loss.classes` must be [`HEAD_CLASSES`]).
+    pub fn from_layers(fc2: &DenseParams, loss: &LossParams) -> Self {
+        debug_assert_eq!(fc2.n_out, HEAD_CLASSES);
+        debug_assert_eq!(loss.classes, HEAD_CLASSES);
+        debug_assert_eq!(fc2.batch, loss.batch);
+        Self::new(fc2.batch, fc2.n_in, loss.label_smoothing)
+    }
+
+    /// fc2 as a dense layer.
+    pub fn fc2(&self) -> DenseParams {
+        DenseParams::new(self.batch, self.hidden, HEAD_CLASSES, false)
+    }
+
+    /// The loss over fc2's logits.
+    pub fn loss(&self) -> LossParams {
+        LossParams::new(self.batch, HEAD_CLASSES, self.label_smoothing)
+    }
+}
+
 /// Batch gather from the resident packed-u8 data set.
 ///
 /// Row `b` of the batch is sample `index[epoch_step * batch + b]` when that position is below `n`

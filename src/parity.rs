@@ -7,7 +7,7 @@
 
 use crate::cpu;
 use crate::cpu::Real;
-use crate::gpu::buffers::{Dispatch, View, read, run_once, storage_init};
+use crate::gpu::buffers::{Arena, Dispatch, View, read, run_once, storage_init};
 use crate::gpu::tile::Tile;
 use crate::gpu::{DeviceArgs, GpuContext, Selected};
 use crate::ops::act::{ActKernels, dropout_params, relu_params};
@@ -15,12 +15,13 @@ use crate::ops::conv::ConvKernels;
 use crate::ops::conv_grad::ConvGradKernels;
 use crate::ops::data::{DataKernels, pack_u8};
 use crate::ops::dense::DenseKernels;
+use crate::ops::head::{HeadGrads, HeadInputs, HeadKernels};
 use crate::ops::loss::LossKernels;
-use crate::ops::optim::{OptimKernels, WAME_INIT};
+use crate::ops::optim::{OptimKernels, UpdateRule, WAME_INIT, update_table};
 use crate::ops::pool::PoolKernels;
 use crate::params::{
-    ConvGradParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams, PoolParams,
-    ReduceParams, StepState, WameParams,
+    ConvGradParams, ConvParams, DenseParams, GatherParams, HEAD_CLASSES, HeadParams, LossParams,
+    OptParams, PoolParams, ReduceParams, StepState, WameParams,
 };
 use crate::{Error, Result};
 use rand::{RngExt, SeedableRng};
@@ -59,7 +60,7 @@ impl std::fmt::Display for Tol {
 }
 
 /// Every entry point the table covers, as `family.entry` (the WGSL entry point's name).
-pub const KERNELS: [&str; 25] = [
+pub const KERNELS: [&str; 31] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
@@ -73,6 +74,8 @@ pub const KERNELS: [&str; 25] = [
     "dense.backward_input",
     "dense.backward_weight",
     "dense.backward_bias",
+    "dense.backward_fused",
+    "head.head",
     "act.relu_forward",
     "act.relu_backward",
     "act.dropout_forward",
@@ -83,6 +86,10 @@ pub const KERNELS: [&str; 25] = [
     "optim.adam",
     "optim.rmsprop",
     "optim.sgd",
+    "optim.update_wame",
+    "optim.update_adam",
+    "optim.update_rmsprop",
+    "optim.update_sgd",
     "data.gather",
     "data.advance",
 ];
@@ -150,6 +157,21 @@ pub enum Case {
         p: DenseParams,
         seed: u64,
     },
+    /// `dense.backward_fused`: dw, db and dx of one layer in one dispatch.
+    DenseFused {
+        p: DenseParams,
+        seed: u64,
+    },
+    /// `head.head` (fc2 + softmax cross-entropy, with or without the backward) on the third
+    /// batch of an epoch whose last batch holds `valid` rows, like [`Case::Loss`].
+    Head {
+        backward: bool,
+        batch: u32,
+        hidden: u32,
+        valid: u32,
+        label_smoothing: f32,
+        seed: u64,
+    },
     Relu {
         backward: bool,
         n: u32,
@@ -174,12 +196,24 @@ pub enum Case {
     },
     /// `steps` consecutive updates (each followed by `advance`) with fresh gradients.
     /// `warmup`: the linear warm-up length in steps (0: none); `weight_decay`: decoupled decay.
+    /// `start_t`: the step number of the first update (`StepState.t` starts at `start_t - 1`);
+    /// every step is also checked against the CPU twin in f64 from the same f32 inputs.
     Optim {
         opt: Opt,
         n: u32,
         steps: u32,
+        start_t: u32,
         warmup: u32,
         weight_decay: f32,
+        seed: u64,
+    },
+    /// The fused update of several tensors `(n, parts)` in one dispatch through arenas, `steps`
+    /// steps from step number `start_t`, with fresh partial gradients each step.
+    Update {
+        opt: Opt,
+        tensors: Vec<(u32, u32)>,
+        steps: u32,
+        start_t: u32,
         seed: u64,
     },
     /// The last batches of an epoch of [`GATHER_N`] of [`GATHER_SAMPLES`] images, the short
@@ -236,6 +270,8 @@ impl Case {
                 ],
                 *pass,
             ),
+            Case::DenseFused { .. } => "dense.backward_fused",
+            Case::Head { .. } => "head.head",
             Case::Relu { backward, .. } => pick(*backward, "act.relu_forward", "act.relu_backward"),
             Case::Dropout { backward, .. } => {
                 pick(*backward, "act.dropout_forward", "act.dropout_backward")
@@ -250,6 +286,12 @@ impl Case {
                 Opt::Adam => "optim.adam",
                 Opt::Rmsprop => "optim.rmsprop",
                 Opt::Sgd => "optim.sgd",
+            },
+            Case::Update { opt, .. } => match opt {
+                Opt::Wame { .. } => "optim.update_wame",
+                Opt::Adam => "optim.update_adam",
+                Opt::Rmsprop => "optim.update_rmsprop",
+                Opt::Sgd => "optim.update_sgd",
             },
             Case::Gather { .. } => "data.gather",
             Case::Advance { .. } => "data.advance",
@@ -296,6 +338,23 @@ impl Case {
                 p.n_out,
                 if p.relu != 0 { " relu" } else { "" }
             ),
+            Case::DenseFused { p, .. } => format!("B{} In{} Out{}", p.batch, p.n_in, p.n_out),
+            Case::Head {
+                backward,
+                batch,
+                hidden,
+                valid,
+                label_smoothing,
+                ..
+            } => {
+                let ls = if *label_smoothing > 0.0 {
+                    format!(" ls {label_smoothing}")
+                } else {
+                    String::new()
+                };
+                let dir = if *backward { "fwd+bwd" } else { "fwd" };
+                format!("B{batch} H{hidden} valid {valid}{ls} {dir}")
+            }
             Case::Relu { n, .. } => format!("n={n}"),
             Case::Dropout { n, prob, t, .. } => format!("n={n} p={prob} t={t}"),
             Case::Loss {
@@ -316,6 +375,7 @@ impl Case {
                 opt,
                 n,
                 steps,
+                start_t,
                 warmup,
                 weight_decay,
                 ..
@@ -325,6 +385,9 @@ impl Case {
                 } else {
                     String::new()
                 };
+                if *start_t != 1 {
+                    wu += &format!(" from t={start_t}");
+                }
                 if *weight_decay > 0.0 {
                     wu += &format!(" wd {weight_decay}");
                 }
@@ -337,6 +400,25 @@ impl Case {
                     ),
                     _ => format!("n={n} x{steps}{wu}"),
                 }
+            }
+            Case::Update {
+                opt,
+                tensors,
+                steps,
+                start_t,
+                ..
+            } => {
+                let ts: Vec<String> = tensors
+                    .iter()
+                    .map(|(n, parts)| format!("{n}/{parts}"))
+                    .collect();
+                let v = match opt {
+                    Opt::Wame { variant } => {
+                        ["seed ", "paper ", "inverse "][(*variant as usize).min(2)]
+                    }
+                    _ => "",
+                };
+                format!("{v}n/parts {} x{steps} from t={start_t}", ts.join(","))
             }
             Case::Gather { batch, augment, .. } => format!(
                 "B{batch}{} n={GATHER_N} x{}",
@@ -417,6 +499,32 @@ pub const DENSE_SHAPES: &[(u32, u32, u32, bool)] = &[
     (128, 128, 10, false),
 ];
 
+/// (batch, n_in, n_out) of `dense.backward_fused`: tiny, odd, tile-straddling in every
+/// dimension, more bias workgroups than tiles, and the model's fc1.
+pub const DENSE_FUSED_SHAPES: &[(u32, u32, u32)] = &[
+    (1, 5, 3),
+    (3, 17, 10),
+    (37, 70, 19),
+    (33, 31, 65),
+    (70, 129, 7),
+    (128, 1024, 128),
+];
+
+/// (batch, hidden, valid rows) of `head.head`: one row, a few, a short and a full batch around
+/// 128, more rows than the 256 invocations (two chunks), no valid row, hidden 128, odd widths
+/// and the largest the model uses (1024; more columns than invocations).
+pub const HEAD_SHAPES: &[(u32, u32, u32)] = &[
+    (1, 128, 1),
+    (3, 37, 2),
+    (3, 128, 3),
+    (128, 128, 100),
+    (131, 37, 131),
+    (300, 128, 300),
+    (7, 129, 0),
+    (64, 1024, 64),
+    (257, 301, 200),
+];
+
 /// (batch, c, h, w): odd planes (floor mode drops the last row/column) and the model's pools.
 pub const POOL_SHAPES: &[(u32, u32, u32, u32)] = &[
     (1, 1, 13, 13),
@@ -492,6 +600,35 @@ pub fn cases() -> Vec<Case> {
             });
         }
     }
+    for (si, s) in DENSE_FUSED_SHAPES.iter().enumerate() {
+        v.push(Case::DenseFused {
+            p: DenseParams::new(s.0, s.1, s.2, false),
+            seed: 2100 + si as u64,
+        });
+    }
+    for backward in [false, true] {
+        for (si, &(batch, hidden, valid)) in HEAD_SHAPES.iter().enumerate() {
+            v.push(Case::Head {
+                backward,
+                batch,
+                hidden,
+                valid,
+                label_smoothing: 0.0,
+                seed: 2200 + si as u64,
+            });
+        }
+        // Label smoothing on a short and on a full batch.
+        for (batch, hidden, valid) in [(128, 128, 100), (3, 37, 3)] {
+            v.push(Case::Head {
+                backward,
+                batch,
+                hidden,
+                valid,
+                label_smoothing: 0.1,
+                seed: 2300 + batch as u64,
+            });
+        }
+    }
     for backward in [false, true] {
         for (si, &n) in VECTOR_LENS.iter().enumerate() {
             v.push(Case::Relu {
@@ -553,6 +690,7 @@ pub fn cases() -> Vec<Case> {
                 opt,
                 n,
                 steps: 4,
+                start_t: 1,
                 // Steps 1 and 2 of 4 inside a warm-up of 3, then the full rate.
                 warmup: if n == 1000 { 3 } else { 0 },
                 // Large enough that the decay term is far above f32 rounding of the weights.
@@ -560,6 +698,45 @@ pub fn cases() -> Vec<Case> {
                 seed: 5000 + 10 * oi as u64 + n as u64 % 7,
             });
         }
+        // Late steps, where Adam's bias corrections cancel and schedules saturate (t = 1 and 2
+        // are the first steps above).
+        for (si, &start_t) in [10u32, 1000, 100_000].iter().enumerate() {
+            v.push(Case::Optim {
+                opt,
+                n: 777,
+                steps: 2,
+                start_t,
+                warmup: 0,
+                weight_decay: 0.0,
+                seed: 5500 + 10 * oi as u64 + si as u64,
+            });
+        }
+        // The model's eight tensors at hidden 128 (conv weights with split-K partials), and
+        // odd lengths that end inside a workgroup.
+        let model = vec![
+            (288, 4),
+            (32, 1),
+            (18432, 3),
+            (64, 1),
+            (401_408, 1),
+            (128, 1),
+            (1280, 1),
+            (10, 1),
+        ];
+        v.push(Case::Update {
+            opt,
+            tensors: model,
+            steps: 3,
+            start_t: 1,
+            seed: 5700 + oi as u64,
+        });
+        v.push(Case::Update {
+            opt,
+            tensors: vec![(1, 1), (65, 2), (257, 5), (3, 256)],
+            steps: 2,
+            start_t: 100_000,
+            seed: 5800 + oi as u64,
+        });
     }
     for (bi, &batch) in [1u32, 3, 7, 16, 128].iter().enumerate() {
         for augment in [false, true] {
@@ -826,6 +1003,36 @@ fn run_with_rerun(
     Ok(vec![c.finish(), r.finish()])
 }
 
+/// [`run_with_rerun`] for a kernel with several outputs: runs `ds`, compares each output
+/// against its CPU value, refills them all with NaN, runs again and checks every output is
+/// bit-identical to the first run.
+fn run_outputs_with_rerun(
+    ctx: &GpuContext,
+    case: &Case,
+    ds: &[Dispatch],
+    outs: &[(&wgpu::Buffer, &str, &[f32], Tol)],
+) -> Result<Vec<KernelRow>> {
+    run_once(ctx, ds)?;
+    let mut firsts = Vec::with_capacity(outs.len());
+    let mut rows = Vec::with_capacity(2 * outs.len());
+    for &(buf, name, want, tol) in outs {
+        let first: Vec<f32> = read(ctx, buf, want.len())?;
+        let mut c = Check::new(case, name, tol);
+        c.floats(None, &first, want);
+        rows.push(c.finish());
+        refill_nan(ctx, buf, want.len());
+        firsts.push(first);
+    }
+    run_once(ctx, ds)?;
+    for (&(buf, name, want, _), first) in outs.iter().zip(&firsts) {
+        let second: Vec<f32> = read(ctx, buf, want.len())?;
+        let mut r = Check::new(case, &format!("{name} rerun"), Tol::Exact);
+        r.floats(None, &second, first);
+        rows.push(r.finish());
+    }
+    Ok(rows)
+}
+
 /// Runs cases on one device, building each kernel family's pipelines once, on first use.
 pub struct Runner<'a> {
     ctx: &'a GpuContext,
@@ -833,6 +1040,7 @@ pub struct Runner<'a> {
     conv_grad: OnceCell<ConvGradKernels>,
     pool: OnceCell<PoolKernels>,
     dense: OnceCell<DenseKernels>,
+    head: OnceCell<HeadKernels>,
     act: OnceCell<ActKernels>,
     loss: OnceCell<LossKernels>,
     optim: OnceCell<OptimKernels>,
@@ -856,6 +1064,7 @@ impl<'a> Runner<'a> {
             conv_grad: OnceCell::new(),
             pool: OnceCell::new(),
             dense: OnceCell::new(),
+            head: OnceCell::new(),
             act: OnceCell::new(),
             loss: OnceCell::new(),
             optim: OnceCell::new(),
@@ -876,6 +1085,21 @@ impl<'a> Runner<'a> {
             Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
             Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
             Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
+            Case::DenseFused { p, seed } => self.dense_fused_case(case, p, *seed),
+            Case::Head {
+                backward,
+                batch,
+                hidden,
+                valid,
+                label_smoothing,
+                seed,
+            } => self.head_case(
+                case,
+                *backward,
+                (*batch, *hidden, *valid),
+                *label_smoothing,
+                *seed,
+            ),
             Case::Relu { backward, n, seed } => self.relu_case(case, *backward, *n, *seed),
             Case::Dropout {
                 backward,
@@ -902,10 +1126,24 @@ impl<'a> Runner<'a> {
                 opt,
                 n,
                 steps,
+                start_t,
                 warmup,
                 weight_decay,
                 seed,
-            } => self.optim_case(case, *opt, *n, *steps, (*warmup, *weight_decay), *seed),
+            } => self.optim_case(
+                case,
+                *opt,
+                (*n, *steps, *start_t),
+                (*warmup, *weight_decay),
+                *seed,
+            ),
+            Case::Update {
+                opt,
+                tensors,
+                steps,
+                start_t,
+                seed,
+            } => self.update_case(case, *opt, tensors, (*steps, *start_t), *seed),
             Case::Gather {
                 batch,
                 augment,
@@ -1008,7 +1246,7 @@ impl<'a> Runner<'a> {
                 View::whole(&wb),
                 View::whole(&out),
             )?;
-            return run_outputs_with_rerun(ctx, case, &ds, &[(&out, "dx", &dx)], REDUCTION);
+            return run_outputs_with_rerun(ctx, case, &ds, &[(&out, "dx", &dx, REDUCTION)]);
         }
         let mut dw = vec![0.0f32; c.w_len()];
         let mut db = vec![0.0f32; p.c_out as usize];
@@ -1033,8 +1271,7 @@ impl<'a> Runner<'a> {
             ctx,
             case,
             &ds,
-            &[(&dwb, "dw", &dw), (&dbb, "db", &db)],
-            REDUCTION,
+            &[(&dwb, "dw", &dw, REDUCTION), (&dbb, "db", &db, REDUCTION)],
         )
     }
 
@@ -1156,6 +1393,165 @@ impl<'a> Runner<'a> {
             }
         };
         run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
+    }
+
+    fn dense_fused_case(&self, case: &Case, p: &DenseParams, seed: u64) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.dense, || DenseKernels::new(ctx))?;
+        let (b, ni, no) = (p.batch as usize, p.n_in as usize, p.n_out as usize);
+        let mut r = rng(seed);
+        let x = uniform(&mut r, b * ni, -1.0, 1.0);
+        let w = uniform(&mut r, no * ni, -0.5, 0.5);
+        let dy = uniform(&mut r, b * no, -1.0, 1.0);
+        let (mut dw, mut db, mut dx) = (vec![0.0; no * ni], vec![0.0; no], vec![0.0; b * ni]);
+        cpu::dense::backward_fused(p, &x, &dy, &w, &mut dw, &mut db, &mut dx);
+        let (dwb, dbb, dxb) = (
+            nan_buffer(ctx, "dw", dw.len()),
+            nan_buffer(ctx, "db", db.len()),
+            nan_buffer(ctx, "dx", dx.len()),
+        );
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let ds = k.backward_fused(
+            ctx,
+            p,
+            &buf("x", &x),
+            &buf("dy", &dy),
+            &buf("w", &w),
+            &dwb,
+            &dbb,
+            &dxb,
+        );
+        run_outputs_with_rerun(
+            ctx,
+            case,
+            &ds,
+            &[
+                (&dwb, "dw", &dw, REDUCTION),
+                (&dbb, "db", &db, REDUCTION),
+                (&dxb, "dx", &dx, REDUCTION),
+            ],
+        )
+    }
+
+    /// h is a ReLU output (about a third exact zeros, so dh's mask matters) with an all-zero
+    /// row 0 whose logits are the bias, which holds a tied maximum (the first must win). The
+    /// kernel runs twice from non-zero metrics (they must accumulate); every other output is
+    /// compared after the first run and bit for bit between the runs.
+    fn head_case(
+        &self,
+        case: &Case,
+        backward: bool,
+        (batch, hidden, valid): (u32, u32, u32),
+        label_smoothing: f32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.head, || HeadKernels::new(ctx))?;
+        let p = HeadParams::new(batch, hidden, label_smoothing);
+        let (bu, hu, cu) = (batch as usize, hidden as usize, HEAD_CLASSES as usize);
+        let mut r = rng(seed);
+        let mut h: Vec<f32> = uniform(&mut r, bu * hu, -0.5, 1.0)
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        h[..hu].fill(0.0);
+        let l = (6.0 / (hidden as f32 + cu as f32)).sqrt();
+        let w = uniform(&mut r, cu * hu, -l, l);
+        let mut bias = uniform(&mut r, cu, -0.5, 0.5);
+        bias[cu - 3] = bias.iter().fold(f32::MIN, |a, &v| a.max(v));
+        let labels: Vec<u32> = (0..bu).map(|_| r.random_range(0..HEAD_CLASSES)).collect();
+        let state = StepState {
+            epoch_step: 2,
+            t: 9,
+            n: 2 * batch + valid,
+            batch,
+        };
+        debug_assert_eq!(state.valid(), valid);
+        let mut logits = vec![0.0; bu * cu];
+        let mut m = cpu::loss::Metrics {
+            loss_sum: 1.5,
+            correct: 3,
+            seen: 11,
+        };
+        let (mut dl, mut dw, mut db, mut dh) = (
+            vec![0.0; bu * cu],
+            vec![0.0; cu * hu],
+            vec![0.0; cu],
+            vec![0.0; bu * hu],
+        );
+        let inputs = cpu::head::HeadInputs {
+            h: &h,
+            w: &w,
+            bias: &bias,
+            labels: &labels,
+        };
+        for _ in 0..2 {
+            let grads = backward.then(|| cpu::head::HeadGrads {
+                dlogits: &mut dl,
+                dw: &mut dw,
+                db: &mut db,
+                dh: &mut dh,
+            });
+            cpu::head::head(&p, valid, &inputs, &mut logits, &mut m, grads);
+        }
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let (hb, wb, biasb) = (buf("h", &h), buf("w", &w), buf("bias", &bias));
+        let lab = storage_init(ctx, "labels", &labels);
+        let st = storage_init(ctx, "state", &[state]);
+        let metrics = storage_init(ctx, "metrics", &[1.5f32.to_bits(), 3, 11, 0]);
+        let logits_b = nan_buffer(ctx, "logits", logits.len());
+        let (dwb, dbb, dhb) = (
+            nan_buffer(ctx, "dw", dw.len()),
+            nan_buffer(ctx, "db", db.len()),
+            nan_buffer(ctx, "dh", dh.len()),
+        );
+        let ds = k.head(
+            ctx,
+            &p,
+            &st,
+            HeadInputs {
+                h: (&hb).into(),
+                w: (&wb).into(),
+                bias: (&biasb).into(),
+                labels: (&lab).into(),
+            },
+            &logits_b,
+            &metrics,
+            backward.then_some(HeadGrads {
+                dw: (&dwb).into(),
+                db: (&dbb).into(),
+                dh: (&dhb).into(),
+            }),
+        );
+        let mut outs: Vec<(&wgpu::Buffer, &str, &[f32], Tol)> =
+            vec![(&logits_b, "logits", &logits, REDUCTION)];
+        if backward {
+            outs.extend([
+                (&dwb, "dw", &dw[..], REDUCTION),
+                (&dbb, "db", &db[..], REDUCTION),
+                (&dhb, "dh", &dh[..], REDUCTION),
+            ]);
+        }
+        let mut rows = run_outputs_with_rerun(ctx, case, &ds, &outs)?;
+        if backward && valid > 1 {
+            // The gradients carry the mean's 1/valid, which puts most of them under atol: the
+            // same outputs again at the scale of a summed loss, where the tolerance bites.
+            let s = valid as f32;
+            let scaled = |v: &[f32]| v.iter().map(|x| x * s).collect::<Vec<f32>>();
+            for (buf, name, want) in [(&dwb, "dw", &dw), (&dbb, "db", &db), (&dhb, "dh", &dh)] {
+                let got: Vec<f32> = read(ctx, buf, want.len())?;
+                let mut c = Check::new(case, &format!("{name} x valid"), REDUCTION);
+                c.floats(None, &scaled(&got), &scaled(want));
+                rows.push(c.finish());
+            }
+        }
+        let gm: Vec<u32> = read(ctx, &metrics, 4)?;
+        let mut cl = Check::new(case, "metrics loss_sum", REDUCTION);
+        cl.floats(None, &[f32::from_bits(gm[0])], &[m.loss_sum]);
+        let mut cc = Check::new(case, "metrics correct,seen", Tol::Exact);
+        cc.ints(None, &gm[1..3], &[m.correct, m.seen]);
+        rows.extend([cl.finish(), cc.finish()]);
+        Ok(rows)
     }
 
     fn relu_case(&self, case: &Case, backward: bool, n: u32, seed: u64) -> Result<Vec<KernelRow>> {
@@ -1319,8 +1715,7 @@ impl<'a> Runner<'a> {
         &self,
         case: &Case,
         opt: Opt,
-        n: u32,
-        steps: u32,
+        (n, steps, start_t): (u32, u32, u32),
         (warmup, weight_decay): (u32, f32),
         seed: u64,
     ) -> Result<Vec<KernelRow>> {
@@ -1330,73 +1725,150 @@ impl<'a> Runner<'a> {
         let nu = n as usize;
         let mut r = rng(seed);
         let mut w = uniform(&mut r, nu, -1.0, 1.0);
-        // SGD's momentum buffer starts as garbage: step 1 must overwrite it with g.
-        let (per, init): (usize, &[f32]) = match opt {
-            Opt::Wame { .. } => (4, &WAME_INIT),
-            Opt::Adam => (2, &[0.0, 0.0]),
-            Opt::Rmsprop => (1, &[0.0]),
-            Opt::Sgd => (1, &[3.0]),
-        };
-        let mut st: Vec<f32> = init.iter().copied().cycle().take(nu * per).collect();
+        let per = opt_width(opt);
+        let mut st = opt_initial_state(opt, nu);
         let wb = storage_init(ctx, "w", &w);
         let gb = nan_buffer(ctx, "g", nu);
         let sb = storage_init(ctx, "opt state", &st);
-        let step = storage_init(ctx, "step", &[StepState::default()]);
-        let wame = WameParams {
-            warmup,
-            weight_decay,
-            ..wame_params(
-                n,
-                if let Opt::Wame { variant } = opt {
-                    variant
-                } else {
-                    0
-                },
-            )
+        let first = StepState {
+            t: start_t - 1,
+            ..StepState::default()
         };
-        let with_wd = |p: OptParams| OptParams { weight_decay, ..p };
-        let adam = with_wd(opt_params(n, 1e-3, 0.9, 0.999, 1e-8, warmup));
-        let rmsprop = with_wd(opt_params(n, 1e-3, 0.0, 0.9, 1e-8, warmup));
-        let sgd = with_wd(opt_params(n, 1e-2, 0.9, 0.0, 0.0, warmup));
+        let step = storage_init(ctx, "step", &[first]);
+        let set = OptSet::new(opt, n, warmup, weight_decay);
         let mut ds = match opt {
-            Opt::Wame { .. } => k.wame(ctx, &wame, &step, &wb, &gb, &sb),
-            Opt::Adam => k.adam(ctx, &adam, &step, &wb, &gb, &sb),
-            Opt::Rmsprop => k.rmsprop(ctx, &rmsprop, &step, &wb, &gb, &sb),
-            Opt::Sgd => k.sgd(ctx, &sgd, &step, &wb, &gb, &sb),
+            Opt::Wame { .. } => k.wame(ctx, &set.wame, &step, &wb, &gb, &sb),
+            Opt::Adam => k.adam(ctx, &set.adam, &step, &wb, &gb, &sb),
+            Opt::Rmsprop => k.rmsprop(ctx, &set.rmsprop, &step, &wb, &gb, &sb),
+            Opt::Sgd => k.sgd(ctx, &set.sgd, &step, &wb, &gb, &sb),
         };
         ds.extend(data.advance(ctx, &step));
         let mut cw = Check::new(case, "w", ELEMENTWISE);
         let mut cs = Check::new(case, "state", ELEMENTWISE);
+        let mut cw64 = Check::new(case, "w vs f64", ELEMENTWISE);
+        let mut cs64 = Check::new(case, "state vs f64", ELEMENTWISE);
         let mut prev: Vec<f32> = vec![0.0; nu];
-        for t in 1..=steps {
-            // Gradients that keep, flip or zero their sign from the previous step, so every
-            // branch of WAME's zeta update and of the momentum start is taken.
-            let grad: Vec<f32> = (0..nu)
-                .map(|i| match r.random_range(0..4u32) {
-                    0 => 0.0,
-                    1 => -prev[i] * 0.7 + 1e-3,
-                    _ => r.random_range(-1.0f32..1.0),
-                })
-                .collect();
+        for t in start_t..start_t + steps {
+            let grad = optim_grads(&mut r, &prev);
             ctx.queue.write_buffer(&gb, 0, bytemuck::cast_slice(&grad));
             run_once(ctx, &ds)?;
-            match opt {
-                Opt::Wame { .. } => {
-                    cpu::optim::wame(&wame, t, &mut w, &grad, bytemuck::cast_slice_mut(&mut st))
-                }
-                Opt::Adam => {
-                    cpu::optim::adam(&adam, t, &mut w, &grad, bytemuck::cast_slice_mut(&mut st))
-                }
-                Opt::Rmsprop => cpu::optim::rmsprop(&rmsprop, t, &mut w, &grad, &mut st),
-                Opt::Sgd => cpu::optim::sgd(&sgd, t, &mut w, &grad, &mut st),
-            }
-            cw.floats(Some(t), &read::<f32>(ctx, &wb, nu)?, &w);
-            cs.floats(Some(t), &read::<f32>(ctx, &sb, nu * per)?, &st);
+            // The f64 evaluation of this step from the same f32 inputs, rounded once.
+            let (mut w64, mut st64) = (to_t::<f64>(&w), to_t::<f64>(&st));
+            cpu_opt_step(opt, &set, t, &mut w64, &to_t::<f64>(&grad), &mut st64);
+            cpu_opt_step(opt, &set, t, &mut w, &grad, &mut st);
+            let (gw, gs) = (read::<f32>(ctx, &wb, nu)?, read::<f32>(ctx, &sb, nu * per)?);
+            cw.floats(Some(t), &gw, &w);
+            cs.floats(Some(t), &gs, &st);
+            cw64.floats(Some(t), &gw, &to_f32(&w64));
+            cs64.floats(Some(t), &gs, &to_f32(&st64));
             prev = grad;
         }
         let got: Vec<StepState> = read(ctx, &step, 1)?;
         let mut ct = Check::new(case, "step t", Tol::Exact);
-        ct.ints(None, &[got[0].t], &[steps]);
+        ct.ints(None, &[got[0].t], &[start_t - 1 + steps]);
+        Ok(vec![
+            cw.finish(),
+            cs.finish(),
+            cw64.finish(),
+            cs64.finish(),
+            ct.finish(),
+        ])
+    }
+
+    fn update_case(
+        &self,
+        case: &Case,
+        opt: Opt,
+        tensors: &[(u32, u32)],
+        (steps, start_t): (u32, u32),
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.optim, || OptimKernels::new(ctx))?;
+        let data = lazy(&self.data, || DataKernels::new(ctx))?;
+        let mut r = rng(seed);
+        let per = opt_width(opt);
+        let ws: Vec<Vec<f32>> = tensors
+            .iter()
+            .map(|&(n, _)| uniform(&mut r, n as usize, -1.0, 1.0))
+            .collect();
+        let states: Vec<Vec<f32>> = tensors
+            .iter()
+            .map(|&(n, _)| opt_initial_state(opt, n as usize))
+            .collect();
+        let glens: Vec<usize> = tensors.iter().map(|&(n, p)| (n * p) as usize).collect();
+        let params = Arena::init(ctx, "update params", &ws);
+        let state = Arena::init(ctx, "update state", &states);
+        let grads = Arena::zeroed(ctx, "update grads", &glens);
+        let parts: Vec<u32> = tensors.iter().map(|&(_, p)| p).collect();
+        let (table, workgroups) = update_table(&params, &grads, &state, &parts);
+        let table_buf = storage_init(ctx, "update table", &table);
+        let step = storage_init(
+            ctx,
+            "step",
+            &[StepState {
+                t: start_t - 1,
+                ..StepState::default()
+            }],
+        );
+        let set = OptSet::new(opt, 0, 0, 0.0);
+        let rule = match opt {
+            Opt::Wame { .. } => UpdateRule::Wame(set.wame),
+            Opt::Adam => UpdateRule::Adam(set.adam),
+            Opt::Rmsprop => UpdateRule::Rmsprop(set.rmsprop),
+            Opt::Sgd => UpdateRule::Sgd(set.sgd),
+        };
+        assert_eq!(rule.state_width() as usize, per);
+        let mut ds = k.update(
+            ctx,
+            &rule,
+            &step,
+            &table_buf,
+            workgroups,
+            &params.buffer,
+            &grads.buffer,
+            &state.buffer,
+        );
+        ds.extend(data.advance(ctx, &step));
+        // Host mirrors of the whole arenas, padding included: the comparison covers every
+        // element, so a write outside a tensor's range shows up too.
+        let flat = |a: &Arena, ts: &[Vec<f32>]| {
+            let lens: Vec<usize> = a.lens.iter().map(|&n| n as usize).collect();
+            let mut v = vec![0f32; Arena::layout(&lens).1 as usize];
+            for (t, &o) in ts.iter().zip(&a.offsets) {
+                v[o as usize..o as usize + t.len()].copy_from_slice(t);
+            }
+            v
+        };
+        let mut w = flat(&params, &ws);
+        let mut st = flat(&state, &states);
+        let zero_grads: Vec<Vec<f32>> = glens.iter().map(|&n| vec![0.0; n]).collect();
+        let mut g = flat(&grads, &zero_grads);
+        let mut cw = Check::new(case, "params arena", ELEMENTWISE);
+        let mut cs = Check::new(case, "state arena", ELEMENTWISE);
+        for t in start_t..start_t + steps {
+            for (i, &(n, p)) in tensors.iter().enumerate() {
+                let o = grads.offsets[i] as usize;
+                let part = uniform(&mut r, (n * p) as usize, -1.0, 1.0);
+                g[o..o + part.len()].copy_from_slice(&part);
+            }
+            ctx.queue
+                .write_buffer(&grads.buffer, 0, bytemuck::cast_slice(&g));
+            run_once(ctx, &ds)?;
+            match rule {
+                UpdateRule::Wame(p) => cpu::optim::update_wame(&p, t, &table, &mut w, &g, &mut st),
+                UpdateRule::Adam(p) => cpu::optim::update_adam(&p, t, &table, &mut w, &g, &mut st),
+                UpdateRule::Rmsprop(p) => {
+                    cpu::optim::update_rmsprop(&p, t, &table, &mut w, &g, &mut st)
+                }
+                UpdateRule::Sgd(p) => cpu::optim::update_sgd(&p, t, &table, &mut w, &g, &mut st),
+            }
+            cw.floats(Some(t), &read::<f32>(ctx, &params.buffer, w.len())?, &w);
+            cs.floats(Some(t), &read::<f32>(ctx, &state.buffer, st.len())?, &st);
+        }
+        let got: Vec<StepState> = read(ctx, &step, 1)?;
+        let mut ct = Check::new(case, "step t", Tol::Exact);
+        ct.ints(None, &[got[0].t], &[start_t - 1 + steps]);
         Ok(vec![cw.finish(), cs.finish(), ct.finish()])
     }
 
@@ -1579,36 +2051,6 @@ pub fn conv_grad_inputs(p: &ConvGradParams, seed: u64) -> ConvGradInputs {
     }
 }
 
-/// [`run_with_rerun`] for kernels with several outputs: every output compared, then all
-/// refilled with NaN, the dispatches run again, and each compared bit for bit with the first run.
-fn run_outputs_with_rerun(
-    ctx: &GpuContext,
-    case: &Case,
-    ds: &[Dispatch],
-    outs: &[(&wgpu::Buffer, &str, &[f32])],
-    tol: Tol,
-) -> Result<Vec<KernelRow>> {
-    run_once(ctx, ds)?;
-    let mut firsts = Vec::new();
-    let mut rows = Vec::new();
-    for (buf, name, want) in outs {
-        let first: Vec<f32> = read(ctx, buf, want.len())?;
-        let mut c = Check::new(case, name, tol);
-        c.floats(None, &first, want);
-        rows.push(c.finish());
-        refill_nan(ctx, buf, want.len());
-        firsts.push(first);
-    }
-    run_once(ctx, ds)?;
-    for ((buf, name, want), first) in outs.iter().zip(&firsts) {
-        let second: Vec<f32> = read(ctx, buf, want.len())?;
-        let mut r = Check::new(case, &format!("{name} rerun"), Tol::Exact);
-        r.floats(None, &second, first);
-        rows.push(r.finish());
-    }
-    Ok(rows)
-}
-
 /// The data set of a gather case: [`GATHER_SAMPLES`] images, labels and a permutation of them.
 pub struct GatherInputs {
     pub images: Vec<u8>,
@@ -1663,6 +2105,90 @@ pub fn wame_params(n: u32, variant: u32) -> WameParams {
 
 fn opt_params(n: u32, lr: f32, b1: f32, b2: f32, eps: f32, warmup: u32) -> OptParams {
     OptParams::new(n, lr, b1, b2, eps, warmup, 0.0)
+}
+
+/// Every optimizer's hyper-parameters as the table uses them.
+#[derive(Clone, Copy)]
+struct OptSet {
+    wame: WameParams,
+    adam: OptParams,
+    rmsprop: OptParams,
+    sgd: OptParams,
+}
+
+impl OptSet {
+    fn new(opt: Opt, n: u32, warmup: u32, weight_decay: f32) -> Self {
+        let variant = if let Opt::Wame { variant } = opt {
+            variant
+        } else {
+            0
+        };
+        let with_wd = |p: OptParams| OptParams { weight_decay, ..p };
+        OptSet {
+            wame: WameParams {
+                warmup,
+                weight_decay,
+                ..wame_params(n, variant)
+            },
+            adam: with_wd(opt_params(n, 1e-3, 0.9, 0.999, 1e-8, warmup)),
+            rmsprop: with_wd(opt_params(n, 1e-3, 0.0, 0.9, 1e-8, warmup)),
+            sgd: with_wd(opt_params(n, 1e-2, 0.9, 0.0, 0.0, warmup)),
+        }
+    }
+}
+
+fn opt_width(opt: Opt) -> usize {
+    match opt {
+        Opt::Wame { .. } => 4,
+        Opt::Adam => 2,
+        Opt::Rmsprop | Opt::Sgd => 1,
+    }
+}
+
+/// Fresh state of `n` weights; SGD's momentum buffer starts as garbage, since step 1 must
+/// overwrite it with g.
+fn opt_initial_state(opt: Opt, n: usize) -> Vec<f32> {
+    let init: &[f32] = match opt {
+        Opt::Wame { .. } => &WAME_INIT,
+        Opt::Adam => &[0.0, 0.0],
+        Opt::Rmsprop => &[0.0],
+        Opt::Sgd => &[3.0],
+    };
+    init.iter().copied().cycle().take(n * init.len()).collect()
+}
+
+/// Gradients that keep, flip or zero their sign from the previous step, so every branch of
+/// WAME's zeta update and of the momentum start is taken.
+fn optim_grads(r: &mut ChaCha8Rng, prev: &[f32]) -> Vec<f32> {
+    prev.iter()
+        .map(|&p| match r.random_range(0..4u32) {
+            0 => 0.0,
+            1 => -p * 0.7 + 1e-3,
+            _ => r.random_range(-1.0f32..1.0),
+        })
+        .collect()
+}
+
+/// One step of the CPU twin of `opt` at step number `t`, state flat (`opt_width` per weight).
+fn cpu_opt_step<T: Real>(opt: Opt, s: &OptSet, t: u32, w: &mut [T], g: &[T], st: &mut [T]) {
+    match opt {
+        Opt::Wame { .. } => as_arrays::<T, 4>(st, |a| cpu::optim::wame(&s.wame, t, w, g, a)),
+        Opt::Adam => as_arrays::<T, 2>(st, |a| cpu::optim::adam(&s.adam, t, w, g, a)),
+        Opt::Rmsprop => cpu::optim::rmsprop(&s.rmsprop, t, w, g, st),
+        Opt::Sgd => cpu::optim::sgd(&s.sgd, t, w, g, st),
+    }
+}
+
+/// `f` on `flat` seen as `[[T; N]]` (copied out and back: `as_chunks_mut` is newer than the MSRV).
+fn as_arrays<T: Copy + Default, const N: usize>(flat: &mut [T], f: impl FnOnce(&mut [[T; N]])) {
+    let mut a: Vec<[T; N]> = flat
+        .chunks_exact(N)
+        .map(|c| std::array::from_fn(|k| c[k]))
+        .collect();
+    f(&mut a);
+    for (c, v) in flat.chunks_exact_mut(N).zip(&a) {
+        c.copy_from_slice(v);
+    }
 }
 
 fn fmt_err(v: f64) -> String {

@@ -27,6 +27,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("conv_grad.wgsl", include_str!("../shaders/conv_grad.wgsl")),
     ("data.wgsl", include_str!("../shaders/data.wgsl")),
     ("dense.wgsl", include_str!("../shaders/dense.wgsl")),
+    ("head.wgsl", include_str!("../shaders/head.wgsl")),
     ("loss.wgsl", include_str!("../shaders/loss.wgsl")),
     ("optim.wgsl", include_str!("../shaders/optim.wgsl")),
     ("pool.wgsl", include_str!("../shaders/pool.wgsl")),

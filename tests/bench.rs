@@ -213,7 +213,7 @@ fn gpu_bench_json() {
             "conv2.forward",
             "conv2.backward_input",
             "conv1.backward_weight",
-            "wame.fc2.bias",
+            "wame.update",
             "advance",
         ] {
             assert!(has(n), "{n} missing");

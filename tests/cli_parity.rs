@@ -9,35 +9,37 @@ mod common;
 use fmnist_gpu::gpu::select::{AdapterKind, BackendArg, list_adapters};
 use std::process::Output;
 
-/// Every WGSL entry point, written out here rather than taken from the library, so a kernel
-/// dropped from the table fails this test.
-const ENTRY_POINTS: [&str; 25] = [
-    "conv.forward",
-    "conv.backward_input",
-    "conv.backward_weight",
-    "conv.backward_bias",
-    "conv_grad.backward_weight",
-    "conv_grad.backward_input",
-    "reduce.sum_partials",
-    "pool.maxpool_forward",
-    "pool.maxpool_backward",
-    "dense.forward",
-    "dense.backward_input",
-    "dense.backward_weight",
-    "dense.backward_bias",
-    "act.relu_forward",
-    "act.relu_backward",
-    "act.dropout_forward",
-    "act.dropout_backward",
-    "loss.softmax_xent_forward",
-    "loss.softmax_xent_backward",
-    "optim.wame",
-    "optim.adam",
-    "optim.rmsprop",
-    "optim.sgd",
-    "data.gather",
-    "data.advance",
-];
+/// Every `@compute` entry point of `shaders/*.wgsl` as `family.entry`, read from the sources, so
+/// a new kernel without a table case fails here.
+fn entry_points() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).expect("shaders dir") {
+        let path = e.expect("dir entry").path();
+        if path.extension().and_then(|x| x.to_str()) != Some("wgsl") {
+            continue;
+        }
+        let family = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let src = std::fs::read_to_string(&path).expect("read shader");
+        let mut compute = false;
+        for line in src.lines().map(str::trim) {
+            if line.starts_with("@compute") {
+                compute = true;
+            }
+            match line.strip_prefix("fn ") {
+                Some(rest) if compute => {
+                    let name = rest.split('(').next().unwrap().trim();
+                    out.push(format!("{family}.{name}"));
+                    compute = false;
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    assert!(out.len() >= 20, "{out:?}");
+    out
+}
 
 fn fmnist(args: &[&str]) -> Output {
     common::bin()
@@ -87,21 +89,22 @@ fn kernel_table_json_lists_every_kernel_and_passes() {
     assert!(doc["adapter"]["name"].is_string());
     let kernels = doc["kernels"].as_array().expect("kernels array");
     let rows = doc["rows"].as_array().expect("rows array");
-    for k in ENTRY_POINTS {
+    let entry_points = entry_points();
+    for k in &entry_points {
         let s = kernels
             .iter()
-            .find(|s| s["kernel"] == k)
+            .find(|s| s["kernel"] == k.as_str())
             .unwrap_or_else(|| panic!("{k} missing from kernels"));
         assert_eq!(s["ok"], true, "{k}");
         assert!(s["cases"].as_u64().unwrap_or(0) >= 2, "{k}: {s}");
         let shapes: std::collections::BTreeSet<&str> = rows
             .iter()
-            .filter(|r| r["kernel"] == k)
+            .filter(|r| r["kernel"] == k.as_str())
             .filter_map(|r| r["shape"].as_str())
             .collect();
         assert!(shapes.len() >= 2, "{k}: shapes {shapes:?}");
     }
-    assert_eq!(kernels.len(), ENTRY_POINTS.len());
+    assert_eq!(kernels.len(), entry_points.len());
     for r in rows {
         assert_eq!(r["ok"], true, "{r}");
         assert!(r["values"].as_u64().unwrap_or(0) > 0, "{r}");
@@ -119,11 +122,11 @@ fn kernel_table_text_ends_with_a_summary() {
     let out = fmnist(&["parity", "--adapter", adapter]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    for k in ENTRY_POINTS {
+    for k in entry_points() {
         assert!(
             stdout
                 .lines()
-                .any(|l| l.starts_with(k) && l.ends_with(" ok")),
+                .any(|l| l.starts_with(&k) && l.ends_with(" ok")),
             "{k} has no ok line"
         );
     }

@@ -1,7 +1,7 @@
 //! The CPU reference checked on its own: f64 central-difference gradients of every backward op,
 //! WAME golden values (SPEC 5), optimizer definitions, dropout masks and the batch gather.
 
-use fmnist_gpu::cpu::{act, conv, conv_grad, data, dense, loss, optim, pool};
+use fmnist_gpu::cpu::{act, conv, conv_grad, data, dense, head, loss, optim, pool};
 use fmnist_gpu::params::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -269,6 +269,188 @@ fn loss_gradient() {
         let mut d = vec![0.0; 40];
         loss::softmax_xent_backward(&p, valid, &probs, &labels, &mut d);
         check_grad("loss dlogits", &logits, &d, mean);
+    }
+}
+
+/// The head's backward in f64: dw, db and dh (the gradient at fc1's pre-activation, through
+/// the ReLU) against central differences of the mean loss over the valid rows.
+#[test]
+fn head_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (b, hid) = (4usize, 7usize);
+    // Pre-activations away from the ReLU kink, so the differences never cross it.
+    let pre: Vec<f64> = rand_vec(&mut rng, b * hid, -1.0, 1.0)
+        .into_iter()
+        .map(|v| if v < 0.0 { v - 0.1 } else { v + 0.1 })
+        .collect();
+    let w = rand_vec(&mut rng, 10 * hid, -1.0, 1.0);
+    let bias = rand_vec(&mut rng, 10, -1.0, 1.0);
+    let labels = [3u32, 0, 9, 3];
+    for (valid, ls) in [(4u32, 0.0f32), (3, 0.2)] {
+        let p = HeadParams::new(b as u32, hid as u32, ls);
+        let mean = |pre: &[f64], w: &[f64], bias: &[f64]| {
+            let h: Vec<f64> = pre.iter().map(|v| v.max(0.0)).collect();
+            let x = head::HeadInputs {
+                h: &h,
+                w,
+                bias,
+                labels: &labels,
+            };
+            let mut logits = vec![0.0; b * 10];
+            let mut m = loss::Metrics::default();
+            head::head(&p, valid, &x, &mut logits, &mut m, None) / valid as f64
+        };
+        let h: Vec<f64> = pre.iter().map(|v| v.max(0.0)).collect();
+        let (mut dl, mut dw, mut db, mut dh) = (
+            vec![0.0; b * 10],
+            vec![0.0; 10 * hid],
+            vec![0.0; 10],
+            vec![0.0; b * hid],
+        );
+        let x = head::HeadInputs {
+            h: &h,
+            w: &w,
+            bias: &bias,
+            labels: &labels,
+        };
+        let mut logits = vec![0.0; b * 10];
+        let mut m = loss::Metrics::default();
+        let grads = head::HeadGrads {
+            dlogits: &mut dl,
+            dw: &mut dw,
+            db: &mut db,
+            dh: &mut dh,
+        };
+        head::head(&p, valid, &x, &mut logits, &mut m, Some(grads));
+        assert_eq!(m.seen, valid);
+        check_grad("head dw", &w, &dw, |v| mean(&pre, v, &bias));
+        check_grad("head db", &bias, &db, |v| mean(&pre, &w, v));
+        check_grad("head dh", &pre, &dh, |v| mean(v, &w, &bias));
+    }
+}
+
+/// The fused twins are the unfused CPU chain they replace, bit for bit (same ops, same order):
+/// `head.head` against fc2 forward, softmax cross-entropy forward and backward, fc2's three
+/// backward GEMMs and the ReLU backward, as `net::cpu` runs them; `dense.backward_fused`
+/// against the layer's three backward ops.
+#[test]
+fn fused_twins_equal_the_unfused_chain() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut rf = |n: usize, lo: f64, hi: f64| -> Vec<f32> {
+        rand_vec(&mut rng, n, lo, hi)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
+    };
+    for &(b, hid, valid, ls) in &[
+        (1usize, 128usize, 1u32, 0.0f32),
+        (3, 37, 2, 0.1),
+        (130, 128, 100, 0.0),
+        (7, 129, 0, 0.0),
+    ] {
+        let h: Vec<f32> = rf(b * hid, -0.5, 1.0)
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        let w = rf(10 * hid, -0.2, 0.2);
+        let bias = rf(10, -0.5, 0.5);
+        let labels: Vec<u32> = (0..b as u32).map(|i| (i * 7 + 3) % 10).collect();
+        let p = HeadParams::new(b as u32, hid as u32, ls);
+        // The unfused chain.
+        let (fc2, lp) = (p.fc2(), p.loss());
+        let mut logits = vec![0.0f32; b * 10];
+        dense::forward(&fc2, &h, &w, &bias, &mut logits);
+        let mut probs = vec![0.0f32; b * 10];
+        let mut m = loss::Metrics {
+            loss_sum: 0.5,
+            correct: 1,
+            seen: 2,
+        };
+        let want_loss =
+            loss::softmax_xent_forward(&lp, valid, &logits, &labels, &mut probs, &mut m);
+        let mut dl = vec![0.0f32; b * 10];
+        loss::softmax_xent_backward(&lp, valid, &probs, &labels, &mut dl);
+        let (mut dw, mut db) = (vec![0.0f32; 10 * hid], vec![0.0f32; 10]);
+        dense::backward_weight(&fc2, &h, &dl, &mut dw);
+        dense::backward_bias(&fc2, &dl, &mut db);
+        let mut dh_pre = vec![0.0f32; b * hid];
+        dense::backward_input(&fc2, &dl, &w, &mut dh_pre);
+        let mut dh = vec![0.0f32; b * hid];
+        act::relu_backward(
+            &ActParams {
+                n: (b * hid) as u32,
+                threshold: 0,
+                scale: 1.0,
+                seed: 0,
+            },
+            &h,
+            &dh_pre,
+            &mut dh,
+        );
+        // The fused twin, with and without the backward.
+        let x = head::HeadInputs {
+            h: &h,
+            w: &w,
+            bias: &bias,
+            labels: &labels,
+        };
+        for backward in [false, true] {
+            let mut g_logits = vec![f32::NAN; b * 10];
+            let mut gm = loss::Metrics {
+                loss_sum: 0.5,
+                correct: 1,
+                seen: 2,
+            };
+            let (mut g_dl, mut g_dw, mut g_db, mut g_dh) = (
+                vec![f32::NAN; b * 10],
+                vec![f32::NAN; 10 * hid],
+                vec![f32::NAN; 10],
+                vec![f32::NAN; b * hid],
+            );
+            let grads = backward.then(|| head::HeadGrads {
+                dlogits: &mut g_dl,
+                dw: &mut g_dw,
+                db: &mut g_db,
+                dh: &mut g_dh,
+            });
+            let got_loss = head::head(&p, valid, &x, &mut g_logits, &mut gm, grads);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+            let what = format!("B{b} H{hid} valid {valid} ls {ls} backward {backward}");
+            assert_eq!(got_loss.to_bits(), want_loss.to_bits(), "{what}: loss");
+            assert_eq!(gm, m, "{what}: metrics");
+            assert_eq!(bits(&g_logits), bits(&logits), "{what}: logits");
+            if backward {
+                assert_eq!(bits(&g_dl), bits(&dl), "{what}: dlogits");
+                assert_eq!(bits(&g_dw), bits(&dw), "{what}: dw");
+                assert_eq!(bits(&g_db), bits(&db), "{what}: db");
+                assert_eq!(bits(&g_dh), bits(&dh), "{what}: dh");
+                assert!(dh.iter().zip(&h).all(|(d, v)| *v > 0.0 || *d == 0.0));
+            }
+        }
+    }
+    for &(b, ni, no) in &[(1usize, 5usize, 3usize), (37, 70, 19), (33, 31, 65)] {
+        let p = DenseParams::new(b as u32, ni as u32, no as u32, false);
+        let x = rf(b * ni, -1.0, 1.0);
+        let w = rf(no * ni, -0.5, 0.5);
+        let dy = rf(b * no, -1.0, 1.0);
+        let (mut dw, mut db, mut dx) = (
+            vec![0.0f32; no * ni],
+            vec![0.0f32; no],
+            vec![0.0f32; b * ni],
+        );
+        dense::backward_weight(&p, &x, &dy, &mut dw);
+        dense::backward_bias(&p, &dy, &mut db);
+        dense::backward_input(&p, &dy, &w, &mut dx);
+        let (mut fw, mut fb, mut fx) = (
+            vec![f32::NAN; no * ni],
+            vec![f32::NAN; no],
+            vec![f32::NAN; b * ni],
+        );
+        dense::backward_fused(&p, &x, &dy, &w, &mut fw, &mut fb, &mut fx);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(&fw), bits(&dw), "B{b} In{ni} Out{no}: dw");
+        assert_eq!(bits(&fb), bits(&db), "B{b} In{ni} Out{no}: db");
+        assert_eq!(bits(&fx), bits(&dx), "B{b} In{ni} Out{no}: dx");
     }
 }
 

@@ -3,18 +3,19 @@
 //! field layout of its `#[repr(C)]` twin in `src/params.rs`.
 
 use fmnist_gpu::params::{
-    ActParams, ConvGradParams, ConvParams, DenseParams, GatherParams, LossParams, OptParams,
-    PoolParams, ReduceParams, StepState, UpdateRecord, WameParams,
+    ActParams, ConvGradParams, ConvParams, DenseParams, GatherParams, HeadParams, LossParams,
+    OptParams, PoolParams, ReduceParams, StepState, UpdateRecord, WameParams,
 };
 use std::collections::BTreeMap;
 use std::mem::size_of;
 use std::path::{Path, PathBuf};
 
-const FAMILIES: [&str; 8] = [
+const FAMILIES: [&str; 9] = [
     "conv",
     "conv_grad",
     "pool",
     "dense",
+    "head",
     "act",
     "loss",
     "optim",
@@ -28,6 +29,7 @@ fn params_table() -> BTreeMap<&'static str, usize> {
         ("ConvGradParams", size_of::<ConvGradParams>()),
         ("PoolParams", size_of::<PoolParams>()),
         ("DenseParams", size_of::<DenseParams>()),
+        ("HeadParams", size_of::<HeadParams>()),
         ("ActParams", size_of::<ActParams>()),
         ("LossParams", size_of::<LossParams>()),
         ("GatherParams", size_of::<GatherParams>()),

@@ -84,3 +84,19 @@ pub fn backward_bias<T: Real>(p: &DenseParams, dy: &[T], db: &mut [T]) {
         }
     }
 }
+
+/// CPU twin of `backward_fused`: [`backward_weight`], [`backward_bias`] and [`backward_input`]
+/// of one layer (the GPU runs them as workgroup roles of one dispatch).
+pub fn backward_fused<T: Real>(
+    p: &DenseParams,
+    x: &[T],
+    dy: &[T],
+    w: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+    dx: &mut [T],
+) {
+    backward_weight(p, x, dy, dw);
+    backward_bias(p, dy, db);
+    backward_input(p, dy, w, dx);
+}

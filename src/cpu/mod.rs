@@ -8,6 +8,7 @@ pub mod conv;
 pub mod conv_grad;
 pub mod data;
 pub mod dense;
+pub mod head;
 pub mod loss;
 pub mod optim;
 pub mod pool;

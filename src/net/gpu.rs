@@ -7,11 +7,13 @@
 
 use super::{Net, NetConfig, NetData, Probe, Which};
 use crate::cpu::loss::Metrics;
-use crate::gpu::buffers::{Dispatch, read, storage, storage_init};
+use crate::gpu::buffers::{Arena, Dispatch, read, storage, storage_init};
 use crate::gpu::{AdapterSummary, GpuContext};
-use crate::model::{CLASSES, FLAT, Layers, Params, param_shapes};
+use crate::model::{CLASSES, FLAT, Layers, Params};
+use crate::ops::conv::weight_parts;
+use crate::ops::optim::{OptimKernels, UpdateRule, update_table};
 use crate::ops::{act::ActKernels, conv::ConvKernels, data::DataKernels, data::pack_u8};
-use crate::ops::{dense::DenseKernels, loss::LossKernels, optim::OptimKernels, pool::PoolKernels};
+use crate::ops::{dense::DenseKernels, loss::LossKernels, pool::PoolKernels};
 use crate::optim::OptimizerKind;
 use crate::params::{ConvParams, DenseParams, GatherParams, LossParams, StepState};
 use crate::rng::{Stream, hash_key};
@@ -34,9 +36,16 @@ struct Resident {
 }
 
 struct Bufs {
-    params: Vec<wgpu::Buffer>,
-    grads: Vec<wgpu::Buffer>,
-    state: Vec<wgpu::Buffer>,
+    /// The eight parameter tensors, their gradients and their optimizer state, each set in one
+    /// arena so that the fused update reaches all of them through one binding. A conv weight's
+    /// gradient is its split-K partials ([`weight_parts`] of them), summed by the update.
+    params: Arena,
+    grads: Arena,
+    state: Arena,
+    parts: Vec<u32>,
+    /// The update's tensor table ([`update_table`]) and its workgroup count.
+    table: wgpu::Buffer,
+    update_groups: u32,
     x: wgpu::Buffer,
     y: wgpu::Buffer,
     a1: wgpu::Buffer,
@@ -150,18 +159,31 @@ impl GpuNet {
         let bsz = cfg.batch as usize;
         let hid = cfg.hidden as usize;
         let s = |name: &str, n: usize| storage(&ctx, name, f32_bytes(n));
+        let mut parts = vec![1u32; params.tensors.len()];
+        parts[0] = weight_parts(&l.conv1);
+        parts[2] = weight_parts(&l.conv2);
+        let grad_lens: Vec<usize> = params
+            .tensors
+            .iter()
+            .zip(&parts)
+            .map(|(t, &p)| t.len() * p as usize)
+            .collect();
+        let params_arena = Arena::init(&ctx, "params", &params.tensors);
+        let grads = Arena::zeroed(&ctx, "grads", &grad_lens);
+        let states: Vec<Vec<f32>> = params
+            .tensors
+            .iter()
+            .map(|t| cfg.optim.initial_state(t.len()))
+            .collect();
+        let state = Arena::init(&ctx, "optim state", &states);
+        let (table, update_groups) = update_table(&params_arena, &grads, &state, &parts);
         let b = Bufs {
-            params: params
-                .tensors
-                .iter()
-                .map(|t| storage_init(&ctx, "param", t))
-                .collect(),
-            grads: params.tensors.iter().map(|t| s("grad", t.len())).collect(),
-            state: params
-                .tensors
-                .iter()
-                .map(|t| storage_init(&ctx, "optim state", &cfg.optim.initial_state(t.len())))
-                .collect(),
+            table: storage_init(&ctx, "update table", &table),
+            update_groups,
+            params: params_arena,
+            grads,
+            state,
+            parts,
             x: s("x", l.conv1.x_len()),
             y: s("y", bsz),
             a1: s("a1", l.conv1.y_len()),
@@ -337,20 +359,20 @@ impl GpuNet {
         metrics: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
-        let w = &b.params;
+        let w = |i: usize| b.params.view(i);
         let fc1_in = if dropout { &b.d } else { &b.p2 };
         let mut v = [
-            k.conv.forward(c, &l.conv1, &b.x, &w[0], &w[1], &b.a1),
+            k.conv.forward(c, &l.conv1, &b.x, w(0), w(1), &b.a1),
             k.pool.maxpool_forward(c, &l.pool1, &b.a1, &b.p1, &b.am1),
-            k.conv.forward(c, &l.conv2, &b.p1, &w[2], &w[3], &b.a2),
+            k.conv.forward(c, &l.conv2, &b.p1, w(2), w(3), &b.a2),
             k.pool.maxpool_forward(c, &l.pool2, &b.a2, &b.p2, &b.am2),
         ]
         .concat();
         if dropout {
             v.extend(k.act.dropout_forward(c, &l.drop, state, &b.p2, &b.d));
         }
-        v.extend(k.dense.forward(c, &l.fc1, fc1_in, &w[4], &w[5], &b.h));
-        v.extend(k.dense.forward(c, &l.fc2, &b.h, &w[6], &w[7], &b.logits));
+        v.extend(k.dense.forward(c, &l.fc1, fc1_in, w(4), w(5), &b.h));
+        v.extend(k.dense.forward(c, &l.fc2, &b.h, w(6), w(7), &b.logits));
         v.extend(
             k.loss
                 .softmax_xent_forward(c, loss, state, &b.logits, &b.y, &b.probs, metrics),
@@ -360,21 +382,21 @@ impl GpuNet {
 
     fn backward(&self, dropout: bool, state: &wgpu::Buffer) -> Vec<Dispatch> {
         let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
-        let (w, g) = (&b.params, &b.grads);
+        let (w, g) = (|i: usize| b.params.view(i), |i: usize| b.grads.view(i));
         let fc1_in = if dropout { &b.d } else { &b.p2 };
         let pool2_dy = if dropout { &b.dp2 } else { &b.dd };
         let relu = crate::ops::act::relu_params(l.fc1.batch * l.fc1.n_out);
         let mut v = [
             k.loss
                 .softmax_xent_backward(c, &l.loss, state, &b.probs, &b.y, &b.dlogits),
-            k.dense.backward_weight(c, &l.fc2, &b.h, &b.dlogits, &g[6]),
-            k.dense.backward_bias(c, &l.fc2, &b.dlogits, &g[7]),
+            k.dense.backward_weight(c, &l.fc2, &b.h, &b.dlogits, g(6)),
+            k.dense.backward_bias(c, &l.fc2, &b.dlogits, g(7)),
             k.dense
-                .backward_input(c, &l.fc2, &b.dlogits, &w[6], &b.dh_pre),
+                .backward_input(c, &l.fc2, &b.dlogits, w(6), &b.dh_pre),
             k.act.relu_backward(c, &relu, &b.h, &b.dh_pre, &b.dh),
-            k.dense.backward_weight(c, &l.fc1, fc1_in, &b.dh, &g[4]),
-            k.dense.backward_bias(c, &l.fc1, &b.dh, &g[5]),
-            k.dense.backward_input(c, &l.fc1, &b.dh, &w[4], &b.dd),
+            k.dense.backward_weight(c, &l.fc1, fc1_in, &b.dh, g(4)),
+            k.dense.backward_bias(c, &l.fc1, &b.dh, g(5)),
+            k.dense.backward_input(c, &l.fc1, &b.dh, w(4), &b.dd),
         ]
         .concat();
         if dropout {
@@ -384,13 +406,15 @@ impl GpuNet {
             [
                 k.pool
                     .maxpool_backward(c, &l.pool2, pool2_dy, &b.am2, &b.a2, &b.da2),
-                k.conv.backward_weight(c, &l.conv2, &b.p1, &b.da2, &g[2]),
-                k.conv.backward_bias(c, &l.conv2, &b.da2, &g[3]),
-                k.conv.backward_input(c, &l.conv2, &b.da2, &w[2], &b.dp1),
+                k.conv
+                    .backward_weight_partials(c, &l.conv2, &b.p1, &b.da2, g(2)),
+                k.conv.backward_bias(c, &l.conv2, &b.da2, g(3)),
+                k.conv.backward_input(c, &l.conv2, &b.da2, w(2), &b.dp1),
                 k.pool
                     .maxpool_backward(c, &l.pool1, &b.dp1, &b.am1, &b.a1, &b.da1),
-                k.conv.backward_weight(c, &l.conv1, &b.x, &b.da1, &g[0]),
-                k.conv.backward_bias(c, &l.conv1, &b.da1, &g[1]),
+                k.conv
+                    .backward_weight_partials(c, &l.conv1, &b.x, &b.da1, g(0)),
+                k.conv.backward_bias(c, &l.conv1, &b.da1, g(1)),
             ]
             .concat(),
         );
@@ -400,51 +424,56 @@ impl GpuNet {
     /// The fixture's pre-ReLU conv1, conv2 and fc1 outputs (our forward fuses the ReLU).
     fn pre_relu(&self) -> Vec<Dispatch> {
         let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
-        let w = &b.params;
+        let w = |i: usize| b.params.view(i);
         [
             k.conv.forward(
                 c,
                 &ConvParams { relu: 0, ..l.conv1 },
                 &b.x,
-                &w[0],
-                &w[1],
+                w(0),
+                w(1),
                 &b.pre1,
             ),
             k.conv.forward(
                 c,
                 &ConvParams { relu: 0, ..l.conv2 },
                 &b.p1,
-                &w[2],
-                &w[3],
+                w(2),
+                w(3),
                 &b.pre2,
             ),
             k.dense.forward(
                 c,
                 &DenseParams { relu: 0, ..l.fc1 },
                 &b.p2,
-                &w[4],
-                &w[5],
+                w(4),
+                w(5),
                 &b.pre_fc1,
             ),
         ]
         .concat()
     }
 
+    /// The fused update of all eight tensors: one dispatch (its uniform holds the rate, so a
+    /// new rate means new dispatches, once per epoch).
     fn update_dispatches(&self, lr: f32) -> Vec<Dispatch> {
-        let (c, b, o) = (&self.ctx, &self.b, &self.cfg.optim);
-        let (k, st) = (&self.k.optim, &b.step);
-        let mut v = Vec::new();
-        for (i, shape) in param_shapes(self.cfg.hidden as usize).iter().enumerate() {
-            let n: usize = shape.iter().product();
-            let (w, g, s) = (&b.params[i], &b.grads[i], &b.state[i]);
-            v.extend(match o.kind {
-                OptimizerKind::Wame => k.wame(c, &o.wame_params(n, lr), st, w, g, s),
-                OptimizerKind::Adam => k.adam(c, &o.opt_params(n, lr), st, w, g, s),
-                OptimizerKind::Rmsprop => k.rmsprop(c, &o.opt_params(n, lr), st, w, g, s),
-                OptimizerKind::Sgd => k.sgd(c, &o.opt_params(n, lr), st, w, g, s),
-            });
-        }
-        v
+        let (b, o) = (&self.b, &self.cfg.optim);
+        let rule = match o.kind {
+            OptimizerKind::Wame => UpdateRule::Wame(o.wame_params(0, lr)),
+            OptimizerKind::Adam => UpdateRule::Adam(o.opt_params(0, lr)),
+            OptimizerKind::Rmsprop => UpdateRule::Rmsprop(o.opt_params(0, lr)),
+            OptimizerKind::Sgd => UpdateRule::Sgd(o.opt_params(0, lr)),
+        };
+        self.k.optim.update(
+            &self.ctx,
+            &rule,
+            &b.step,
+            &b.table,
+            b.update_groups,
+            &b.params.buffer,
+            &b.grads.buffer,
+            &b.state.buffer,
+        )
     }
 
     /// Records `lists` into one encoder and one compute pass, and submits once.
@@ -653,8 +682,8 @@ impl Net for GpuNet {
         self.flush()?;
         self.wait(None)?;
         let mut p = Params::zeros(self.cfg.hidden as usize);
-        for (t, b) in p.tensors.iter_mut().zip(&self.b.params) {
-            *t = read(&self.ctx, b, t.len())?;
+        for (i, t) in p.tensors.iter_mut().enumerate() {
+            *t = self.b.params.read(&self.ctx, i)?;
         }
         Ok(p)
     }
@@ -667,8 +696,15 @@ impl Net for GpuNet {
                 p.hidden, self.cfg.hidden
             )));
         }
-        for (t, b) in p.tensors.iter().zip(&self.b.params) {
-            self.ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(t));
+        for (i, t) in p.tensors.iter().enumerate() {
+            if t.len() != self.b.params.lens[i] as usize {
+                return Err(Error::BadArg(format!(
+                    "parameter tensor {i} has {} values where the net has {}",
+                    t.len(),
+                    self.b.params.lens[i]
+                )));
+            }
+            self.b.params.write(&self.ctx, i, t);
         }
         Ok(())
     }
@@ -676,21 +712,30 @@ impl Net for GpuNet {
     fn optim_state(&mut self) -> Result<(Vec<Vec<f32>>, u32)> {
         self.flush()?;
         self.wait(None)?;
-        let w = self.cfg.optim.state_width();
-        let mut out = Vec::new();
-        for (shape, b) in param_shapes(self.cfg.hidden as usize)
-            .iter()
-            .zip(&self.b.state)
-        {
-            out.push(read(&self.ctx, b, w * shape.iter().product::<usize>())?);
-        }
+        let out = (0..self.b.state.lens.len())
+            .map(|i| self.b.state.read(&self.ctx, i))
+            .collect::<Result<Vec<_>>>()?;
         Ok((out, self.t))
     }
 
     fn set_optim_state(&mut self, state: &[Vec<f32>], t: u32) -> Result<()> {
         self.flush()?;
-        for (s, b) in state.iter().zip(&self.b.state) {
-            self.ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(s));
+        if state.len() != self.b.state.lens.len() {
+            return Err(Error::BadArg(format!(
+                "optimizer state of {} tensors for a net of {}",
+                state.len(),
+                self.b.state.lens.len()
+            )));
+        }
+        for (i, s) in state.iter().enumerate() {
+            if s.len() != self.b.state.lens[i] as usize {
+                return Err(Error::BadArg(format!(
+                    "optimizer state tensor {i} has {} values where the net has {}",
+                    s.len(),
+                    self.b.state.lens[i]
+                )));
+            }
+            self.b.state.write(&self.ctx, i, s);
         }
         self.t = t;
         Ok(())
@@ -717,12 +762,18 @@ impl Net for GpuNet {
             ),
             ("logits".to_string(), rd(&self.b.logits, bsz * CLASSES)?),
         ];
+        // Partials summed in ascending order, as the update's `grad_sum` does.
         let mut grads = Vec::new();
-        for (shape, b) in param_shapes(self.cfg.hidden as usize)
-            .iter()
-            .zip(&self.b.grads)
-        {
-            grads.push(rd(b, shape.iter().product())?);
+        for (i, &parts) in self.b.parts.iter().enumerate() {
+            let all = self.b.grads.read(&self.ctx, i)?;
+            let n = all.len() / parts as usize;
+            let mut g = all[..n].to_vec();
+            for s in 1..parts as usize {
+                for (gj, &pj) in g.iter_mut().zip(&all[s * n..(s + 1) * n]) {
+                    *gj += pj;
+                }
+            }
+            grads.push(g);
         }
         debug_assert_eq!(l.fc1.n_in, FLAT);
         Ok(Probe {

@@ -6,7 +6,7 @@
 //! sum of the chunks into `dw` (one dispatch when the shape needs a single chunk).
 
 use crate::gpu::GpuContext;
-use crate::gpu::buffers::{self, Dispatch};
+use crate::gpu::buffers::{self, Dispatch, View};
 use crate::params::{ConvParams, ReduceParams};
 use crate::{Error, Result};
 
@@ -82,66 +82,67 @@ impl ConvKernels {
     }
 
     /// `y = relu?(conv(x, w) + bias)`: one dispatch over `ceil(B*OH*OW/64) * ceil(C_out/64)` tiles.
-    pub fn forward(
+    pub fn forward<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        bias: &wgpu::Buffer,
-        y: &wgpu::Buffer,
+        x: impl Into<View<'a>>,
+        w: impl Into<View<'a>>,
+        bias: impl Into<View<'a>>,
+        y: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "conv.forward params", p);
         let tiles = (p.batch * p.oh * p.ow).div_ceil(TILE) * p.c_out.div_ceil(TILE);
         vec![Dispatch {
             label: "conv.forward",
             pipeline: self.forward.clone(),
-            bind_group: buffers::bind(ctx, &self.forward, &[&u, x, w, bias, y]),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.forward,
+                &[View::whole(&u), x.into(), w.into(), bias.into(), y.into()],
+            ),
             groups: groups(tiles),
         }]
     }
 
     /// `dx` from `dy` and `w`: one dispatch over `ceil(B*H*W/64) * ceil(C_in/64)` tiles.
-    pub fn backward_input(
+    pub fn backward_input<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        dy: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        dx: &wgpu::Buffer,
+        dy: impl Into<View<'a>>,
+        w: impl Into<View<'a>>,
+        dx: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "conv.backward_input params", p);
         let tiles = (p.h * p.w * p.batch).div_ceil(TILE) * p.c_in.div_ceil(TILE);
         vec![Dispatch {
             label: "conv.backward_input",
             pipeline: self.backward_input.clone(),
-            bind_group: buffers::bind(ctx, &self.backward_input, &[&u, dy, w, dx]),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.backward_input,
+                &[View::whole(&u), dy.into(), w.into(), dx.into()],
+            ),
             groups: groups(tiles),
         }]
     }
 
     /// `dw` (overwritten) from `x` and `dy`: per-chunk partials into a scratch buffer owned by the
     /// bind groups, then `sum_partials` into `dw`. With a single chunk the GEMM writes `dw` itself.
-    pub fn backward_weight(
+    pub fn backward_weight<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        x: &wgpu::Buffer,
-        dy: &wgpu::Buffer,
-        dw: &wgpu::Buffer,
+        x: impl Into<View<'a>>,
+        dy: impl Into<View<'a>>,
+        dw: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let parts = weight_parts(p);
-        let n = p.w_len() as u32;
-        let tiles = (p.c_in * p.k * p.k).div_ceil(TILE) * p.c_out.div_ceil(TILE) * parts;
-        let u = buffers::uniform(ctx, "conv.backward_weight params", p);
         if parts == 1 {
-            return vec![Dispatch {
-                label: "conv.backward_weight",
-                pipeline: self.backward_weight.clone(),
-                bind_group: buffers::bind(ctx, &self.backward_weight, &[&u, x, dy, dw]),
-                groups: groups(tiles),
-            }];
+            return self.backward_weight_partials(ctx, p, x, dy, dw);
         }
+        let n = p.w_len() as u32;
         let partials = buffers::storage(
             ctx,
             "conv.backward_weight partials",
@@ -152,47 +153,76 @@ impl ConvKernels {
             parts,
             _pad: [0; 2],
         };
-        let mut ds = vec![Dispatch {
-            label: "conv.backward_weight",
-            pipeline: self.backward_weight.clone(),
-            bind_group: buffers::bind(ctx, &self.backward_weight, &[&u, x, dy, &partials]),
-            groups: groups(tiles),
-        }];
+        let (x, dy): (View, View) = (x.into(), dy.into());
+        let mut ds = self.backward_weight_partials(ctx, p, x, dy, &partials);
         ds.extend(self.sum_partials(ctx, &rp, &partials, dw));
         ds
     }
 
+    /// The GEMM of [`Self::backward_weight`] alone: [`weight_parts`] partial `dw`s, partial `s`
+    /// at `s * w_len`, left for a consumer that sums them in ascending order (the fused update).
+    pub fn backward_weight_partials<'a>(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        x: impl Into<View<'a>>,
+        dy: impl Into<View<'a>>,
+        partials: impl Into<View<'a>>,
+    ) -> Vec<Dispatch> {
+        let parts = weight_parts(p);
+        let tiles = (p.c_in * p.k * p.k).div_ceil(TILE) * p.c_out.div_ceil(TILE) * parts;
+        let u = buffers::uniform(ctx, "conv.backward_weight params", p);
+        vec![Dispatch {
+            label: "conv.backward_weight",
+            pipeline: self.backward_weight.clone(),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.backward_weight,
+                &[View::whole(&u), x.into(), dy.into(), partials.into()],
+            ),
+            groups: groups(tiles),
+        }]
+    }
+
     /// `out[i] = sum over s in 0..parts of partials[s*n + i]`, in increasing `s`
     /// (reduce.wgsl; the second pass of backward_weight, exposed for tests and other families).
-    pub fn sum_partials(
+    pub fn sum_partials<'a>(
         &self,
         ctx: &GpuContext,
         rp: &ReduceParams,
         partials: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        out: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "reduce.sum_partials params", rp);
         vec![Dispatch {
             label: "reduce.sum_partials",
             pipeline: self.sum_partials.clone(),
-            bind_group: buffers::bind(ctx, &self.sum_partials, &[&u, partials, out]),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.sum_partials,
+                &[View::whole(&u), View::whole(partials), out.into()],
+            ),
             groups: groups(rp.n.div_ceil(WG_1D)),
         }]
     }
 
     /// `db[o] = sum of dy over batch and space`: one workgroup per output channel.
-    pub fn backward_bias(
+    pub fn backward_bias<'a>(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        dy: &wgpu::Buffer,
-        db: &wgpu::Buffer,
+        dy: impl Into<View<'a>>,
+        db: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
         let u = buffers::uniform(ctx, "conv.backward_bias params", p);
         vec![Dispatch {
             label: "conv.backward_bias",
             pipeline: self.backward_bias.clone(),
-            bind_group: buffers::bind(ctx, &self.backward_bias, &[&u, dy, db]),
+            bind_group: buffers::bind_views(
+                ctx,
+                &self.backward_bias,
+                &[View::whole(&u), dy.into(), db.into()],
+            ),
             groups: groups(p.c_out),
         }]
     }
