@@ -115,6 +115,35 @@ pub fn optimizer_name(kind: OptimizerKind) -> &'static str {
 /// ops), or `None` for a name this model does not know.
 pub fn kernel_work(name: &str, l: &Layers, optim: &OptimConfig) -> Option<Work> {
     let b = l.batch as f64;
+    let gemm = |n: &str| gemm_flops(l).iter().find(|(g, _)| *g == n).map(|(_, f)| *f);
+    match name {
+        // fc2 forward and both backward GEMMs: h, w2 and b2 in; logits, dw2, db2 and dh out
+        "head" => {
+            let (hid, cls) = (l.fc2.n_in as f64, CLASSES as f64);
+            return Some(Work {
+                flops: gemm("fc2.forward")?
+                    + gemm("fc2.backward_weight")?
+                    + gemm("fc2.backward_input")?,
+                bytes: F32 * (2.0 * b * hid + 2.0 * cls * hid + b * cls + 2.0 * cls + b),
+                bound: Bound::Compute,
+            });
+        }
+        // fc1's weight and input gradients (and the bias) in one dispatch
+        "fc1.backward" => {
+            let d = &l.fc1;
+            let (x, w, y) = (
+                b * d.n_in as f64,
+                d.n_in as f64 * d.n_out as f64,
+                b * d.n_out as f64,
+            );
+            return Some(Work {
+                flops: gemm("fc1.backward_weight")? + gemm("fc1.backward_input")?,
+                bytes: F32 * (2.0 * x + 2.0 * w + y + d.n_out as f64),
+                bound: Bound::Compute,
+            });
+        }
+        _ => {}
+    }
     if let Some((_, f)) = gemm_flops(l).iter().find(|(n, _)| *n == name) {
         let (x, w, y) = match name.split_once('.')?.0 {
             "conv1" | "conv2" => {
@@ -227,7 +256,11 @@ pub fn name_dispatches(labels: &[&str]) -> Vec<String> {
             };
             match label {
                 "gather" | "advance" => label.to_string(),
-                "conv.forward" => format!("conv{k}.forward"),
+                "conv.forward" | "conv.forward_relu_pool" => format!("conv{k}.forward"),
+                "head_backward" | "head_forward" => "head".into(),
+                "dense_backward_fused" => "fc1.backward".into(),
+                "conv_grad.backward_weight" => format!("conv{}.backward_weight", back(k)),
+                "conv_grad.backward_input" => "conv2.backward_input".into(),
                 "maxpool_forward" => format!("pool{k}.forward"),
                 "dense_forward" => format!("fc{k}.forward"),
                 "dropout_forward" => "dropout.forward".into(),

@@ -52,6 +52,98 @@ impl ConvParams {
     }
 }
 
+/// The fused conv backward of `conv_grad.wgsl`: conv (valid, stride 1, NCHW/OIHW as
+/// [`ConvParams`]) followed by ReLU, a 2x2 stride-2 floor-mode max pool to `ph x pw` and,
+/// when `dropout != 0`, inverted dropout on the pooled map.
+///
+/// The gradient of the conv output is rebuilt from the pooled map `q`, its argmax and the
+/// gradient `dd` arriving at the pool (or dropout) output:
+/// `dy[b,o,y,x] = (y/2 < ph && x/2 < pw && am[i] == y*ow + x && q[i] > 0) ? g[i] : 0` with
+/// `i = ((b*c_out + o)*ph + y/2)*pw + x/2` and `g[i] = dd[i]`, or with dropout
+/// `keep(i) ? dd[i]*scale : 0` (the mask of [`ActParams`] `threshold`, `scale`, `seed` at step
+/// `StepState.t`). `chunk` and `parts` are the split-K chunking of the weight gradient (positions
+/// `batch*oh*ow` per chunk and their number, as `ops::conv::weight_chunk`). Build it with
+/// [`ConvGradParams::new`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct ConvGradParams {
+    pub batch: u32,
+    pub c_in: u32,
+    pub h: u32,
+    pub w: u32,
+    pub c_out: u32,
+    pub k: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub ph: u32,
+    pub pw: u32,
+    pub chunk: u32,
+    pub parts: u32,
+    pub dropout: u32,
+    pub threshold: u32,
+    pub scale: f32,
+    pub seed: u32,
+}
+
+impl ConvGradParams {
+    /// The backward of `conv` (its `relu` flag is implied: the pool follows a ReLU), pooled
+    /// 2x2, then dropout with `drop`'s mask when given (`drop.n` is ignored: the mask index is
+    /// the flat index into the pooled map).
+    pub fn new(conv: &ConvParams, drop: Option<&ActParams>) -> Self {
+        let q_len = conv.batch * conv.oh * conv.ow;
+        let chunk = crate::ops::conv::weight_chunk(q_len);
+        let (dropout, threshold, scale, seed) = match drop {
+            Some(d) => (1, d.threshold, d.scale, d.seed),
+            None => (0, 0, 1.0, 0),
+        };
+        Self {
+            batch: conv.batch,
+            c_in: conv.c_in,
+            h: conv.h,
+            w: conv.w,
+            c_out: conv.c_out,
+            k: conv.k,
+            oh: conv.oh,
+            ow: conv.ow,
+            ph: conv.oh / 2,
+            pw: conv.ow / 2,
+            chunk,
+            parts: q_len.div_ceil(chunk).max(1),
+            dropout,
+            threshold,
+            scale,
+            seed,
+        }
+    }
+
+    /// The conv these gradients belong to (ReLU on).
+    pub fn conv(&self) -> ConvParams {
+        ConvParams::new(
+            self.batch, self.c_in, self.h, self.w, self.c_out, self.k, true,
+        )
+    }
+
+    /// The pool after the conv.
+    pub fn pool(&self) -> PoolParams {
+        PoolParams::new(self.batch, self.c_out, self.oh, self.ow)
+    }
+
+    /// The dropout on the pooled map, over all of it (`None` without dropout).
+    pub fn drop(&self) -> Option<ActParams> {
+        (self.dropout != 0).then_some(ActParams {
+            n: self.pooled_len() as u32,
+            threshold: self.threshold,
+            scale: self.scale,
+            seed: self.seed,
+        })
+    }
+
+    /// Elements of `q`, `argmax` and `dd`: `batch * c_out * ph * pw`.
+    pub fn pooled_len(&self) -> usize {
+        (self.batch * self.c_out * self.ph * self.pw) as usize
+    }
+}
+
 /// Second pass of a split reduction: `out[i] = sum_{s in 0..parts} partials[s*n + i]`, summed in
 /// increasing `s` (conv backward_weight's split-K partials).
 #[repr(C)]

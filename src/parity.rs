@@ -7,11 +7,12 @@
 
 use crate::cpu;
 use crate::cpu::Real;
-use crate::gpu::buffers::{Arena, Dispatch, read, run_once, storage_init};
+use crate::gpu::buffers::{Arena, Dispatch, View, read, run_once, storage_init};
 use crate::gpu::tile::Tile;
 use crate::gpu::{DeviceArgs, GpuContext, Selected};
 use crate::ops::act::{ActKernels, dropout_params, relu_params};
 use crate::ops::conv::{ConvKernels, PoolDropout};
+use crate::ops::conv_grad::ConvGradKernels;
 use crate::ops::data::{DataKernels, pack_u8};
 use crate::ops::dense::DenseKernels;
 use crate::ops::head::{HeadGrads, HeadInputs, HeadKernels};
@@ -19,8 +20,8 @@ use crate::ops::loss::LossKernels;
 use crate::ops::optim::{OptimKernels, UpdateRule, WAME_INIT, update_table};
 use crate::ops::pool::PoolKernels;
 use crate::params::{
-    ConvParams, DenseParams, GatherParams, HEAD_CLASSES, HeadParams, LossParams, OptParams,
-    PoolParams, ReduceParams, StepState, WameParams,
+    ConvGradParams, ConvParams, DenseParams, GatherParams, HEAD_CLASSES, HeadParams, LossParams,
+    OptParams, PoolParams, ReduceParams, StepState, WameParams,
 };
 use crate::{Error, Result};
 use rand::{RngExt, SeedableRng};
@@ -59,12 +60,14 @@ impl std::fmt::Display for Tol {
 }
 
 /// Every entry point the table covers, as `family.entry` (the WGSL entry point's name).
-pub const KERNELS: [&str; 30] = [
+pub const KERNELS: [&str; 32] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
     "conv.backward_bias",
     "conv.forward_relu_pool",
+    "conv_grad.backward_weight",
+    "conv_grad.backward_input",
     "reduce.sum_partials",
     "pool.maxpool_forward",
     "pool.maxpool_backward",
@@ -139,6 +142,14 @@ pub enum Case {
         p: ConvParams,
         dropout: Option<(f32, u32)>,
         grid: bool,
+        seed: u64,
+    },
+    /// The fused conv backward of `conv_grad.wgsl` (`input`: backward_input, else
+    /// backward_weight with the bias), dropout's mask drawn for step `t` when `p.dropout != 0`.
+    ConvGrad {
+        input: bool,
+        p: ConvGradParams,
+        t: u32,
         seed: u64,
     },
     SumPartials {
@@ -251,6 +262,11 @@ impl Case {
                 ],
                 *pass,
             ),
+            Case::ConvGrad { input, .. } => pick(
+                *input,
+                "conv_grad.backward_weight",
+                "conv_grad.backward_input",
+            ),
             Case::ConvPool { .. } => "conv.forward_relu_pool",
             Case::SumPartials { .. } => "reduce.sum_partials",
             Case::Pool { backward, .. } => {
@@ -325,6 +341,21 @@ impl Case {
                     None => String::new(),
                 },
                 if *grid { " grid" } else { "" }
+            ),
+            Case::ConvGrad { p, t, .. } => format!(
+                "B{} Cin{} {}x{} Cout{} k{} parts {}{}",
+                p.batch,
+                p.c_in,
+                p.h,
+                p.w,
+                p.c_out,
+                p.k,
+                p.parts,
+                if p.dropout != 0 {
+                    format!(" dropout t={t}")
+                } else {
+                    String::new()
+                }
             ),
             Case::SumPartials { n, parts, .. } => format!("n={n} parts={parts}"),
             Case::Pool { p, .. } => format!("{}x{}x{}x{}", p.batch, p.c, p.h, p.w),
@@ -486,6 +517,32 @@ pub const CONV_POOL_CASES: &[ConvPoolCase] = &[
     ((2, 2, 9, 9, 3, 3, false), None, true),
 ];
 
+/// (batch, c_in, h, w, c_out, k, dropout) of the fused conv backward: the model's conv2 (with
+/// and without dropout) and conv1 at batch 2, odd conv outputs (the floor-mode pool drops a row
+/// and a column), batches 1 and 3, channel counts that are not multiples of 4 or that need two
+/// column tiles, several and a ragged last split-K part, and a batch of 70 (backward_input's
+/// batch-innermost tiles straddle pixels).
+pub const CONV_GRAD_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
+    (2, 64, 12, 12, 64, 5, true),
+    (2, 64, 12, 12, 64, 5, false),
+    (2, 1, 28, 28, 64, 5, false),
+    (1, 3, 11, 11, 5, 3, true),
+    (3, 5, 10, 13, 7, 3, false),
+    (3, 6, 9, 9, 66, 3, true),
+    (5, 3, 28, 28, 5, 5, true),
+    (70, 2, 6, 6, 3, 3, false),
+];
+
+/// The dropout probability of the conv_grad cases that have dropout.
+pub const CONV_GRAD_DROPOUT: f32 = 0.4;
+
+/// The [`ConvGradParams`] of a [`CONV_GRAD_SHAPES`] row; `seed` keys the dropout hash.
+pub fn conv_grad_params(s: (u32, u32, u32, u32, u32, u32, bool), seed: u32) -> ConvGradParams {
+    let conv = ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, true);
+    let drop = crate::ops::act::dropout_params(0, CONV_GRAD_DROPOUT, seed);
+    ConvGradParams::new(&conv, s.6.then_some(&drop))
+}
+
 /// (batch, n_in, n_out, relu): tiny, odd, tile-straddling and the model's fc1/fc2.
 pub const DENSE_SHAPES: &[(u32, u32, u32, bool)] = &[
     (1, 5, 3, false),
@@ -566,6 +623,17 @@ pub fn cases() -> Vec<Case> {
             grid,
             seed: 700 + i as u64,
         });
+    }
+    for input in [false, true] {
+        for (si, &s) in CONV_GRAD_SHAPES.iter().enumerate() {
+            let seed = 700 + 10 * input as u64 + si as u64;
+            v.push(Case::ConvGrad {
+                input,
+                p: conv_grad_params(s, seed as u32),
+                t: 17 + si as u32,
+                seed,
+            });
+        }
     }
     for (i, (n, parts)) in [(1u32, 1u32), (257, 3), (1600, 17), (70_001, 5)]
         .into_iter()
@@ -1032,6 +1100,7 @@ fn run_outputs_with_rerun(
 pub struct Runner<'a> {
     ctx: &'a GpuContext,
     conv: OnceCell<ConvKernels>,
+    conv_grad: OnceCell<ConvGradKernels>,
     pool: OnceCell<PoolKernels>,
     dense: OnceCell<DenseKernels>,
     head: OnceCell<HeadKernels>,
@@ -1055,6 +1124,7 @@ impl<'a> Runner<'a> {
         Runner {
             ctx,
             conv: OnceCell::new(),
+            conv_grad: OnceCell::new(),
             pool: OnceCell::new(),
             dense: OnceCell::new(),
             head: OnceCell::new(),
@@ -1074,6 +1144,7 @@ impl<'a> Runner<'a> {
                 seed,
                 f64_reference,
             } => self.conv_case(case, *pass, p, *seed, *f64_reference),
+            Case::ConvGrad { input, p, t, seed } => self.conv_grad_case(case, *input, p, *t, *seed),
             Case::ConvPool {
                 p,
                 dropout,
@@ -1341,6 +1412,82 @@ impl<'a> Runner<'a> {
             rows.push(rd.finish());
         }
         Ok(rows)
+    }
+
+    /// The fused backward against its CPU twin on the outputs of a real forward (conv, ReLU,
+    /// pool), every output compared, then rerun from NaN-filled outputs for bit identity.
+    fn conv_grad_case(
+        &self,
+        case: &Case,
+        input: bool,
+        p: &ConvGradParams,
+        t: u32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.conv_grad, || ConvGradKernels::new(ctx))?;
+        let d = conv_grad_inputs(p, seed);
+        let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let state = storage_init(
+            ctx,
+            "state",
+            &[StepState {
+                epoch_step: 1,
+                t,
+                n: 0,
+                batch: p.batch,
+            }],
+        );
+        let (amb, qb, ddb) = (
+            storage_init(ctx, "argmax", &d.argmax),
+            buf("q", &d.q),
+            buf("dd", &d.dd),
+        );
+        let (a, q, g) = (View::whole(&amb), View::whole(&qb), View::whole(&ddb));
+        let c = p.conv();
+        if input {
+            let mut dx = vec![0.0f32; c.x_len()];
+            cpu::conv_grad::backward_input(p, t, &d.argmax, &d.q, &d.dd, &d.w, &mut dx);
+            let out = nan_buffer(ctx, "dx", dx.len());
+            let wb = buf("w", &d.w);
+            let ds = k.backward_input(
+                ctx,
+                p,
+                Tile::DEFAULT,
+                Some(&state),
+                a,
+                q,
+                g,
+                View::whole(&wb),
+                View::whole(&out),
+            )?;
+            return run_outputs_with_rerun(ctx, case, &ds, &[(&out, "dx", &dx, REDUCTION)]);
+        }
+        let mut dw = vec![0.0f32; c.w_len()];
+        let mut db = vec![0.0f32; p.c_out as usize];
+        cpu::conv_grad::backward_weight(p, t, &d.x, &d.argmax, &d.q, &d.dd, &mut dw, &mut db);
+        let (dwb, dbb) = (
+            nan_buffer(ctx, "dw", dw.len()),
+            nan_buffer(ctx, "db", db.len()),
+        );
+        let ds = k.backward_weight(
+            ctx,
+            p,
+            Tile::DEFAULT,
+            Some(&state),
+            &amb,
+            &qb,
+            &ddb,
+            &buf("x", &d.x),
+            &dwb,
+            &dbb,
+        )?;
+        run_outputs_with_rerun(
+            ctx,
+            case,
+            &ds,
+            &[(&dwb, "dw", &dw, REDUCTION), (&dbb, "db", &db, REDUCTION)],
+        )
     }
 
     /// Compared bit for bit: GPU and CPU add the parts in the same order with IEEE adds.
@@ -2157,6 +2304,35 @@ fn near_tie_argmax(
         })
         .collect();
     (want, accepted)
+}
+
+/// Inputs of a conv_grad case: the conv input `x` and weights `w` at training scale, and what
+/// the fused forward keeps of `relu(conv(x, w) + bias)`: the pooled map `q` and its `argmax`;
+/// `dd` is the gradient arriving at the pool (or dropout) output.
+pub struct ConvGradInputs {
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub q: Vec<f32>,
+    pub argmax: Vec<u32>,
+    pub dd: Vec<f32>,
+}
+
+pub fn conv_grad_inputs(p: &ConvGradParams, seed: u64) -> ConvGradInputs {
+    let c = p.conv();
+    let d = conv_data(&c, seed);
+    let mut a = vec![0.0f32; c.y_len()];
+    cpu::conv::forward(&c, &d.x, &d.w, &d.bias, &mut a);
+    let pool = p.pool();
+    let (mut q, mut argmax) = (vec![0.0f32; pool.y_len()], vec![0u32; pool.y_len()]);
+    cpu::pool::maxpool_forward(&pool, &a, &mut q, &mut argmax);
+    let dd = uniform(&mut rng(seed ^ 0x5eed), pool.y_len(), -0.01, 0.01);
+    ConvGradInputs {
+        x: d.x,
+        w: d.w,
+        q,
+        argmax,
+        dd,
+    }
 }
 
 /// The data set of a gather case: [`GATHER_SAMPLES`] images, labels and a permutation of them.

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 const SHADERS: &[(&str, &str)] = &[
     ("act.wgsl", include_str!("../shaders/act.wgsl")),
     ("conv.wgsl", include_str!("../shaders/conv.wgsl")),
+    ("conv_grad.wgsl", include_str!("../shaders/conv_grad.wgsl")),
     ("data.wgsl", include_str!("../shaders/data.wgsl")),
     ("dense.wgsl", include_str!("../shaders/dense.wgsl")),
     ("head.wgsl", include_str!("../shaders/head.wgsl")),

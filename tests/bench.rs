@@ -51,6 +51,10 @@ fn every_step_kernel_has_work() {
         assert_eq!(w.flops, flops);
         assert!(w.bytes > 0.0, "{name}");
     }
+    for name in ["head", "fc1.backward"] {
+        let w = kernel_work(name, &l, &wame).expect(name);
+        assert!(w.bytes > 0.0 && w.flops > 0.0, "{name}: {w:?}");
+    }
     for name in [
         "gather",
         "pool1.forward",

@@ -1,7 +1,7 @@
 //! The CPU reference checked on its own: f64 central-difference gradients of every backward op,
 //! WAME golden values (SPEC 5), optimizer definitions, dropout masks and the batch gather.
 
-use fmnist_gpu::cpu::{act, conv, data, dense, head, loss, optim, pool};
+use fmnist_gpu::cpu::{act, conv, conv_grad, data, dense, head, loss, optim, pool};
 use fmnist_gpu::params::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -221,6 +221,90 @@ fn pool_gradient_and_relu_mask() {
     let mut dx = vec![9.0f32; 8];
     pool::maxpool_backward(&p, &[1.0, 1.0], &am, &x, &mut dx);
     assert_eq!(dx, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+/// The fused conv backward's CPU twin (`cpu::conv_grad`) against the unfused chain it replaces,
+/// bit for bit: `act::dropout_backward` (when on), `pool::maxpool_backward` on the full-resolution
+/// post-ReLU activation, then the conv backward ops, all in f32 on the outputs of a real forward.
+/// Odd conv outputs (the floor-mode pool drops a row and a column), batches 1 and 3, channel
+/// counts that are not multiples of 4, the model's conv1 and conv2, with and without dropout.
+#[test]
+fn conv_grad_twin_equals_the_unfused_chain() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut r32 = |n: usize, lo: f32, hi: f32| -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(lo..hi)).collect()
+    };
+    let shapes: [(u32, u32, u32, u32, u32, u32, bool); 6] = [
+        (2, 64, 12, 12, 64, 5, true),
+        (2, 1, 28, 28, 64, 5, false),
+        (1, 3, 11, 11, 5, 3, true),
+        (3, 5, 10, 13, 7, 3, false),
+        (3, 6, 9, 9, 66, 3, true),
+        (2, 2, 9, 10, 3, 5, true),
+    ];
+    for (si, s) in shapes.into_iter().enumerate() {
+        let c = ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, true);
+        let drop = ActParams {
+            n: 0,
+            threshold: dropout_threshold(0.4),
+            scale: 1.0 / 0.6,
+            seed: 99 + si as u32,
+        };
+        let p = ConvGradParams::new(&c, s.6.then_some(&drop));
+        let pool_p = p.pool();
+        let step = 5 + si as u32;
+        let x = r32(c.x_len(), 0.0, 1.0);
+        let w = r32(c.w_len(), -0.2, 0.2);
+        let bias = r32(c.c_out as usize, -0.1, 0.1);
+        let dd = r32(pool_p.y_len(), -1.0, 1.0);
+        let mut a = vec![0.0f32; c.y_len()];
+        conv::forward(&c, &x, &w, &bias, &mut a);
+        let (mut q, mut am) = (vec![0.0f32; pool_p.y_len()], vec![0u32; pool_p.y_len()]);
+        pool::maxpool_forward(&pool_p, &a, &mut q, &mut am);
+        assert!(q.contains(&0.0) && q.iter().any(|&v| v > 0.0));
+
+        // The unfused chain.
+        let dp = match p.drop() {
+            Some(d) => {
+                let mut dp = vec![0.0f32; dd.len()];
+                act::dropout_backward(&d, step, &dd, &mut dp);
+                dp
+            }
+            None => dd.clone(),
+        };
+        let mut da = vec![0.0f32; c.y_len()];
+        pool::maxpool_backward(&pool_p, &dp, &am, &a, &mut da);
+        let (mut dw, mut db, mut dx) = (
+            vec![0.0f32; c.w_len()],
+            vec![0.0f32; c.c_out as usize],
+            vec![0.0f32; c.x_len()],
+        );
+        conv::backward_weight(&c, &x, &da, &mut dw);
+        conv::backward_bias(&c, &da, &mut db);
+        conv::backward_input(&c, &da, &w, &mut dx);
+
+        // The fused twin.
+        let dy = conv_grad::conv_output_grad(&p, step, &am, &q, &dd);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(&dy), bits(&da), "{s:?}: conv-output gradient");
+        let (mut fw, mut fb, mut fx) = (
+            vec![9.0f32; c.w_len()],
+            vec![9.0f32; c.c_out as usize],
+            vec![9.0f32; c.x_len()],
+        );
+        conv_grad::backward_weight(&p, step, &x, &am, &q, &dd, &mut fw, &mut fb);
+        conv_grad::backward_input(&p, step, &am, &q, &dd, &w, &mut fx);
+        assert_eq!(bits(&fw), bits(&dw), "{s:?}: dw");
+        assert_eq!(bits(&fb), bits(&db), "{s:?}: db");
+        assert_eq!(bits(&fx), bits(&dx), "{s:?}: dx");
+        assert!(db.iter().any(|&v| v != 0.0), "{s:?}: some gradient flows");
+        if s.6 {
+            // Dropout must have dropped some of the winners (else the mask is not exercised).
+            let winners = dy.iter().filter(|&&v| v != 0.0).count();
+            let passing = q.iter().filter(|&&v| v > 0.0).count();
+            assert!(winners < passing, "{s:?}: {winners} of {passing}");
+        }
+    }
 }
 
 #[test]

@@ -3,21 +3,30 @@
 //! field layout of its `#[repr(C)]` twin in `src/params.rs`.
 
 use fmnist_gpu::params::{
-    ActParams, ConvParams, DenseParams, GatherParams, HeadParams, LossParams, OptParams,
-    PoolParams, ReduceParams, StepState, UpdateRecord, WameParams,
+    ActParams, ConvGradParams, ConvParams, DenseParams, GatherParams, HeadParams, LossParams,
+    OptParams, PoolParams, ReduceParams, StepState, UpdateRecord, WameParams,
 };
 use std::collections::BTreeMap;
 use std::mem::size_of;
 use std::path::{Path, PathBuf};
 
-const FAMILIES: [&str; 8] = [
-    "conv", "pool", "dense", "head", "act", "loss", "optim", "data",
+const FAMILIES: [&str; 9] = [
+    "conv",
+    "conv_grad",
+    "pool",
+    "dense",
+    "head",
+    "act",
+    "loss",
+    "optim",
+    "data",
 ];
 
 /// The structs shared between host and shaders, with their Rust sizes.
 fn params_table() -> BTreeMap<&'static str, usize> {
     BTreeMap::from([
         ("ConvParams", size_of::<ConvParams>()),
+        ("ConvGradParams", size_of::<ConvGradParams>()),
         ("PoolParams", size_of::<PoolParams>()),
         ("DenseParams", size_of::<DenseParams>()),
         ("HeadParams", size_of::<HeadParams>()),

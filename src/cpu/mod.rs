@@ -5,6 +5,7 @@
 
 pub mod act;
 pub mod conv;
+pub mod conv_grad;
 pub mod data;
 pub mod dense;
 pub mod head;
