@@ -1,30 +1,38 @@
 //! The GPU net: the SPEC 1 network as prepared dispatches over resident buffers (SPEC 6).
 //!
 //! Everything is created in [`GpuNet::new`]: buffers, uniforms, bind groups, pipelines. A training
-//! step records the same dispatch list into one encoder and one compute pass and submits once:
-//! gather, forward, loss, backward, optimizer, counter advance. Loss sums and correct counts stay
-//! on the GPU until [`Net::take_metrics`] reads them.
+//! step is ten fused dispatches, recorded into one compute pass (several steps per submit):
+//! gather; conv1 and conv2 each with bias, ReLU and 2x2 max-pool in the GEMM epilogue (conv2 with
+//! dropout), writing only the pooled map and its argmax; fc1; the head (fc2, softmax
+//! cross-entropy, metrics, and the backward through fc2 and fc1's ReLU); fc1's backward (weight,
+//! bias and input gradients); conv2's and conv1's backward with the dropout, pool and ReLU
+//! backward done in their loaders (no full-resolution gradient buffer), leaving split-K partials;
+//! the fused update of all eight tensors (which sums the partials); the counter advance. Loss
+//! sums and correct counts stay on the GPU until [`Net::take_metrics`] reads them.
 
 use super::{Net, NetConfig, NetData, Probe, Which};
 use crate::cpu::loss::Metrics;
-use crate::gpu::buffers::{Arena, Dispatch, read, storage, storage_init};
+use crate::gpu::buffers::{Arena, Dispatch, View, read, storage, storage_init};
+use crate::gpu::tile::Tile;
 use crate::gpu::{AdapterSummary, GpuContext};
 use crate::model::{CLASSES, FLAT, Layers, Params};
-use crate::ops::conv::weight_parts;
+use crate::ops::conv::PoolDropout;
+use crate::ops::conv_grad::ConvGradKernels;
+use crate::ops::head::{HeadGrads, HeadInputs, HeadKernels};
 use crate::ops::optim::{OptimKernels, UpdateRule, update_table};
-use crate::ops::{act::ActKernels, conv::ConvKernels, data::DataKernels, data::pack_u8};
-use crate::ops::{dense::DenseKernels, loss::LossKernels, pool::PoolKernels};
+use crate::ops::{conv::ConvKernels, data::DataKernels, data::pack_u8, dense::DenseKernels};
 use crate::optim::OptimizerKind;
-use crate::params::{ConvParams, DenseParams, GatherParams, LossParams, StepState};
+use crate::params::{
+    ConvGradParams, ConvParams, DenseParams, GatherParams, HeadParams, LossParams, StepState,
+};
 use crate::rng::{Stream, hash_key};
 use crate::{Error, Result};
 
 struct Kernels {
     conv: ConvKernels,
-    pool: PoolKernels,
+    conv_grad: ConvGradKernels,
+    head: HeadKernels,
     dense: DenseKernels,
-    act: ActKernels,
-    loss: LossKernels,
     optim: OptimKernels,
     data: DataKernels,
 }
@@ -48,24 +56,16 @@ struct Bufs {
     update_groups: u32,
     x: wgpu::Buffer,
     y: wgpu::Buffer,
-    a1: wgpu::Buffer,
     p1: wgpu::Buffer,
     am1: wgpu::Buffer,
-    a2: wgpu::Buffer,
     p2: wgpu::Buffer,
     am2: wgpu::Buffer,
     d: wgpu::Buffer,
     h: wgpu::Buffer,
     logits: wgpu::Buffer,
-    probs: wgpu::Buffer,
-    dlogits: wgpu::Buffer,
-    dh_pre: wgpu::Buffer,
     dh: wgpu::Buffer,
     dd: wgpu::Buffer,
-    dp2: wgpu::Buffer,
-    da2: wgpu::Buffer,
     dp1: wgpu::Buffer,
-    da1: wgpu::Buffer,
     /// Pre-ReLU outputs, only for [`Net::probe`].
     pre1: wgpu::Buffer,
     pre2: wgpu::Buffer,
@@ -78,8 +78,18 @@ struct Bufs {
     eval_metrics: wgpu::Buffer,
 }
 
+/// The tile variant of each GEMM role of the step (every variant gives the same bits).
+#[derive(Clone, Copy, Debug, Default)]
+struct StepTiles {
+    conv1_forward: Tile,
+    conv2_forward: Tile,
+    conv2_backward: Tile,
+    conv1_backward: Tile,
+}
+
 pub struct GpuNet {
     ctx: GpuContext,
+    tiles: StepTiles,
     cfg: NetConfig,
     layers: Layers,
     k: Kernels,
@@ -125,7 +135,9 @@ fn f32_bytes(n: usize) -> u64 {
 impl GpuNet {
     pub fn new(ctx: GpuContext, cfg: NetConfig, data: NetData, params: Params) -> Result<Self> {
         let layers = cfg.layers();
-        let biggest = f32_bytes(layers.conv1.y_len());
+        // The largest binding: the batch of images, or conv1's pooled map (its full-resolution
+        // output is never stored).
+        let biggest = f32_bytes(layers.conv1.x_len().max(layers.pool1.y_len()));
         if biggest > ctx.limits.max_storage_buffer_binding_size {
             return Err(Error::BadArg(format!(
                 "--batch-size {} needs a {} MiB activation buffer, more than {} allows for one binding ({} MiB)",
@@ -137,10 +149,9 @@ impl GpuNet {
         }
         let k = Kernels {
             conv: ConvKernels::new(&ctx)?,
-            pool: PoolKernels::new(&ctx)?,
+            conv_grad: ConvGradKernels::new(&ctx)?,
+            head: HeadKernels::new(&ctx)?,
             dense: DenseKernels::new(&ctx)?,
-            act: ActKernels::new(&ctx)?,
-            loss: LossKernels::new(&ctx)?,
             optim: OptimKernels::new(&ctx)?,
             data: DataKernels::new(&ctx)?,
         };
@@ -159,9 +170,12 @@ impl GpuNet {
         let bsz = cfg.batch as usize;
         let hid = cfg.hidden as usize;
         let s = |name: &str, n: usize| storage(&ctx, name, f32_bytes(n));
+        // conv_grad leaves weight and bias gradients as split-K partials for the update to sum.
         let mut parts = vec![1u32; params.tensors.len()];
-        parts[0] = weight_parts(&l.conv1);
-        parts[2] = weight_parts(&l.conv2);
+        parts[0] = ConvGradParams::new(&l.conv1, None).parts;
+        parts[1] = parts[0];
+        parts[2] = ConvGradParams::new(&l.conv2, None).parts;
+        parts[3] = parts[2];
         let grad_lens: Vec<usize> = params
             .tensors
             .iter()
@@ -186,24 +200,16 @@ impl GpuNet {
             parts,
             x: s("x", l.conv1.x_len()),
             y: s("y", bsz),
-            a1: s("a1", l.conv1.y_len()),
             p1: s("p1", l.pool1.y_len()),
             am1: s("am1", l.pool1.y_len()),
-            a2: s("a2", l.conv2.y_len()),
             p2: s("p2", l.pool2.y_len()),
             am2: s("am2", l.pool2.y_len()),
             d: s("d", l.pool2.y_len()),
             h: s("h", bsz * hid),
             logits: s("logits", bsz * CLASSES),
-            probs: s("probs", bsz * CLASSES),
-            dlogits: s("dlogits", bsz * CLASSES),
-            dh_pre: s("dh_pre", bsz * hid),
             dh: s("dh", bsz * hid),
             dd: s("dd", l.pool2.y_len()),
-            dp2: s("dp2", l.pool2.y_len()),
-            da2: s("da2", l.conv2.y_len()),
             dp1: s("dp1", l.pool1.y_len()),
-            da1: s("da1", l.conv1.y_len()),
             pre1: s("pre1", l.conv1.y_len()),
             pre2: s("pre2", l.conv2.y_len()),
             pre_fc1: s("pre_fc1", bsz * hid),
@@ -221,6 +227,7 @@ impl GpuNet {
             seed: hash_key(cfg.seed, Stream::Augment),
         };
         let mut net = Self {
+            tiles: StepTiles::default(),
             layers,
             lr: cfg.optim.lr,
             t: 0,
@@ -245,10 +252,11 @@ impl GpuNet {
         net.update_list = net.update_dispatches(net.lr);
         let g = net.gather(&gp, &net.b.step, &net.b.order, &net.train);
         let train_on = net.layers.dropout_on();
+        let loss = net.layers.loss;
         net.step_list = [
             g,
-            net.forward(train_on, &net.layers.loss, &net.b.step, &net.b.metrics),
-            net.backward(train_on, &net.b.step),
+            net.forward(train_on, &loss, true, &net.b.step, &net.b.metrics)?,
+            net.backward(train_on, &net.b.step)?,
             net.update_list.clone(),
             net.k.data.advance(&net.ctx, &net.b.step),
         ]
@@ -265,9 +273,10 @@ impl GpuNet {
                 net.forward(
                     false,
                     &net.layers.eval_loss(),
+                    false,
                     &net.b.eval_step,
                     &net.b.eval_metrics,
-                ),
+                )?,
                 net.k.data.advance(&net.ctx, &net.b.eval_step),
             ]
             .concat();
@@ -277,8 +286,8 @@ impl GpuNet {
             }
         }
         net.probe_list = [
-            net.forward(false, &net.layers.loss, &net.b.step, &net.b.metrics),
-            net.backward(false, &net.b.step),
+            net.forward(false, &loss, true, &net.b.step, &net.b.metrics)?,
+            net.backward(false, &net.b.step)?,
             net.pre_relu(),
         ]
         .concat();
@@ -350,75 +359,118 @@ impl GpuNet {
         )
     }
 
-    /// `loss`: the layers' training loss, or [`Layers::eval_loss`] when no backward follows.
+    /// conv1 and conv2 (each conv + bias + ReLU + pool; conv2 with dropout when `dropout`),
+    /// fc1, and the head: logits, and the loss and metrics of `loss` (the layers' training loss,
+    /// or [`Layers::eval_loss`]); with `backward` the head also starts the backward (fc2's
+    /// gradients and `dh`).
     fn forward(
         &self,
         dropout: bool,
         loss: &LossParams,
+        backward: bool,
         state: &wgpu::Buffer,
         metrics: &wgpu::Buffer,
-    ) -> Vec<Dispatch> {
-        let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
-        let w = |i: usize| b.params.view(i);
+    ) -> Result<Vec<Dispatch>> {
+        let (c, l, b, k, t) = (&self.ctx, &self.layers, &self.b, &self.k, &self.tiles);
+        let (w, g) = (|i: usize| b.params.view(i), |i: usize| b.grads.view(i));
+        let drop = dropout.then(|| PoolDropout {
+            params: &l.drop,
+            state: View::whole(state),
+            d: View::whole(&b.d),
+        });
         let fc1_in = if dropout { &b.d } else { &b.p2 };
-        let mut v = [
-            k.conv.forward(c, &l.conv1, &b.x, w(0), w(1), &b.a1),
-            k.pool.maxpool_forward(c, &l.pool1, &b.a1, &b.p1, &b.am1),
-            k.conv.forward(c, &l.conv2, &b.p1, w(2), w(3), &b.a2),
-            k.pool.maxpool_forward(c, &l.pool2, &b.a2, &b.p2, &b.am2),
-        ]
-        .concat();
-        if dropout {
-            v.extend(k.act.dropout_forward(c, &l.drop, state, &b.p2, &b.d));
-        }
+        let mut v = k.conv.forward_relu_pool(
+            c,
+            &l.conv1,
+            t.conv1_forward,
+            None,
+            &b.x,
+            w(0),
+            w(1),
+            &b.p1,
+            &b.am1,
+        )?;
+        v.extend(k.conv.forward_relu_pool(
+            c,
+            &l.conv2,
+            t.conv2_forward,
+            drop,
+            &b.p1,
+            w(2),
+            w(3),
+            &b.p2,
+            &b.am2,
+        )?);
         v.extend(k.dense.forward(c, &l.fc1, fc1_in, w(4), w(5), &b.h));
-        v.extend(k.dense.forward(c, &l.fc2, &b.h, w(6), w(7), &b.logits));
-        v.extend(
-            k.loss
-                .softmax_xent_forward(c, loss, state, &b.logits, &b.y, &b.probs, metrics),
-        );
-        v
+        v.extend(k.head.head(
+            c,
+            &HeadParams::from_layers(&l.fc2, loss),
+            state,
+            HeadInputs {
+                h: (&b.h).into(),
+                w: w(6),
+                bias: w(7),
+                labels: (&b.y).into(),
+            },
+            &b.logits,
+            metrics,
+            backward.then(|| HeadGrads {
+                dw: g(6),
+                db: g(7),
+                dh: (&b.dh).into(),
+            }),
+        ));
+        Ok(v)
     }
 
-    fn backward(&self, dropout: bool, state: &wgpu::Buffer) -> Vec<Dispatch> {
-        let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
+    /// From the head's `dh`: fc1's gradients and `dd`, then conv2's and conv1's backward (their
+    /// weight and bias gradients as split-K partials, conv2's input gradient `dp1`).
+    fn backward(&self, dropout: bool, state: &wgpu::Buffer) -> Result<Vec<Dispatch>> {
+        let (c, l, b, k, t) = (&self.ctx, &self.layers, &self.b, &self.k, &self.tiles);
         let (w, g) = (|i: usize| b.params.view(i), |i: usize| b.grads.view(i));
         let fc1_in = if dropout { &b.d } else { &b.p2 };
-        let pool2_dy = if dropout { &b.dp2 } else { &b.dd };
-        let relu = crate::ops::act::relu_params(l.fc1.batch * l.fc1.n_out);
-        let mut v = [
-            k.loss
-                .softmax_xent_backward(c, &l.loss, state, &b.probs, &b.y, &b.dlogits),
-            k.dense.backward_weight(c, &l.fc2, &b.h, &b.dlogits, g(6)),
-            k.dense.backward_bias(c, &l.fc2, &b.dlogits, g(7)),
-            k.dense
-                .backward_input(c, &l.fc2, &b.dlogits, w(6), &b.dh_pre),
-            k.act.relu_backward(c, &relu, &b.h, &b.dh_pre, &b.dh),
-            k.dense.backward_weight(c, &l.fc1, fc1_in, &b.dh, g(4)),
-            k.dense.backward_bias(c, &l.fc1, &b.dh, g(5)),
-            k.dense.backward_input(c, &l.fc1, &b.dh, w(4), &b.dd),
-        ]
-        .concat();
-        if dropout {
-            v.extend(k.act.dropout_backward(c, &l.drop, state, &b.dd, &b.dp2));
-        }
-        v.extend(
-            [
-                k.pool
-                    .maxpool_backward(c, &l.pool2, pool2_dy, &b.am2, &b.a2, &b.da2),
-                k.conv
-                    .backward_weight_partials(c, &l.conv2, &b.p1, &b.da2, g(2)),
-                k.conv.backward_bias(c, &l.conv2, &b.da2, g(3)),
-                k.conv.backward_input(c, &l.conv2, &b.da2, w(2), &b.dp1),
-                k.pool
-                    .maxpool_backward(c, &l.pool1, &b.dp1, &b.am1, &b.a1, &b.da1),
-                k.conv
-                    .backward_weight_partials(c, &l.conv1, &b.x, &b.da1, g(0)),
-                k.conv.backward_bias(c, &l.conv1, &b.da1, g(1)),
-            ]
-            .concat(),
-        );
-        v
+        let v2 = View::whole;
+        let mut v = k
+            .dense
+            .backward_fused(c, &l.fc1, fc1_in, &b.dh, w(4), g(4), g(5), &b.dd);
+        let conv2 = ConvGradParams::new(&l.conv2, dropout.then_some(&l.drop));
+        let conv1 = ConvGradParams::new(&l.conv1, None);
+        v.extend(k.conv_grad.backward_weight_partials(
+            c,
+            &conv2,
+            t.conv2_backward,
+            Some(state),
+            v2(&b.am2),
+            v2(&b.p2),
+            v2(&b.dd),
+            v2(&b.p1),
+            g(2),
+            g(3),
+        )?);
+        v.extend(k.conv_grad.backward_input(
+            c,
+            &conv2,
+            t.conv2_backward,
+            Some(state),
+            v2(&b.am2),
+            v2(&b.p2),
+            v2(&b.dd),
+            w(2),
+            v2(&b.dp1),
+        )?);
+        v.extend(k.conv_grad.backward_weight_partials(
+            c,
+            &conv1,
+            t.conv1_backward,
+            None,
+            v2(&b.am1),
+            v2(&b.p1),
+            v2(&b.dp1),
+            v2(&b.x),
+            g(0),
+            g(1),
+        )?);
+        Ok(v)
     }
 
     /// The fixture's pre-ReLU conv1, conv2 and fc1 outputs (our forward fuses the ReLU).
