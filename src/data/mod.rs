@@ -9,7 +9,9 @@ use rand::seq::SliceRandom;
 use crate::rng::{Stream, stream};
 use crate::{Error, Result};
 
-pub use idx::{MAGIC_IMAGES, MAGIC_LABELS, read_images, read_labels, resolve};
+pub use idx::{
+    Expect, MAGIC_IMAGES, MAGIC_LABELS, read_images, read_images_expecting, read_labels, resolve,
+};
 
 /// Class names of SPEC 3; the index is the label.
 pub const CLASSES: [&str; 10] = [
@@ -60,20 +62,27 @@ impl DataSet {
 
 /// Reads an images file and its labels file; their counts must agree and be non-zero.
 pub fn read_pair(images: &Path, labels: &Path) -> Result<DataSet> {
-    let (n, rows, cols, pix) = read_images(images)?;
+    read_pair_sized(images, labels, None)
+}
+
+/// [`read_pair`] with images of `side` (rows, columns) required. The labels are read first (at
+/// most [`MAX_IDX_ITEMS`](crate::limits::MAX_IDX_ITEMS) bytes), and the images header is checked
+/// against their count and `side` before its payload is read, so no header can make the reader
+/// buffer more than the real data set needs.
+pub fn read_pair_sized(
+    images: &Path,
+    labels: &Path,
+    side: Option<(usize, usize)>,
+) -> Result<DataSet> {
     let lab = read_labels(labels)?;
-    if lab.len() != n {
-        // Name the images file inside the message too: the mismatch belongs to the pair.
-        let img = resolve(images).unwrap_or_else(|_| images.to_path_buf());
-        return Err(Error::bad_file(
-            resolve(labels).unwrap_or_else(|_| labels.to_path_buf()),
-            format!(
-                "holds {} labels but {} holds {n} images",
-                lab.len(),
-                img.display()
-            ),
-        ));
-    }
+    let lab_path = resolve(labels).unwrap_or_else(|_| labels.to_path_buf());
+    let (n, rows, cols, pix) = read_images_expecting(
+        images,
+        Expect {
+            count: Some((lab.len(), &lab_path)),
+            side,
+        },
+    )?;
     if n == 0 {
         return Err(Error::bad_file(
             resolve(images).unwrap_or_else(|_| images.to_path_buf()),
@@ -100,22 +109,16 @@ pub struct FashionMnist {
 /// Loads the four files from `dir`, each raw or `.gz`; images must be 28x28 (SPEC 1's input).
 pub fn load(dir: &Path) -> Result<FashionMnist> {
     if !dir.is_dir() {
-        return Err(Error::bad_file(dir, "data directory does not exist"));
+        let what = if dir.exists() {
+            "is not a directory (the data directory must hold the four IDX files)"
+        } else {
+            "data directory does not exist"
+        };
+        return Err(Error::bad_file(dir, what));
     }
-    let train = read_pair(&dir.join(TRAIN_IMAGES), &dir.join(TRAIN_LABELS))?;
-    let test = read_pair(&dir.join(TEST_IMAGES), &dir.join(TEST_LABELS))?;
-    for (set, name) in [(&train, TRAIN_IMAGES), (&test, TEST_IMAGES)] {
-        if set.rows != SIDE || set.cols != SIDE {
-            let path = dir.join(name);
-            return Err(Error::bad_file(
-                resolve(&path).unwrap_or(path),
-                format!(
-                    "images are {}x{}; Fashion-MNIST images are {SIDE}x{SIDE}",
-                    set.rows, set.cols
-                ),
-            ));
-        }
-    }
+    let side = Some((SIDE, SIDE));
+    let train = read_pair_sized(&dir.join(TRAIN_IMAGES), &dir.join(TRAIN_LABELS), side)?;
+    let test = read_pair_sized(&dir.join(TEST_IMAGES), &dir.join(TEST_LABELS), side)?;
     Ok(FashionMnist {
         dir: dir.to_path_buf(),
         train,
@@ -173,7 +176,17 @@ pub fn locate_in(flag: Option<&Path>, places: &Places) -> Result<PathBuf> {
             return Ok(dir.to_path_buf());
         }
         let msg = if dir.is_dir() {
+            // A train-images entry that is there but unusable (a directory, a FIFO, a symlink
+            // loop) gets the reader's own words rather than "has no".
+            if let Err(e) = resolve(&dir.join(TRAIN_IMAGES))
+                && !e.to_string().contains("file not found")
+            {
+                return Err(e);
+            }
             format!("--data directory has no {TRAIN_IMAGES} (or {TRAIN_IMAGES}.gz)")
+        } else if dir.exists() {
+            "--data is not a directory (it must name the directory holding the four IDX files)"
+                .to_string()
         } else {
             "--data directory does not exist".to_string()
         };
