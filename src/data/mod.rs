@@ -146,10 +146,14 @@ pub struct Places {
 
 impl Places {
     pub fn from_env() -> Self {
+        // Paths end up in JSON documents, which hold only UTF-8: other values are skipped.
         let var = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
+            let v = std::env::var_os(k).filter(|v| !v.is_empty())?;
+            if v.to_str().is_none() {
+                log::warn!("${k} is not valid UTF-8; ignoring it");
+                return None;
+            }
+            Some(PathBuf::from(v))
         };
         // The XDG spec says relative values are invalid and must be ignored.
         let cache = var("XDG_CACHE_HOME")
