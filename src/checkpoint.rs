@@ -253,7 +253,11 @@ pub fn params_from(
                 ),
             ));
         }
-        *t = finite(path, &format!("{prefix}{name}"), l.f32(path, &format!("{prefix}{name}"))?)?;
+        *t = finite(
+            path,
+            &format!("{prefix}{name}"),
+            l.f32(path, &format!("{prefix}{name}"))?,
+        )?;
     }
     Ok(p)
 }
@@ -434,7 +438,10 @@ pub fn load_state(
                     format!("tensor {key} has shape {:?}, expected {shape:?}", l.shape),
                 ));
             }
-            for (i, v) in finite(path, &key, l.f32(path, &key)?)?.into_iter().enumerate() {
+            for (i, v) in finite(path, &key, l.f32(path, &key)?)?
+                .into_iter()
+                .enumerate()
+            {
                 st[i * w + j] = v;
             }
             expected.push(key);

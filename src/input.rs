@@ -17,13 +17,19 @@ pub fn open_regular(path: &Path) -> Result<(File, u64)> {
         } else {
             "is not a regular file (a FIFO, socket or device)"
         };
-        return Err(Error::bad_file(path, format!("{what}; give a regular file")));
+        return Err(Error::bad_file(
+            path,
+            format!("{what}; give a regular file"),
+        ));
     }
     let f = File::open(path).map_err(|e| Error::unreadable(path, &e))?;
     // The same check on the opened file, in case the path was swapped in between.
     let meta = f.metadata().map_err(|e| Error::unreadable(path, &e))?;
     if !meta.is_file() {
-        return Err(Error::bad_file(path, "is not a regular file; give a regular file"));
+        return Err(Error::bad_file(
+            path,
+            "is not a regular file; give a regular file",
+        ));
     }
     Ok((f, meta.len()))
 }

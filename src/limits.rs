@@ -52,18 +52,6 @@ impl Origin<'_> {
             Origin::Meta(p) => Error::bad_file(p, format!("metadata config key \"{key}\" {msg}")),
         }
     }
-
-    /// Re-labels an error of a check that only knows flags (the split of the data) as a problem
-    /// of this file, so the message does not blame a flag that was never given.
-    pub fn relabel(&self, e: Error) -> Error {
-        match (self, e) {
-            (Origin::File(p) | Origin::Meta(p), Error::BadArg(msg)) => Error::bad_file(
-                p,
-                format!("{msg} (the value comes from this file, not from the command line)"),
-            ),
-            (_, e) => e,
-        }
-    }
 }
 
 /// A count in `1..=max`.
@@ -78,8 +66,13 @@ pub fn count(o: &Origin, flag: &str, key: &str, v: u64, max: u64) -> Result<()> 
 }
 
 /// A probability-like fraction in [0, 1) (dropout, validation share, label smoothing, alpha).
-pub fn fraction(o: &Origin, flag: &str, key: &str, v: f64) -> Result<()> {
-    if !(0.0..1.0).contains(&v) {
+pub fn fraction<T: Into<f64> + Display + Copy>(
+    o: &Origin,
+    flag: &str,
+    key: &str,
+    v: T,
+) -> Result<()> {
+    if !(0.0..1.0).contains(&v.into()) {
         return Err(o.err(flag, key, format!("must be in [0, 1), got {v}")));
     }
     Ok(())
@@ -118,7 +111,10 @@ mod tests {
         );
         assert_eq!(e.exit_code(), 2);
         let e = fraction(&Origin::Meta(p), "--dropout", "dropout", 5.0).unwrap_err();
-        assert!(e.to_string().contains("metadata config key \"dropout\""), "{e}");
+        assert!(
+            e.to_string().contains("metadata config key \"dropout\""),
+            "{e}"
+        );
         assert!(positive(&Origin::Flags, "--lr", "lr", f32::NAN).is_err());
         assert!(positive(&Origin::Flags, "--lr", "lr", -1.0).is_err());
         assert!(positive(&Origin::Flags, "--lr", "lr", 1e-3).is_ok());

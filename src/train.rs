@@ -388,7 +388,11 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
         }
         // Every epoch takes the same number of steps, so the step counter is fixed by the
         // epoch count; any other value would silently shift the dropout and augment streams.
-        let steps = plan.split.train.len().div_ceil(run.batch_size.max(1) as usize) as u64;
+        let steps = plan
+            .split
+            .train
+            .len()
+            .div_ceil(run.batch_size.max(1) as usize) as u64;
         if st.t as u64 != st.epoch as u64 * steps {
             return Err(Error::bad_file(
                 &state_path,

@@ -6,10 +6,10 @@ use super::experiment::{
     Place, Stats, default_dir, json_bytes, make_dir, places, prepare_out, run_jobs, show_lr,
     train_only,
 };
-use crate::limits::{self, Origin};
 use crate::checkpoint::write_atomic;
 use crate::data;
 use crate::gpu::AdapterSummary;
+use crate::limits::{self, Origin};
 use crate::model::Params;
 use crate::net::{NetConfig, NetData};
 use crate::optim::{OptimConfig, OptimizerKind, WameVariant};
@@ -173,7 +173,13 @@ impl CompareArgs {
     pub fn settings(&self) -> Result<Settings> {
         let optimizers = parse_optimizers(&self.optimizers)?;
         let o = Origin::Flags;
-        limits::count(&o, "--epochs", "epochs", self.epochs as u64, limits::MAX_EPOCHS)?;
+        limits::count(
+            &o,
+            "--epochs",
+            "epochs",
+            self.epochs as u64,
+            limits::MAX_EPOCHS,
+        )?;
         // Bounded before the seed list is built from it.
         limits::count(&o, "--seeds", "seeds", self.seeds, limits::MAX_SEEDS)?;
         limits::count(
@@ -183,7 +189,13 @@ impl CompareArgs {
             self.batch_size as u64,
             limits::MAX_BATCH,
         )?;
-        limits::count(&o, "--hidden", "hidden", self.hidden as u64, limits::MAX_HIDDEN)?;
+        limits::count(
+            &o,
+            "--hidden",
+            "hidden",
+            self.hidden as u64,
+            limits::MAX_HIDDEN,
+        )?;
         limits::limit(&o, self.limit)?;
         super::fraction("--dropout", self.dropout)?;
         // Without validation images there is nothing to compare.

@@ -3,10 +3,10 @@
 
 use crate::checkpoint::load_model;
 use crate::data::{self, FashionMnist};
+use crate::limits::{self, Origin};
 use crate::net::{NetConfig, NetData, Which};
 use crate::optim::{OptimConfig, OptimizerKind};
 use crate::train::{RunConfig, evaluate_report, rates};
-use crate::limits::{self, Origin};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,8 +87,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         SplitArg::Val | SplitArg::Train => {
             let idx = match &cfg {
                 Some(c) => {
-                    let s = data::split(train.n, c.val_fraction, c.limit, c.seed)
-                        .map_err(|e| origin.relabel(e))?;
+                    let s = data::split_from(&origin, train.n, c.val_fraction, c.limit, c.seed)?;
                     if args.split == SplitArg::Val {
                         s.val
                     } else {

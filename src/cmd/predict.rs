@@ -4,10 +4,10 @@
 use crate::checkpoint::load_model;
 use crate::data::CLASSES;
 use crate::gpu::DeviceKind;
+use crate::limits;
 use crate::model::CLASSES as N_CLASSES;
 use crate::net::{NetConfig, NetData};
 use crate::optim::{OptimConfig, OptimizerKind};
-use crate::limits;
 use crate::{Error, Result};
 use image::imageops::FilterType;
 use serde::Serialize;

@@ -6,14 +6,14 @@
 //! is never loaded into a net.
 
 use super::experiment::{
-    Place, Stats, default_dir, json_bytes, kept_indices, make_dir, parse_list, places,
-    prepare_out, run_jobs, show_lr, train_only,
+    Place, Stats, default_dir, json_bytes, kept_indices, make_dir, parse_list, places, prepare_out,
+    run_jobs, show_lr, train_only,
 };
-use crate::limits::{self, Origin};
 use super::train::OptimArgs;
 use crate::checkpoint::write_atomic;
 use crate::data;
 use crate::gpu::AdapterSummary;
+use crate::limits::{self, Origin};
 use crate::model::Params;
 use crate::net::NetConfig;
 use crate::optim::OptimConfig;
@@ -101,7 +101,7 @@ impl SearchArgs {
             .find(|&&h| h == 0 || h as u64 > limits::MAX_HIDDEN)
         {
             return Err(Error::BadArg(format!(
-                "--hidden-units: {h} is not a layer width; each must be in 1..={}",
+                "--hidden-units: {h} is not a layer width; each must be at least 1 and at most {}",
                 limits::MAX_HIDDEN
             )));
         }
@@ -129,7 +129,13 @@ impl SearchArgs {
         let o = Origin::Flags;
         limits::count(&o, "--iters", "iters", self.iters as u64, limits::MAX_ITERS)?;
         limits::count(&o, "--folds", "folds", self.folds as u64, limits::MAX_FOLDS)?;
-        limits::count(&o, "--epochs", "epochs", self.epochs as u64, limits::MAX_EPOCHS)?;
+        limits::count(
+            &o,
+            "--epochs",
+            "epochs",
+            self.epochs as u64,
+            limits::MAX_EPOCHS,
+        )?;
         limits::count(
             &o,
             "--batch-size",

@@ -1,6 +1,7 @@
 //! `fmnist-gpu train`: flags of SPEC 8, validated, then the shared training loop.
 
 use crate::data::{self, FashionMnist};
+use crate::limits::{self, Origin};
 use crate::model::Params;
 use crate::net::NetData;
 use crate::optim::{OptimConfig, OptimizerKind, WameVariant};
@@ -8,7 +9,6 @@ use crate::train::{
     CONFIG_FILE, LAST_FILE, LrSchedule, METRICS_FILE, MODEL_FILE, RunConfig, STATE_FILE,
     SUMMARY_FILE, TrainPlan, default_run_dir, train,
 };
-use crate::limits::{self, Origin};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +44,12 @@ pub struct TrainArgs {
     /// Label smoothing of the training loss, in [0, 1) (PyTorch's CrossEntropyLoss
     /// label_smoothing: the target is (1 - LS) * onehot + LS / 10). Validation and test losses
     /// stay plain cross-entropy.
-    #[arg(allow_negative_numbers = true, long, value_name = "LS", default_value_t = 0.0)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "LS",
+        default_value_t = 0.0
+    )]
     pub label_smoothing: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -101,7 +106,12 @@ pub struct OptimArgs {
     pub warmup_steps: u32,
     /// Decoupled weight decay (AdamW's form, every parameter): each step first scales the
     /// weights by 1 - lr * WD, with the step's scheduled and warmed-up rate (0: none).
-    #[arg(allow_negative_numbers = true, long, value_name = "WD", default_value_t = 0.0)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "WD",
+        default_value_t = 0.0
+    )]
     pub weight_decay: f32,
 }
 
@@ -145,17 +155,20 @@ pub fn check_optim(c: &OptimConfig, o: &Origin) -> Result<()> {
             ),
         ));
     }
-    limits::fraction(o, "--alpha", "optimizer.alpha", c.alpha as f64)?;
+    limits::fraction(o, "--alpha", "optimizer.alpha", c.alpha)?;
     if c.zeta_min > c.zeta_max {
         return Err(o.err(
             "--zeta-min",
             "optimizer.zeta_min",
-            format!("must not exceed --zeta-max ({} > {})", c.zeta_min, c.zeta_max),
+            format!(
+                "must not exceed --zeta-max ({} > {})",
+                c.zeta_min, c.zeta_max
+            ),
         ));
     }
-    limits::fraction(o, "--beta1", "optimizer.beta1", c.beta1 as f64)?;
-    limits::fraction(o, "--beta2", "optimizer.beta2", c.beta2 as f64)?;
-    limits::fraction(o, "--momentum", "optimizer.momentum", c.momentum as f64)?;
+    limits::fraction(o, "--beta1", "optimizer.beta1", c.beta1)?;
+    limits::fraction(o, "--beta2", "optimizer.beta2", c.beta2)?;
+    limits::fraction(o, "--momentum", "optimizer.momentum", c.momentum)?;
     Ok(())
 }
 
@@ -172,14 +185,9 @@ pub fn check_run(r: &RunConfig, o: &Origin) -> Result<()> {
         limits::MAX_BATCH,
     )?;
     limits::count(o, "--hidden", "hidden", r.hidden as u64, limits::MAX_HIDDEN)?;
-    limits::fraction(o, "--dropout", "dropout", r.dropout as f64)?;
+    limits::fraction(o, "--dropout", "dropout", r.dropout)?;
     limits::fraction(o, "--val-fraction", "val_fraction", r.val_fraction)?;
-    limits::fraction(
-        o,
-        "--label-smoothing",
-        "label_smoothing",
-        r.label_smoothing as f64,
-    )?;
+    limits::fraction(o, "--label-smoothing", "label_smoothing", r.label_smoothing)?;
     limits::limit(o, r.limit)?;
     check_optim(&r.optimizer, o)
 }
@@ -375,20 +383,17 @@ fn prepare_run_dir(dir: &Path, resume: bool) -> Result<()> {
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     args.validate()?;
-    if let Some(d) = &args.resume {
-        prepare_run_dir(d, true)?;
-    }
-    let dir = data_dir(args)?;
-    let (run, run_dir) = match &args.resume {
-        Some(d) => (resume_config(args, d, &dir)?, d.clone()),
-        None => (
-            fresh_config(args, &dir)?,
-            args.out.clone().unwrap_or_else(default_run_dir),
-        ),
+    let run_dir = match &args.resume {
+        Some(d) => d.clone(),
+        None => args.out.clone().unwrap_or_else(default_run_dir),
     };
-    if args.resume.is_none() {
-        prepare_run_dir(&run_dir, false)?;
-    }
+    // Before the data is even looked for: an unusable output location is known at once.
+    prepare_run_dir(&run_dir, args.resume.is_some())?;
+    let dir = data_dir(args)?;
+    let run = match &args.resume {
+        Some(d) => resume_config(args, d, &dir)?,
+        None => fresh_config(args, &dir)?,
+    };
     let FashionMnist {
         train: tr, test, ..
     } = data::load(&dir)?;
@@ -397,8 +402,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         Some(_) => Origin::File(&config_path),
         None => Origin::Flags,
     };
-    let split = data::split(tr.n, run.val_fraction, run.limit, run.seed)
-        .map_err(|e| origin.relabel(e))?;
+    let split = data::split_from(&origin, tr.n, run.val_fraction, run.limit, run.seed)?;
     // A batch larger than the training images would only allocate slots that never fill: the
     // net is built for at most that many (one step per epoch either way).
     let mut net_config = run.net_config();

@@ -86,7 +86,10 @@ pub fn read_images_expecting(
             // The mismatch belongs to the pair: name both files.
             return Some(Error::bad_file(
                 labels,
-                format!("holds {want} labels but {} holds {n} images", path.display()),
+                format!(
+                    "holds {want} labels but {} holds {n} images",
+                    path.display()
+                ),
             ));
         }
         if let Some((r, c)) = expect.side

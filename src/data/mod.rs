@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
 
+use crate::limits::Origin;
 use crate::rng::{Stream, stream};
 use crate::{Error, Result};
 
@@ -241,19 +242,29 @@ pub struct Split {
 /// Shuffles `0..n_total` with the split stream, keeps the first `limit`, and takes the first
 /// `round(kept * val_fraction)` of those for validation (SPEC 3).
 pub fn split(n_total: usize, val_fraction: f64, limit: Option<usize>, seed: u64) -> Result<Split> {
-    if !(0.0..1.0).contains(&val_fraction) {
-        return Err(Error::BadArg(format!(
-            "--val-fraction must be in [0, 1), got {val_fraction}"
-        )));
-    }
+    split_from(&Origin::Flags, n_total, val_fraction, limit, seed)
+}
+
+/// [`split`] of a run whose settings come from `o` (the flags, or a file read back), so its
+/// errors name the flag, or the file and key.
+pub fn split_from(
+    o: &Origin,
+    n_total: usize,
+    val_fraction: f64,
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<Split> {
+    crate::limits::fraction(o, "--val-fraction", "val_fraction", val_fraction)?;
     let n32 = u32::try_from(n_total)
         .map_err(|_| Error::BadArg(format!("{n_total} training images is more than supported")))?;
     let kept = match limit {
-        Some(0) => return Err(Error::BadArg("--limit must be at least 1".into())),
+        Some(0) => return Err(o.err("--limit", "limit", "must be at least 1")),
         Some(l) if l > n_total => {
-            return Err(Error::BadArg(format!(
-                "--limit {l} is larger than the {n_total} training images"
-            )));
+            return Err(o.err(
+                "--limit",
+                "limit",
+                format!("{l} is larger than the {n_total} training images"),
+            ));
         }
         Some(l) => l,
         None => n_total,
@@ -263,9 +274,11 @@ pub fn split(n_total: usize, val_fraction: f64, limit: Option<usize>, seed: u64)
     idx.truncate(kept);
     let n_val = ((kept as f64) * val_fraction).round() as usize;
     if n_val >= kept {
-        return Err(Error::BadArg(format!(
-            "--val-fraction {val_fraction} of {kept} images leaves no training images"
-        )));
+        return Err(o.err(
+            "--val-fraction",
+            "val_fraction",
+            format!("{val_fraction} of {kept} images leaves no training images"),
+        ));
     }
     let train = idx.split_off(n_val);
     Ok(Split { train, val: idx })
