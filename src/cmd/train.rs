@@ -351,10 +351,14 @@ const RUN_FILES: [&str; 6] = [
 fn prepare_run_dir(dir: &Path, resume: bool) -> Result<()> {
     let flag = if resume { "--resume" } else { "--out" };
     if resume && !dir.is_dir() {
-        return Err(Error::BadArg(format!(
-            "--resume {}: not a run directory (it does not exist or is not a directory)",
-            dir.display()
-        )));
+        return Err(Error::bad_file(
+            dir.join(CONFIG_FILE),
+            format!(
+                "cannot be read: --resume {} is not a run directory (it does not exist or is not \
+                 a directory)",
+                dir.display()
+            ),
+        ));
     }
     if !resume {
         if let Some(f) = RUN_FILES
