@@ -432,6 +432,52 @@ fn d04_d05_d09_checkpoint_metadata_batch_is_checked() {
 }
 
 #[test]
+fn d15_eval_split_errors_name_the_model_file_and_key() {
+    let Some(base) = base_run() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("m.safetensors");
+    for (key, v, what) in [
+        (
+            "limit",
+            serde_json::json!(0),
+            "\"limit\" must be at least 1",
+        ),
+        (
+            "limit",
+            serde_json::json!(1000000000000u64),
+            "\"limit\" must be at most 60000",
+        ),
+        (
+            "val_fraction",
+            serde_json::json!(2),
+            "\"val_fraction\" must be in [0, 1)",
+        ),
+        (
+            "val_fraction",
+            serde_json::json!(0.9999),
+            "leaves no training images",
+        ),
+        (
+            "batch_size",
+            serde_json::json!(-1),
+            "not a fmnist-gpu run config",
+        ),
+    ] {
+        rewrite(&base.join("model.safetensors"), &p, |_, meta| {
+            let c = set_config_key(&meta["config"], key, v);
+            meta.insert("config".into(), c);
+        });
+        let o = run_for(
+            args(["eval", "--device", "cpu", "--split", "val", "--model"]).arg(&p),
+            60,
+        );
+        refused(&o, &[&p.display().to_string(), what]);
+        assert!(!stderr(&o).contains("--limit"), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("--val-fraction"), "{}", stderr(&o));
+    }
+}
+
+#[test]
 fn d05_a_batch_larger_than_the_data_is_clamped() {
     if common::real_data().is_none() {
         return;

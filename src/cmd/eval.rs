@@ -42,12 +42,14 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-/// The run config in a checkpoint's metadata, if it has one that parses (one that does not is
-/// ignored with a warning: the weights alone still evaluate on the test set). A config that
-/// parses goes through the same checks as `train`'s flags, errors naming the file and key.
+/// The run config in a checkpoint's metadata, if it has one that parses. One that does not is
+/// ignored with a warning on the test split (the weights alone evaluate there) and an error on
+/// the others, which need it. A config that parses goes through the same checks as `train`'s
+/// flags, errors naming the file and key.
 fn run_config(
     path: &Path,
     meta: &std::collections::BTreeMap<String, String>,
+    split: SplitArg,
 ) -> Result<Option<RunConfig>> {
     let Some(text) = meta.get("config") else {
         return Ok(None);
@@ -57,6 +59,7 @@ fn run_config(
             super::train::check_run(&c, &Origin::Meta(path))?;
             Ok(Some(c))
         }
+        Err(e) if split != SplitArg::Test => Err(e),
         Err(e) => {
             log::warn!("{e}; using defaults");
             Ok(None)
@@ -75,7 +78,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         )?;
     }
     let (params, meta) = load_model(&args.model)?;
-    let cfg = run_config(&args.model, &meta)?;
+    let cfg = run_config(&args.model, &meta, args.split)?;
     let origin = Origin::Meta(&args.model);
     let data_dir = match (&args.data, &cfg) {
         (None, Some(c)) if data::has_data(&c.data) => c.data.clone(),

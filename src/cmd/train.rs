@@ -20,13 +20,15 @@ pub struct TrainArgs {
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub device: super::DeviceArgs,
+    /// Epochs of the run (1 to 1,000).
     #[arg(long, default_value_t = 15)]
     pub epochs: usize,
+    /// Images per step (1 to 4,096; more than the training images is clamped to them).
     #[arg(long, default_value_t = 128)]
     pub batch_size: u32,
     #[command(flatten)]
     pub optim: OptimArgs,
-    /// Units of the hidden dense layer.
+    /// Units of the hidden dense layer (1 to 4,096).
     #[arg(long, default_value_t = 128)]
     pub hidden: u32,
     /// Dropout probability after pool2 (inverted dropout; 0 disables it).
