@@ -979,15 +979,16 @@ fn d17_messages_say_what_is_wrong() {
         )],
     );
 
-    // train-images that is a directory, a symlink to /dev/zero or a loop.
-    for (i, kind) in ["dir", "zero", "loop"].into_iter().enumerate() {
+    // train-images (raw or .gz) that is a directory, a symlink to /dev/zero, a loop or a FIFO.
+    for (i, kind) in ["dir", "zero", "loop", "fifo-gz"].into_iter().enumerate() {
         let d = tmp.path().join(format!("d{i}"));
         std::fs::create_dir(&d).unwrap();
         let f = d.join("train-images-idx3-ubyte");
         match kind {
             "dir" => std::fs::create_dir(&f).unwrap(),
             "zero" => std::os::unix::fs::symlink("/dev/zero", &f).unwrap(),
-            _ => std::os::unix::fs::symlink(&f, &f).unwrap(),
+            "loop" => std::os::unix::fs::symlink(&f, &f).unwrap(),
+            _ => mkfifo(&d.join("train-images-idx3-ubyte.gz")),
         }
         let o = run_for(args(["train", "--device", "cpu", "--data"]).arg(&d), 30);
         refused(&o, &["train-images-idx3-ubyte", "not a regular file"]);
@@ -1220,10 +1221,10 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(config(48))]
+        #![proptest_config(config(64))]
 
         #[test]
-        fn images(e in edits(), which in 0usize..3) {
+        fn images(e in edits(), which in 0usize..5) {
             let bytes = match which {
                 0 => noise_jpeg(40, 30),
                 1 => {
@@ -1235,12 +1236,14 @@ mod props {
                     .unwrap();
                     out.into_inner()
                 }
-                _ => {
+                k => {
+                    let f = [image::ImageFormat::Bmp, image::ImageFormat::Gif,
+                        image::ImageFormat::WebP][k - 2];
                     let mut out = std::io::Cursor::new(Vec::new());
-                    image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(20, 20, |x, y| {
-                        image::Rgb([x as u8 * 10, y as u8 * 10, 7])
+                    image::DynamicImage::ImageRgba8(image::RgbaImage::from_fn(20, 20, |x, y| {
+                        image::Rgba([x as u8 * 10, y as u8 * 10, 7, 200])
                     }))
-                    .write_to(&mut out, image::ImageFormat::Bmp)
+                    .write_to(&mut out, f)
                     .unwrap();
                     out.into_inner()
                 }

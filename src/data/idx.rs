@@ -21,20 +21,25 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
+    // symlink_metadata: a broken or looping symlink exists too, it just is not a file.
+    let not_regular = |p: &Path| {
+        p.symlink_metadata().is_ok().then(|| {
+            Error::bad_file(
+                p,
+                "exists but is not a regular file (a directory, FIFO, device, or a broken or \
+                 looping symlink)",
+            )
+        })
+    };
     if is_gz(path) {
-        return Err(Error::bad_file(path, "file not found"));
+        return Err(not_regular(path).unwrap_or_else(|| Error::bad_file(path, "file not found")));
     }
     let gz = with_gz(path);
     if gz.is_file() {
         return Ok(gz);
     }
-    // symlink_metadata: a broken or looping symlink exists too, it just is not a file.
-    if path.symlink_metadata().is_ok() {
-        return Err(Error::bad_file(
-            path,
-            "exists but is not a regular file (a directory, FIFO, device, or a broken or \
-             looping symlink)",
-        ));
+    if let Some(e) = not_regular(path).or_else(|| not_regular(&gz)) {
+        return Err(e);
     }
     Err(Error::bad_file(
         path,
