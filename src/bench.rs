@@ -435,6 +435,20 @@ impl BenchConfig {
                 "--steps and --windows must be at least 1".into(),
             ));
         }
+        let o = crate::limits::Origin::Flags;
+        use crate::limits::{MAX_BATCH, MAX_HIDDEN, MAX_STEPS, MAX_WINDOWS, count};
+        for &b in &self.batch_sizes {
+            count(&o, "--batch-sizes:", "batch_sizes", b as u64, MAX_BATCH)?;
+        }
+        count(&o, "--steps", "steps", self.steps as u64, MAX_STEPS)?;
+        count(&o, "--windows", "windows", self.windows as u64, MAX_WINDOWS)?;
+        if self.warmup as u64 > MAX_STEPS {
+            return Err(Error::BadArg(format!(
+                "--warmup must be at most {MAX_STEPS}, got {}",
+                self.warmup
+            )));
+        }
+        count(&o, "--hidden", "hidden", self.hidden as u64, MAX_HIDDEN)?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::BadArg("--dropout must be in [0, 1)".into()));
         }

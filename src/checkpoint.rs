@@ -24,11 +24,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(werr)?;
-    f.write_all(bytes).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(werr)?;
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A half-written temp file (disk full, say) is of no use to anyone.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(e));
+    }
     Ok(())
 }
 
@@ -133,7 +140,9 @@ fn container_problem(bytes: &[u8]) -> Option<String> {
     }
     if n + 8 > bytes.len() {
         return Some(format!(
-            "truncated: the header alone should be {n} bytes but the file has only {} bytes",
+            "truncated: the 8-byte length and the {n}-byte header need {} bytes but the file has \
+             only {} bytes",
+            n + 8,
             bytes.len()
         ));
     }
@@ -160,7 +169,11 @@ fn container_problem(bytes: &[u8]) -> Option<String> {
 /// Every tensor of a safetensors file, and its metadata. Missing, truncated or non-safetensors
 /// files are `BadFile` errors naming the file.
 pub fn load_all(path: &Path) -> Result<(BTreeMap<String, Loaded>, BTreeMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::unreadable(path, &e))?;
+    let bytes = crate::input::read_regular(
+        path,
+        crate::limits::MAX_CHECKPOINT_BYTES,
+        "a safetensors file",
+    )?;
     if let Some(problem) = container_problem(&bytes) {
         return Err(Error::bad_file(path, problem));
     }
@@ -214,6 +227,16 @@ pub fn params_from(
         ));
     }
     let hidden = fc1.shape[0];
+    if hidden as u64 > crate::limits::MAX_HIDDEN {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "tensor {prefix}fc1.weight has {hidden} hidden units, more than the {} a model \
+                 can have",
+                crate::limits::MAX_HIDDEN
+            ),
+        ));
+    }
     let mut p = Params::zeros(hidden);
     for ((name, shape), t) in PARAM_NAMES
         .iter()
@@ -230,9 +253,29 @@ pub fn params_from(
                 ),
             ));
         }
-        *t = l.f32(path, &format!("{prefix}{name}"))?;
+        *t = finite(
+            path,
+            &format!("{prefix}{name}"),
+            l.f32(path, &format!("{prefix}{name}"))?,
+        )?;
     }
     Ok(p)
+}
+
+/// `v` (tensor `name` of `path`) when every value is finite: `train` never writes NaN or
+/// infinite weights or state, so such a file is corrupt, and would only yield NaN predictions.
+fn finite(path: &Path, name: &str, v: Vec<f32>) -> Result<Vec<f32>> {
+    if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        let bad = v.iter().filter(|x| !x.is_finite()).count();
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "tensor {name} holds {bad} non-finite values (the first, {x}, at index {i}): a \
+                 corrupt or diverged checkpoint"
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 /// Writes `model.safetensors`-style files: PyTorch names, `metadata` (the run config) alongside.
@@ -395,7 +438,10 @@ pub fn load_state(
                     format!("tensor {key} has shape {:?}, expected {shape:?}", l.shape),
                 ));
             }
-            for (i, v) in l.f32(path, &key)?.into_iter().enumerate() {
+            for (i, v) in finite(path, &key, l.f32(path, &key)?)?
+                .into_iter()
+                .enumerate()
+            {
                 st[i * w + j] = v;
             }
             expected.push(key);
@@ -423,6 +469,21 @@ pub fn load_state(
         .ok_or_else(|| {
             Error::bad_file(path, "metadata best_val_accuracy missing or not a number")
         })?;
+    if !(0.0..=1.0).contains(&best_val_accuracy) {
+        return Err(Error::bad_file(
+            path,
+            format!("metadata best_val_accuracy {best_val_accuracy} is not an accuracy in [0, 1]"),
+        ));
+    }
+    if epoch as u64 > crate::limits::MAX_EPOCHS {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "metadata epoch {epoch} is more than the {} epochs a run can have",
+                crate::limits::MAX_EPOCHS
+            ),
+        ));
+    }
     if epoch == 0 || best_epoch == 0 || best_epoch > epoch {
         return Err(Error::bad_file(
             path,

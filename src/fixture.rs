@@ -46,6 +46,12 @@ impl Fixture {
             )));
         }
         let batch = x.shape[0];
+        if batch as u64 > crate::limits::MAX_BATCH {
+            return Err(bad(format!(
+                "x holds a batch of {batch}, more than the {} a batch can be",
+                crate::limits::MAX_BATCH
+            )));
+        }
         let xv = x.f32(path, "x")?;
         let y = tensors
             .get("y")

@@ -6,6 +6,8 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod input;
+pub mod limits;
 pub mod ops;
 pub mod params;
 pub mod rng;

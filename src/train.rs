@@ -246,9 +246,8 @@ fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
 
 /// The first `n` records of `metrics.jsonl` (a killed run may have appended one more, possibly
 /// torn, line for an epoch that was never committed).
-fn read_records(path: &Path, n: usize) -> Result<Vec<EpochRecord>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::bad_file(path, format!("cannot read: {e}")))?;
+pub fn read_records(path: &Path, n: usize) -> Result<Vec<EpochRecord>> {
+    let text = crate::input::read_text(path, crate::limits::MAX_TEXT_BYTES, "a metrics file")?;
     let records = text
         .lines()
         .take(n)
@@ -386,6 +385,25 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
                 st.epoch,
                 run.epochs
             )));
+        }
+        // Every epoch takes the same number of steps, so the step counter is fixed by the
+        // epoch count; any other value would silently shift the dropout and augment streams.
+        let steps = plan
+            .split
+            .train
+            .len()
+            .div_ceil(run.batch_size.max(1) as usize) as u64;
+        if st.t as u64 != st.epoch as u64 * steps {
+            return Err(Error::bad_file(
+                &state_path,
+                format!(
+                    "metadata t {} does not match epoch {}: {} epochs of {steps} steps make {}",
+                    st.t,
+                    st.epoch,
+                    st.epoch,
+                    st.epoch as u64 * steps
+                ),
+            ));
         }
         records = read_records(&metrics_path, st.epoch)?;
         net.set_params(&st.params)?;

@@ -263,11 +263,21 @@ fn lying_header_does_not_allocate() {
     let t = tempfile::tempdir().unwrap();
     let big = idx(2051, &[u32::MAX, 65535, 65535], &[1, 2, 3]);
     let p = put(t.path(), "liar", &big);
-    assert_bad(data::read_images(&p), "liar", "holds only 3");
+    // The item count is capped before anything else is looked at.
+    assert_bad(data::read_images(&p), "liar", "more than the 60000");
     let p = put(t.path(), "liar.gz", &gz(&big));
-    assert_bad(data::read_images(&p), "liar.gz", "holds only 3");
+    assert_bad(data::read_images(&p), "liar.gz", "more than the 60000");
     let p = put(t.path(), "liar-lab.gz", &gz(&idx(2049, &[u32::MAX], &[1])));
-    assert_bad(data::read_labels(&p), "liar-lab.gz", "holds only 1");
+    assert_bad(data::read_labels(&p), "liar-lab.gz", "more than the 60000");
+    // Within the cap, the size is still checked against the data.
+    let p = put(
+        t.path(),
+        "short.gz",
+        &gz(&idx(2051, &[60000, 65535, 65535], &[1, 2, 3])),
+    );
+    assert_bad(data::read_images(&p), "short.gz", "holds only 3");
+    let p = put(t.path(), "short-lab.gz", &gz(&idx(2049, &[60000], &[1])));
+    assert_bad(data::read_labels(&p), "short-lab.gz", "holds only 1");
 }
 
 #[test]

@@ -3,11 +3,13 @@
 //! validation accuracy and training loss of each, one plot with every curve (SPEC 8).
 
 use super::experiment::{
-    Place, Stats, default_dir, json_bytes, make_dir, places, run_jobs, show_lr, train_only,
+    Place, Stats, default_dir, json_bytes, make_dir, places, prepare_out, run_jobs, show_lr,
+    train_only,
 };
 use crate::checkpoint::write_atomic;
 use crate::data;
 use crate::gpu::AdapterSummary;
+use crate::limits::{self, Origin};
 use crate::model::Params;
 use crate::net::{NetConfig, NetData};
 use crate::optim::{OptimConfig, OptimizerKind, WameVariant};
@@ -29,7 +31,7 @@ const NAMES: &str = "wame (all three variants), wame-seed, wame-paper, wame-inve
 #[derive(clap::Args, Clone, Debug)]
 pub struct CompareArgs {
     /// Directory with the Fashion-MNIST IDX files (raw or .gz).
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub data: Option<PathBuf>,
     /// Device flags; `--adapter all` runs the runs concurrently, one thread per GPU adapter.
     #[command(flatten)]
@@ -52,16 +54,16 @@ pub struct CompareArgs {
     pub batch_size: u32,
     #[arg(long, default_value_t = 128)]
     pub hidden: u32,
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.4)]
     pub dropout: f32,
     /// Share of the (limited) training images held out for validation, in (0, 1).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.1)]
     pub val_fraction: f64,
     /// Use only the first N training images of the seeded shuffle (quick runs, CI).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Run directory for compare.json and compare.png (default runs/compare-<UTC timestamp>).
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub out: Option<PathBuf>,
     /// Print the result document on stdout (logs stay on stderr).
     #[arg(long)]
@@ -170,10 +172,31 @@ impl CompareArgs {
     /// Every flag checked before any data is looked for; `data` is filled in by [`run`].
     pub fn settings(&self) -> Result<Settings> {
         let optimizers = parse_optimizers(&self.optimizers)?;
-        super::at_least_one("--epochs", self.epochs as u64)?;
-        super::at_least_one("--seeds", self.seeds)?;
-        super::at_least_one("--batch-size", self.batch_size as u64)?;
-        super::at_least_one("--hidden", self.hidden as u64)?;
+        let o = Origin::Flags;
+        limits::count(
+            &o,
+            "--epochs",
+            "epochs",
+            self.epochs as u64,
+            limits::MAX_EPOCHS,
+        )?;
+        // Bounded before the seed list is built from it.
+        limits::count(&o, "--seeds", "seeds", self.seeds, limits::MAX_SEEDS)?;
+        limits::count(
+            &o,
+            "--batch-size",
+            "batch_size",
+            self.batch_size as u64,
+            limits::MAX_BATCH,
+        )?;
+        limits::count(
+            &o,
+            "--hidden",
+            "hidden",
+            self.hidden as u64,
+            limits::MAX_HIDDEN,
+        )?;
+        limits::limit(&o, self.limit)?;
         super::fraction("--dropout", self.dropout)?;
         // Without validation images there is nothing to compare.
         if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
@@ -406,8 +429,10 @@ fn run_one(
     seed: u64,
 ) -> Result<Run> {
     let t0 = Instant::now();
+    // No more batch slots than training images (one step per epoch either way).
+    let batch = s.batch_size.min(split.train.len() as u32).max(1);
     let cfg = NetConfig {
-        batch: s.batch_size,
+        batch,
         hidden: s.hidden,
         dropout: s.dropout,
         augment: false,
@@ -419,7 +444,7 @@ fn run_one(
     let f = fit(
         net.as_mut(),
         &FitPlan {
-            batch: s.batch_size,
+            batch,
             train: &split.train,
             val: &split.val,
             epochs: s.epochs,
@@ -456,6 +481,8 @@ fn run_one(
 pub fn run(args: &CompareArgs) -> Result<()> {
     let start = Instant::now();
     let mut s = args.settings()?;
+    let run_dir = args.out.clone().unwrap_or_else(|| default_dir("compare"));
+    prepare_out("--out", &run_dir)?;
     let dir = data::locate(args.data.as_deref())?;
     s.data = dir.clone();
     let data::FashionMnist { train, .. } = data::load(&dir)?;
@@ -469,7 +496,6 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     }
     let net_data = train_only(train);
     let places = places(&args.device)?;
-    let run_dir = args.out.clone().unwrap_or_else(|| default_dir("compare"));
     make_dir(&run_dir)?;
     let (ne, ns) = (s.optimizers.len(), s.seeds.len());
     log::info!(

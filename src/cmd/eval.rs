@@ -3,6 +3,7 @@
 
 use crate::checkpoint::load_model;
 use crate::data::{self, FashionMnist};
+use crate::limits::{self, Origin};
 use crate::net::{NetConfig, NetData, Which};
 use crate::optim::{OptimConfig, OptimizerKind};
 use crate::train::{RunConfig, evaluate_report, rates};
@@ -23,10 +24,10 @@ pub enum SplitArg {
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalArgs {
     /// A model checkpoint (safetensors with PyTorch names), e.g. a run's model.safetensors.
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub model: PathBuf,
     /// Directory with the Fashion-MNIST IDX files (raw or .gz).
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub data: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     pub split: SplitArg,
@@ -41,24 +42,44 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-/// The run config in a checkpoint's metadata, if it has one that parses.
-fn run_config(path: &Path, meta: &std::collections::BTreeMap<String, String>) -> Option<RunConfig> {
-    let text = meta.get("config")?;
+/// The run config in a checkpoint's metadata, if it has one that parses. One that does not is
+/// ignored with a warning on the test split (the weights alone evaluate there) and an error on
+/// the others, which need it. A config that parses goes through the same checks as `train`'s
+/// flags, errors naming the file and key.
+fn run_config(
+    path: &Path,
+    meta: &std::collections::BTreeMap<String, String>,
+    split: SplitArg,
+) -> Result<Option<RunConfig>> {
+    let Some(text) = meta.get("config") else {
+        return Ok(None);
+    };
     match RunConfig::from_json_str(path, text) {
-        Ok(c) => Some(c),
+        Ok(c) => {
+            super::train::check_run(&c, &Origin::Meta(path))?;
+            Ok(Some(c))
+        }
+        Err(e) if split != SplitArg::Test => Err(e),
         Err(e) => {
             log::warn!("{e}; using defaults");
-            None
+            Ok(None)
         }
     }
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    if args.batch_size == Some(0) {
-        return Err(Error::BadArg("--batch-size must be at least 1".into()));
+    if let Some(b) = args.batch_size {
+        limits::count(
+            &Origin::Flags,
+            "--batch-size",
+            "batch_size",
+            b as u64,
+            limits::MAX_BATCH,
+        )?;
     }
     let (params, meta) = load_model(&args.model)?;
-    let cfg = run_config(&args.model, &meta);
+    let cfg = run_config(&args.model, &meta, args.split)?;
+    let origin = Origin::Meta(&args.model);
     let data_dir = match (&args.data, &cfg) {
         (None, Some(c)) if data::has_data(&c.data) => c.data.clone(),
         _ => data::locate(args.data.as_deref())?,
@@ -69,7 +90,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         SplitArg::Val | SplitArg::Train => {
             let idx = match &cfg {
                 Some(c) => {
-                    let s = data::split(train.n, c.val_fraction, c.limit, c.seed)?;
+                    let s = data::split_from(&origin, train.n, c.val_fraction, c.limit, c.seed)?;
                     if args.split == SplitArg::Val {
                         s.val
                     } else {
@@ -101,11 +122,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let set = if which == Which::Test { &test } else { &train };
     let labels: Vec<u8> = indices.iter().map(|&i| set.labels[i as usize]).collect();
+    // No more batch slots than images to evaluate: the rest would be allocated and never used.
     let net_cfg = NetConfig {
         batch: args
             .batch_size
             .or(cfg.as_ref().map(|c| c.batch_size))
-            .unwrap_or(128),
+            .unwrap_or(128)
+            .min(indices.len() as u32)
+            .max(1),
         hidden: params.hidden as u32,
         dropout: cfg.as_ref().map_or(0.0, |c| c.dropout),
         augment: false,

@@ -273,12 +273,27 @@ pub fn default_dir(prefix: &str) -> PathBuf {
     d.with_file_name(format!("{prefix}-{stamp}"))
 }
 
-/// Creates the run directory.
+/// Creates the run directory (see [`prepare_out`], which has already checked it).
 pub fn make_dir(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Write {
         path: dir.to_path_buf(),
         source,
     })
+}
+
+/// Makes sure output directory `dir` (given with `flag`, or the default) is usable before any
+/// work starts: it is created if missing, and a file is written to it and removed. An unusable
+/// location is bad input (exit 2) rather than a failure after the training it would lose.
+pub fn prepare_out(flag: &str, dir: &std::path::Path) -> Result<()> {
+    let bad = |what: String| Error::BadArg(format!("{flag} {}: {what}", dir.display()));
+    if dir.exists() && !dir.is_dir() {
+        return Err(bad("exists and is not a directory".into()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create the directory: {e}")))?;
+    let probe = dir.join(format!(".fmnist-gpu-probe.tmp{}", std::process::id()));
+    let wrote = std::fs::write(&probe, b"probe");
+    let _ = std::fs::remove_file(&probe);
+    wrote.map_err(|e| bad(format!("cannot write files there: {e}")))
 }
 
 /// Pretty JSON with a final newline.

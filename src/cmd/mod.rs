@@ -50,3 +50,13 @@ pub fn fraction<T: Into<f64> + std::fmt::Display + Copy>(flag: &str, v: T) -> cr
     }
     Ok(())
 }
+
+/// Value parser of every path flag: clap hands it only UTF-8 text (anything else is clap's own
+/// exit-2 error), because the paths end up in JSON documents (config.json, summaries, `--json`
+/// output), which cannot hold other bytes.
+pub fn utf8_path(s: &str) -> std::result::Result<std::path::PathBuf, String> {
+    if s.is_empty() {
+        return Err("a path must not be empty".into());
+    }
+    Ok(std::path::PathBuf::from(s))
+}

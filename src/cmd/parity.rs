@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub struct ParityArgs {
     /// A PyTorch reference of the SPEC 10 form (safetensors). Without it, runs the kernel table:
     /// every GPU kernel against its CPU twin (needs a GPU adapter, e.g. --adapter software)
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub fixture: Option<PathBuf>,
     #[command(flatten)]
     pub device: super::DeviceArgs,

@@ -4,6 +4,7 @@
 use crate::checkpoint::load_model;
 use crate::data::CLASSES;
 use crate::gpu::DeviceKind;
+use crate::limits;
 use crate::model::CLASSES as N_CLASSES;
 use crate::net::{NetConfig, NetData};
 use crate::optim::{OptimConfig, OptimizerKind};
@@ -17,10 +18,10 @@ const SIDE: u32 = crate::data::SIDE as u32;
 #[derive(clap::Args, Clone, Debug)]
 pub struct PredictArgs {
     /// A model checkpoint (safetensors with PyTorch names), e.g. a run's model.safetensors.
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub model: PathBuf,
     /// PNG, JPEG, GIF, BMP or WebP files of any size; colour is converted to grey.
-    #[arg(required = true, value_name = "IMAGE")]
+    #[arg(value_parser = super::utf8_path, required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// Invert grey levels first: for dark garments on a light background, such as photos
     /// (Fashion-MNIST garments are light on black).
@@ -42,31 +43,88 @@ pub struct PredictArgs {
 /// as background, `invert` applied, resized so its longer side is 28 (aspect ratio kept, area
 /// averaging when shrinking), centred on a black 28x28 canvas. Row-major, 0..=255.
 pub fn load_image(path: &Path, invert: bool) -> Result<Vec<u8>> {
-    let reader = image::ImageReader::open(path).map_err(|e| Error::unreadable(path, &e))?;
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|e| Error::bad_file(path, format!("cannot read: {e}")))?;
-    let img = reader.decode().map_err(|e| {
+    let bytes = crate::input::read_regular(path, limits::MAX_IMAGE_FILE_BYTES, "an image file")?;
+    load_image_bytes(path, &bytes, invert)
+}
+
+/// The decoder's limits: no side beyond [`limits::MAX_IMAGE_SIDE`], no allocation beyond
+/// [`limits::MAX_DECODE_BYTES`].
+fn decode_limits() -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(limits::MAX_IMAGE_SIDE);
+    l.max_image_height = Some(limits::MAX_IMAGE_SIDE);
+    l.max_alloc = Some(limits::MAX_DECODE_BYTES);
+    l
+}
+
+/// [`load_image`] of the file's bytes (`path` names it in errors). Images of more than
+/// [`limits::MAX_IMAGE_PIXELS`] are refused before decoding; the grey conversion keeps at most
+/// the decoded image and one 2-byte-per-pixel copy alive at once.
+pub fn load_image_bytes(path: &Path, bytes: &[u8], invert: bool) -> Result<Vec<u8>> {
+    let reader = || -> Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
+        let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::bad_file(path, format!("cannot read: {e}")))?;
+        r.limits(decode_limits());
+        Ok(r)
+    };
+    let unreadable = |e: image::ImageError| {
         Error::bad_file(
             path,
             format!("not an image this program can read (PNG, JPEG, GIF, BMP, WebP): {e}"),
         )
-    })?;
+    };
+    let r = reader()?;
+    if r.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey and reports success.
+        return Err(Error::bad_file(
+            path,
+            "truncated JPEG: the file ends before its end-of-image marker",
+        ));
+    }
+    let (w, h) = r.into_dimensions().map_err(unreadable)?;
+    if w == 0 || h == 0 {
+        return Err(Error::bad_file(path, "image has no pixels"));
+    }
+    let pixels = w as u64 * h as u64;
+    if pixels > limits::MAX_IMAGE_PIXELS {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "image is {w}x{h} ({pixels} pixels), more than the {} pixels predict decodes; \
+                 shrink it first (the network sees 28x28)",
+                limits::MAX_IMAGE_PIXELS
+            ),
+        ));
+    }
+    let img = reader()?.decode().map_err(unreadable)?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(Error::bad_file(path, "image has no pixels"));
     }
     // Composite over the background colour of the photo's own convention, so transparency ends
     // up black after the optional inversion.
-    let la = img.to_luma_alpha8();
-    let bg = if invert { 255.0 } else { 0.0 };
-    let grey = image::GrayImage::from_fn(w, h, |x, y| {
-        let [l, a] = la.get_pixel(x, y).0;
-        let a = a as f32 / 255.0;
-        let v = l as f32 * a + bg * (1.0 - a);
-        let v = if invert { 255.0 - v } else { v };
-        image::Luma([v.round().clamp(0.0, 255.0) as u8])
-    });
+    let grey = if img.color().has_alpha() {
+        let la = img.to_luma_alpha8();
+        drop(img);
+        let bg = if invert { 255.0 } else { 0.0 };
+        image::GrayImage::from_fn(w, h, |x, y| {
+            let [l, a] = la.get_pixel(x, y).0;
+            let a = a as f32 / 255.0;
+            let v = l as f32 * a + bg * (1.0 - a);
+            let v = if invert { 255.0 - v } else { v };
+            image::Luma([v.round().clamp(0.0, 255.0) as u8])
+        })
+    } else {
+        // Opaque: the same grey levels without the alpha copy (in place when already 8-bit grey).
+        let mut g = img.into_luma8();
+        if invert {
+            for p in g.iter_mut() {
+                *p = 255 - *p;
+            }
+        }
+        g
+    };
     let scale = SIDE as f64 / w.max(h) as f64;
     let nw = ((w as f64 * scale).round() as u32).clamp(1, SIDE);
     let nh = ((h as f64 * scale).round() as u32).clamp(1, SIDE);
@@ -79,6 +137,13 @@ pub fn load_image(path: &Path, invert: bool) -> Result<Vec<u8>> {
         ((SIDE - nh) / 2) as i64,
     );
     Ok(canvas.into_raw())
+}
+
+/// True when JPEG `bytes` end with the end-of-image marker (FF D9), ignoring zero padding that
+/// some writers append after it.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes[..end].ends_with(&[0xff, 0xd9])
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

@@ -6,13 +6,14 @@
 //! is never loaded into a net.
 
 use super::experiment::{
-    Place, Stats, default_dir, json_bytes, kept_indices, make_dir, parse_list, places, run_jobs,
-    show_lr, train_only,
+    Place, Stats, default_dir, json_bytes, kept_indices, make_dir, parse_list, places, prepare_out,
+    run_jobs, show_lr, train_only,
 };
 use super::train::OptimArgs;
 use crate::checkpoint::write_atomic;
 use crate::data;
 use crate::gpu::AdapterSummary;
+use crate::limits::{self, Origin};
 use crate::model::Params;
 use crate::net::NetConfig;
 use crate::optim::OptimConfig;
@@ -28,7 +29,7 @@ pub const SEARCH_FILE: &str = "search.json";
 #[derive(clap::Args, Clone, Debug)]
 pub struct SearchArgs {
     /// Directory with the Fashion-MNIST IDX files (raw or .gz).
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub data: Option<PathBuf>,
     /// Device flags; `--adapter all` runs trials concurrently, one thread per GPU adapter.
     #[command(flatten)]
@@ -64,7 +65,7 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Run directory for search.json (default runs/search-<UTC timestamp>).
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub out: Option<PathBuf>,
     /// Print the result document on stdout (logs stay on stderr).
     #[arg(long)]
@@ -95,9 +96,13 @@ impl SearchArgs {
         let hidden_units: Vec<u32> = parse_list("--hidden-units", &self.hidden_units)?;
         let dropouts: Vec<f32> = parse_list("--dropouts", &self.dropouts)?;
         let lrs: Vec<f32> = parse_list("--lrs", &self.lrs)?;
-        if let Some(h) = hidden_units.iter().find(|&&h| h == 0) {
+        if let Some(h) = hidden_units
+            .iter()
+            .find(|&&h| h == 0 || h as u64 > limits::MAX_HIDDEN)
+        {
             return Err(Error::BadArg(format!(
-                "--hidden-units: {h} is not a layer width; each must be at least 1"
+                "--hidden-units: {h} is not a layer width; each must be at least 1 and at most {}",
+                limits::MAX_HIDDEN
             )));
         }
         if let Some(p) = dropouts.iter().find(|p| !(0.0..1.0).contains(*p)) {
@@ -121,8 +126,24 @@ impl SearchArgs {
                 self.folds
             )));
         }
-        super::at_least_one("--epochs", self.epochs as u64)?;
-        super::at_least_one("--batch-size", self.batch_size as u64)?;
+        let o = Origin::Flags;
+        limits::count(&o, "--iters", "iters", self.iters as u64, limits::MAX_ITERS)?;
+        limits::count(&o, "--folds", "folds", self.folds as u64, limits::MAX_FOLDS)?;
+        limits::count(
+            &o,
+            "--epochs",
+            "epochs",
+            self.epochs as u64,
+            limits::MAX_EPOCHS,
+        )?;
+        limits::count(
+            &o,
+            "--batch-size",
+            "batch_size",
+            self.batch_size as u64,
+            limits::MAX_BATCH,
+        )?;
+        limits::limit(&o, self.limit)?;
         if self.optim.lr.is_some() {
             return Err(Error::BadArg(
                 "--lr does not apply to search: the learning rates come from --lrs".into(),
@@ -278,8 +299,10 @@ fn run_trial(
             .filter(|(j, _)| *j != k)
             .flat_map(|(_, f)| f.iter().copied())
             .collect();
+        // No more batch slots than training images (one step per epoch either way).
+        let batch = s.batch_size.min(train.len() as u32).max(1);
         let net_cfg = NetConfig {
-            batch: s.batch_size,
+            batch,
             hidden: cfg.hidden,
             dropout: cfg.dropout,
             augment: false,
@@ -293,7 +316,7 @@ fn run_trial(
         let run = fit(
             net.as_mut(),
             &FitPlan {
-                batch: s.batch_size,
+                batch,
                 train: &train,
                 val,
                 epochs: s.epochs,
@@ -378,6 +401,8 @@ pub fn table(r: &SearchResult) -> String {
 pub fn run(args: &SearchArgs) -> Result<()> {
     let start = Instant::now();
     let mut s = args.settings()?;
+    let run_dir = args.out.clone().unwrap_or_else(|| default_dir("search"));
+    prepare_out("--out", &run_dir)?;
     let dir = data::locate(args.data.as_deref())?;
     s.data = dir.clone();
     let grid = s.hidden_units.len() * s.dropouts.len() * s.lrs.len();
@@ -401,7 +426,6 @@ pub fn run(args: &SearchArgs) -> Result<()> {
     let folds = make_folds(&kept, s.folds);
     let net_data = train_only(train);
     let places = places(&args.device)?;
-    let run_dir = args.out.clone().unwrap_or_else(|| default_dir("search"));
     make_dir(&run_dir)?;
     let configs = draw_configs(&s);
     log::info!(

@@ -1,10 +1,14 @@
 //! `fmnist-gpu train`: flags of SPEC 8, validated, then the shared training loop.
 
 use crate::data::{self, FashionMnist};
+use crate::limits::{self, Origin};
 use crate::model::Params;
 use crate::net::NetData;
 use crate::optim::{OptimConfig, OptimizerKind, WameVariant};
-use crate::train::{CONFIG_FILE, LrSchedule, RunConfig, TrainPlan, default_run_dir, train};
+use crate::train::{
+    CONFIG_FILE, LAST_FILE, LrSchedule, METRICS_FILE, MODEL_FILE, RunConfig, STATE_FILE,
+    SUMMARY_FILE, TrainPlan, default_run_dir, train,
+};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,24 +16,26 @@ use std::sync::Arc;
 #[derive(clap::Args, Clone, Debug)]
 pub struct TrainArgs {
     /// Directory with the Fashion-MNIST IDX files (raw or .gz).
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub device: super::DeviceArgs,
+    /// Epochs of the run (1 to 1,000).
     #[arg(long, default_value_t = 15)]
     pub epochs: usize,
+    /// Images per step (1 to 4,096; more than the training images is clamped to them).
     #[arg(long, default_value_t = 128)]
     pub batch_size: u32,
     #[command(flatten)]
     pub optim: OptimArgs,
-    /// Units of the hidden dense layer.
+    /// Units of the hidden dense layer (1 to 4,096).
     #[arg(long, default_value_t = 128)]
     pub hidden: u32,
     /// Dropout probability after pool2 (inverted dropout; 0 disables it).
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.4)]
     pub dropout: f32,
     /// Share of the training images held out for validation, in [0, 1).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.1)]
     pub val_fraction: f64,
     /// Keep only the first N training images after the seeded shuffle (quick runs, CI).
     #[arg(long)]
@@ -40,7 +46,12 @@ pub struct TrainArgs {
     /// Label smoothing of the training loss, in [0, 1) (PyTorch's CrossEntropyLoss
     /// label_smoothing: the target is (1 - LS) * onehot + LS / 10). Validation and test losses
     /// stay plain cross-entropy.
-    #[arg(long, value_name = "LS", default_value_t = 0.0)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "LS",
+        default_value_t = 0.0
+    )]
     pub label_smoothing: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -49,12 +60,12 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
     pub lr_schedule: LrSchedule,
     /// Run directory (default runs/<UTC timestamp>).
-    #[arg(long)]
+    #[arg(value_parser = super::utf8_path, long)]
     pub out: Option<PathBuf>,
     /// Continue the run in DIR exactly where its last finished epoch left it. Its config.json
     /// defines the run: flags that contradict it are an error; --epochs may raise the total of a
     /// constant-rate run.
-    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    #[arg(value_parser = super::utf8_path, long, value_name = "DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Print one JSON summary on stdout (logs stay on stderr).
     #[arg(long)]
@@ -72,24 +83,24 @@ pub struct OptimArgs {
     pub optimizer: OptimizerKind,
     /// Learning rate (default 1e-3; 1e-2 for sgd). The `paper` WAME variant wants a larger one,
     /// about 3e-2.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub lr: Option<f32>,
     /// WAME multiplier: seed (zeta/Z, default), paper (Z, as printed in the paper), inverse (1/Z).
     #[arg(long, value_enum, default_value_t = WameVariant::Seed)]
     pub wame_variant: WameVariant,
     /// EMA factor of WAME's Z and theta (and RMSprop's alpha).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.9)]
     pub alpha: f32,
-    #[arg(long, default_value_t = 1.2)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1.2)]
     pub eta_plus: f32,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.1)]
     pub eta_minus: f32,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.01)]
     pub zeta_min: f32,
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 100.0)]
     pub zeta_max: f32,
     /// Epsilon (default 1e-12 for WAME, 1e-8 for Adam and RMSprop).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub eps: Option<f32>,
     /// Linear warm-up: step k of the first N runs at lr * k / N (0: none). WAME's first steps
     /// are up to 30 times lr (Z starts at 0); a warm-up of about an epoch keeps them small.
@@ -97,7 +108,12 @@ pub struct OptimArgs {
     pub warmup_steps: u32,
     /// Decoupled weight decay (AdamW's form, every parameter): each step first scales the
     /// weights by 1 - lr * WD, with the step's scheduled and warmed-up rate (0: none).
-    #[arg(long, value_name = "WD", default_value_t = 0.0)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "WD",
+        default_value_t = 0.0
+    )]
     pub weight_decay: f32,
 }
 
@@ -114,47 +130,73 @@ impl OptimArgs {
         c.zeta_max = self.zeta_max;
         c.warmup_steps = self.warmup_steps;
         c.weight_decay = self.weight_decay;
-        let pos = |name: &str, v: f32| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::BadArg(format!(
-                    "--{name} must be a positive number, got {v}"
-                )))
-            }
-        };
-        pos("lr", c.lr)?;
-        pos("eps", c.eps)?;
-        pos("eta-plus", c.eta_plus)?;
-        pos("eta-minus", c.eta_minus)?;
-        pos("zeta-min", c.zeta_min)?;
-        pos("zeta-max", c.zeta_max)?;
-        // lr * wd >= 1 would zero or flip every weight each step.
-        if !(c.weight_decay.is_finite() && c.weight_decay >= 0.0 && c.lr * c.weight_decay < 1.0) {
-            return Err(Error::BadArg(format!(
-                "--weight-decay must be >= 0 with lr * weight decay below 1, got {} (lr {})",
-                c.weight_decay, c.lr
-            )));
-        }
-        super::fraction("--alpha", c.alpha)?;
-        if c.zeta_min > c.zeta_max {
-            return Err(Error::BadArg(
-                "--zeta-min must not exceed --zeta-max".into(),
-            ));
-        }
+        check_optim(&c, &Origin::Flags)?;
         Ok(c)
     }
 }
 
+/// Every rule of the optimizer flags, for a config from the flags or read back from a file (a
+/// run's config.json, a checkpoint's metadata): the same rules, errors naming the flag or the
+/// file and key. beta1, beta2 and momentum have no flags (SPEC 5 fixes them); a file must still
+/// hold values the update rules can use.
+pub fn check_optim(c: &OptimConfig, o: &Origin) -> Result<()> {
+    limits::positive(o, "--lr", "optimizer.lr", c.lr)?;
+    limits::positive(o, "--eps", "optimizer.eps", c.eps)?;
+    limits::positive(o, "--eta-plus", "optimizer.eta_plus", c.eta_plus)?;
+    limits::positive(o, "--eta-minus", "optimizer.eta_minus", c.eta_minus)?;
+    limits::positive(o, "--zeta-min", "optimizer.zeta_min", c.zeta_min)?;
+    limits::positive(o, "--zeta-max", "optimizer.zeta_max", c.zeta_max)?;
+    // lr * wd >= 1 would zero or flip every weight each step.
+    if !(c.weight_decay.is_finite() && c.weight_decay >= 0.0 && c.lr * c.weight_decay < 1.0) {
+        return Err(o.err(
+            "--weight-decay",
+            "optimizer.weight_decay",
+            format!(
+                "must be >= 0 with lr * weight decay below 1, got {} (lr {})",
+                c.weight_decay, c.lr
+            ),
+        ));
+    }
+    limits::fraction(o, "--alpha", "optimizer.alpha", c.alpha)?;
+    if c.zeta_min > c.zeta_max {
+        return Err(o.err(
+            "--zeta-min",
+            "optimizer.zeta_min",
+            format!(
+                "must not exceed --zeta-max ({} > {})",
+                c.zeta_min, c.zeta_max
+            ),
+        ));
+    }
+    limits::fraction(o, "--beta1", "optimizer.beta1", c.beta1)?;
+    limits::fraction(o, "--beta2", "optimizer.beta2", c.beta2)?;
+    limits::fraction(o, "--momentum", "optimizer.momentum", c.momentum)?;
+    Ok(())
+}
+
+/// Every rule a run config must meet, whether it comes from the flags or is read back from
+/// config.json or a checkpoint's metadata (`o` says which, and so how errors read). The data set
+/// itself (`--limit` against its size) is checked once it is loaded.
+pub fn check_run(r: &RunConfig, o: &Origin) -> Result<()> {
+    limits::count(o, "--epochs", "epochs", r.epochs as u64, limits::MAX_EPOCHS)?;
+    limits::count(
+        o,
+        "--batch-size",
+        "batch_size",
+        r.batch_size as u64,
+        limits::MAX_BATCH,
+    )?;
+    limits::count(o, "--hidden", "hidden", r.hidden as u64, limits::MAX_HIDDEN)?;
+    limits::fraction(o, "--dropout", "dropout", r.dropout)?;
+    limits::fraction(o, "--val-fraction", "val_fraction", r.val_fraction)?;
+    limits::fraction(o, "--label-smoothing", "label_smoothing", r.label_smoothing)?;
+    limits::limit(o, r.limit)?;
+    check_optim(&r.optimizer, o)
+}
+
 impl TrainArgs {
     pub fn validate(&self) -> Result<()> {
-        super::at_least_one("--batch-size", self.batch_size as u64)?;
-        super::at_least_one("--epochs", self.epochs as u64)?;
-        super::at_least_one("--hidden", self.hidden as u64)?;
-        super::fraction("--dropout", self.dropout)?;
-        super::fraction("--val-fraction", self.val_fraction)?;
-        super::fraction("--label-smoothing", self.label_smoothing)?;
-        self.optim.config().map(|_| ())
+        check_run(&fresh_config(self, Path::new(""))?, &Origin::Flags)
     }
 }
 
@@ -206,13 +248,15 @@ fn flag(id: &str) -> String {
 /// that contradicts the record is a `BadArg`.
 fn resume_config(args: &TrainArgs, dir: &Path, data_dir: &Path) -> Result<RunConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::bad_file(
-            &path,
-            format!("cannot read ({e}): --resume needs a run directory written by `train`"),
-        )
+    let text = read_config(&path).map_err(|e| match e {
+        Error::BadFile { path, msg } => Error::bad_file(
+            path,
+            format!("{msg}: --resume needs a run directory written by `train`"),
+        ),
+        e => e,
     })?;
     let mut recorded = RunConfig::from_json_str(&path, &text)?;
+    check_run(&recorded, &Origin::File(&path))?;
     let given = fresh_config(args, data_dir)?;
     let (rv, gv) = (
         serde_json::to_value(&recorded).expect("plain data"),
@@ -278,7 +322,7 @@ fn fresh_config(args: &TrainArgs, data_dir: &Path) -> Result<RunConfig> {
 fn data_dir(args: &TrainArgs) -> Result<PathBuf> {
     if args.data.is_none()
         && let Some(dir) = &args.resume
-        && let Ok(text) = std::fs::read_to_string(dir.join(CONFIG_FILE))
+        && let Ok(text) = read_config(&dir.join(CONFIG_FILE))
         && let Ok(c) = serde_json::from_str::<RunConfig>(&text)
         && data::has_data(&c.data)
     {
@@ -287,20 +331,88 @@ fn data_dir(args: &TrainArgs) -> Result<PathBuf> {
     data::locate(args.data.as_deref())
 }
 
+/// A run's config.json as text: a regular file of sane size.
+fn read_config(path: &Path) -> Result<String> {
+    crate::input::read_text(path, limits::MAX_TEXT_BYTES, "a run config")
+}
+
+/// The files whose presence makes a directory a run directory.
+const RUN_FILES: [&str; 6] = [
+    CONFIG_FILE,
+    STATE_FILE,
+    MODEL_FILE,
+    LAST_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+];
+
+/// Checks that `dir` can take this run's outputs before any work starts: a directory (created
+/// here if missing) that a file can be written to. A fresh run refuses a directory that already
+/// holds a run, which it would otherwise overwrite; a resumed one needs its run files to be
+/// regular files. Failures are exit-2 errors.
+fn prepare_run_dir(dir: &Path, resume: bool) -> Result<()> {
+    let flag = if resume { "--resume" } else { "--out" };
+    if resume && !dir.is_dir() {
+        return Err(Error::bad_file(
+            dir.join(CONFIG_FILE),
+            format!(
+                "cannot be read: --resume {} is not a run directory (it does not exist or is not \
+                 a directory)",
+                dir.display()
+            ),
+        ));
+    }
+    if !resume {
+        if let Some(f) = RUN_FILES
+            .iter()
+            .find(|f| dir.join(f).symlink_metadata().is_ok())
+        {
+            return Err(Error::BadArg(format!(
+                "--out {} already holds a run (it has {f}); continue it with --resume {} or \
+                 give --out a new directory",
+                dir.display(),
+                dir.display()
+            )));
+        }
+    } else if let Some(f) = RUN_FILES.iter().find(|f| {
+        dir.join(f)
+            .symlink_metadata()
+            .is_ok_and(|_| !dir.join(f).is_file())
+    }) {
+        return Err(Error::bad_file(
+            dir.join(f),
+            "is not a regular file; the run directory is damaged",
+        ));
+    }
+    super::experiment::prepare_out(flag, dir)
+}
+
 pub fn run(args: &TrainArgs) -> Result<()> {
     args.validate()?;
+    let run_dir = match &args.resume {
+        Some(d) => d.clone(),
+        None => args.out.clone().unwrap_or_else(default_run_dir),
+    };
+    // Before the data is even looked for: an unusable output location is known at once.
+    prepare_run_dir(&run_dir, args.resume.is_some())?;
     let dir = data_dir(args)?;
-    let (run, run_dir) = match &args.resume {
-        Some(d) => (resume_config(args, d, &dir)?, d.clone()),
-        None => (
-            fresh_config(args, &dir)?,
-            args.out.clone().unwrap_or_else(default_run_dir),
-        ),
+    let run = match &args.resume {
+        Some(d) => resume_config(args, d, &dir)?,
+        None => fresh_config(args, &dir)?,
     };
     let FashionMnist {
         train: tr, test, ..
     } = data::load(&dir)?;
-    let split = data::split(tr.n, run.val_fraction, run.limit, run.seed)?;
+    let config_path = run_dir.join(CONFIG_FILE);
+    let origin = match args.resume {
+        Some(_) => Origin::File(&config_path),
+        None => Origin::Flags,
+    };
+    let split = data::split_from(&origin, tr.n, run.val_fraction, run.limit, run.seed)?;
+    // A batch larger than the training images would only allocate slots that never fill: the
+    // net is built for at most that many (one step per epoch either way).
+    let mut net_config = run.net_config();
+    net_config.batch = net_config.batch.min(split.train.len() as u32).max(1);
     let test_labels = test.labels.clone();
     let data = NetData {
         train: Arc::new(tr),
@@ -308,7 +420,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     let mut net = super::open_net(
         &args.device,
-        run.net_config(),
+        net_config,
         data,
         Params::glorot(run.hidden as usize, run.seed),
     )?;

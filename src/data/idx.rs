@@ -21,15 +21,25 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
+    // symlink_metadata: a broken or looping symlink exists too, it just is not a file.
+    let not_regular = |p: &Path| {
+        p.symlink_metadata().is_ok().then(|| {
+            Error::bad_file(
+                p,
+                "exists but is not a regular file (a directory, FIFO, device, or a broken or \
+                 looping symlink)",
+            )
+        })
+    };
     if is_gz(path) {
-        return Err(Error::bad_file(path, "file not found"));
+        return Err(not_regular(path).unwrap_or_else(|| Error::bad_file(path, "file not found")));
     }
     let gz = with_gz(path);
     if gz.is_file() {
         return Ok(gz);
     }
-    if path.exists() {
-        return Err(Error::bad_file(path, "exists but is not a regular file"));
+    if let Some(e) = not_regular(path).or_else(|| not_regular(&gz)) {
+        return Err(e);
     }
     Err(Error::bad_file(
         path,
@@ -53,9 +63,51 @@ fn is_gz(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
+/// What the other file of a pair, or the network, demands of an images file's header; checked
+/// before the payload is read, so a lying header costs nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Expect<'a> {
+    /// The image count, and the labels file that holds that many labels.
+    pub count: Option<(usize, &'a Path)>,
+    /// Rows and columns.
+    pub side: Option<(usize, usize)>,
+}
+
 /// Reads an IDX images file (magic 2051, u8, 3 dims): `(n, rows, cols, pixels)`.
 pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
-    let (path, dims, data) = read_idx(path, MAGIC_IMAGES, "IDX u8 images")?;
+    read_images_expecting(path, Expect::default())
+}
+
+/// [`read_images`] with the header checked against `expect` before the payload is read.
+pub fn read_images_expecting(
+    path: &Path,
+    expect: Expect,
+) -> Result<(usize, usize, usize, Vec<u8>)> {
+    let check = |path: &Path, dims: &[u64]| -> Option<Error> {
+        let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+        if let Some((want, labels)) = expect.count
+            && n != want as u64
+        {
+            // The mismatch belongs to the pair: name both files.
+            return Some(Error::bad_file(
+                labels,
+                format!(
+                    "holds {want} labels but {} holds {n} images",
+                    path.display()
+                ),
+            ));
+        }
+        if let Some((r, c)) = expect.side
+            && (rows, cols) != (r as u64, c as u64)
+        {
+            return Some(Error::bad_file(
+                path,
+                format!("images are {rows}x{cols}; Fashion-MNIST images are {r}x{c}"),
+            ));
+        }
+        None
+    };
+    let (path, dims, data) = read_idx(path, MAGIC_IMAGES, "IDX u8 images", &check)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if rows == 0 || cols == 0 {
         return Err(Error::bad_file(
@@ -70,7 +122,7 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
 
 /// Reads an IDX labels file (magic 2049, u8, 1 dim) and rejects any label above 9.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let (path, _dims, data) = read_idx(path, MAGIC_LABELS, "IDX u8 labels")?;
+    let (path, _dims, data) = read_idx(path, MAGIC_LABELS, "IDX u8 labels", &|_, _| None)?;
     if let Some((i, &l)) = data.iter().enumerate().find(|&(_, &l)| l > 9) {
         return Err(Error::bad_file(
             &path,
@@ -131,7 +183,14 @@ impl Source {
 }
 
 /// Reads and checks one IDX file; returns the path actually read, the dims, and the payload.
-fn read_idx(path: &Path, magic: u32, desc: &str) -> Result<(PathBuf, Vec<usize>, Vec<u8>)> {
+/// `check` sees the dims before the payload is read and may refuse them; the first dim (the item
+/// count) is capped at [`MAX_IDX_ITEMS`](crate::limits::MAX_IDX_ITEMS) first.
+fn read_idx(
+    path: &Path,
+    magic: u32,
+    desc: &str,
+    check: &dyn Fn(&Path, &[u64]) -> Option<Error>,
+) -> Result<(PathBuf, Vec<usize>, Vec<u8>)> {
     let mut src = Source::open(path)?;
     let mut word = [0u8; 4];
     let got = src.read_upto(&mut word)?;
@@ -174,6 +233,20 @@ fn read_idx(path: &Path, magic: u32, desc: &str) -> Result<(PathBuf, Vec<usize>,
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join("x");
+    let max = crate::limits::MAX_IDX_ITEMS;
+    if dims[0] > max {
+        return Err(Error::bad_file(
+            &src.path,
+            format!(
+                "header declares shape {shape}: {} items, more than the {max} an IDX file may \
+                 hold here (Fashion-MNIST's training set has 60000)",
+                dims[0]
+            ),
+        ));
+    }
+    if let Some(e) = check(&src.path, &dims) {
+        return Err(e);
+    }
     let header_len = 4 + header.len() as u64;
     let expected = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
     let expected = match expected.and_then(|e| usize::try_from(e).ok()) {
@@ -221,14 +294,22 @@ fn read_idx(path: &Path, magic: u32, desc: &str) -> Result<(PathBuf, Vec<usize>,
             size_msg(format!("only {} (truncated?)", data.len())),
         ));
     }
-    // Drain the rest: it must be empty, and for gzip this also verifies the trailing CRC.
-    let extra = io::copy(&mut src.reader, &mut io::sink()).map_err(|e| src.io_err(e))?;
+    // The rest must be empty; reading to the end also verifies gzip's trailing CRC. Only the
+    // first MiB of a tail is counted: draining a multi-gigabyte gzip tail would only cost time.
+    const TAIL: u64 = 1 << 20;
+    let extra = io::copy(&mut (&mut src.reader).take(TAIL + 1), &mut io::sink())
+        .map_err(|e| src.io_err(e))?;
     if extra > 0 {
+        let tail = if extra > TAIL {
+            format!("more than {TAIL} bytes")
+        } else {
+            format!("{extra} bytes")
+        };
         return Err(Error::bad_file(
             &src.path,
             size_msg(format!(
-                "{} ({extra} bytes of trailing data)",
-                expected as u64 + extra
+                "{} ({tail} of trailing data)",
+                expected as u64 + extra.min(TAIL)
             )),
         ));
     }

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
 
+use crate::limits::Origin;
 use crate::rng::{Stream, stream};
 use crate::{Error, Result};
 
-pub use idx::{MAGIC_IMAGES, MAGIC_LABELS, read_images, read_labels, resolve};
+pub use idx::{
+    Expect, MAGIC_IMAGES, MAGIC_LABELS, read_images, read_images_expecting, read_labels, resolve,
+};
 
 /// Class names of SPEC 3; the index is the label.
 pub const CLASSES: [&str; 10] = [
@@ -60,20 +63,27 @@ impl DataSet {
 
 /// Reads an images file and its labels file; their counts must agree and be non-zero.
 pub fn read_pair(images: &Path, labels: &Path) -> Result<DataSet> {
-    let (n, rows, cols, pix) = read_images(images)?;
+    read_pair_sized(images, labels, None)
+}
+
+/// [`read_pair`] with images of `side` (rows, columns) required. The labels are read first (at
+/// most [`MAX_IDX_ITEMS`](crate::limits::MAX_IDX_ITEMS) bytes), and the images header is checked
+/// against their count and `side` before its payload is read, so no header can make the reader
+/// buffer more than the real data set needs.
+pub fn read_pair_sized(
+    images: &Path,
+    labels: &Path,
+    side: Option<(usize, usize)>,
+) -> Result<DataSet> {
     let lab = read_labels(labels)?;
-    if lab.len() != n {
-        // Name the images file inside the message too: the mismatch belongs to the pair.
-        let img = resolve(images).unwrap_or_else(|_| images.to_path_buf());
-        return Err(Error::bad_file(
-            resolve(labels).unwrap_or_else(|_| labels.to_path_buf()),
-            format!(
-                "holds {} labels but {} holds {n} images",
-                lab.len(),
-                img.display()
-            ),
-        ));
-    }
+    let lab_path = resolve(labels).unwrap_or_else(|_| labels.to_path_buf());
+    let (n, rows, cols, pix) = read_images_expecting(
+        images,
+        Expect {
+            count: Some((lab.len(), &lab_path)),
+            side,
+        },
+    )?;
     if n == 0 {
         return Err(Error::bad_file(
             resolve(images).unwrap_or_else(|_| images.to_path_buf()),
@@ -100,22 +110,16 @@ pub struct FashionMnist {
 /// Loads the four files from `dir`, each raw or `.gz`; images must be 28x28 (SPEC 1's input).
 pub fn load(dir: &Path) -> Result<FashionMnist> {
     if !dir.is_dir() {
-        return Err(Error::bad_file(dir, "data directory does not exist"));
+        let what = if dir.exists() {
+            "is not a directory (the data directory must hold the four IDX files)"
+        } else {
+            "data directory does not exist"
+        };
+        return Err(Error::bad_file(dir, what));
     }
-    let train = read_pair(&dir.join(TRAIN_IMAGES), &dir.join(TRAIN_LABELS))?;
-    let test = read_pair(&dir.join(TEST_IMAGES), &dir.join(TEST_LABELS))?;
-    for (set, name) in [(&train, TRAIN_IMAGES), (&test, TEST_IMAGES)] {
-        if set.rows != SIDE || set.cols != SIDE {
-            let path = dir.join(name);
-            return Err(Error::bad_file(
-                resolve(&path).unwrap_or(path),
-                format!(
-                    "images are {}x{}; Fashion-MNIST images are {SIDE}x{SIDE}",
-                    set.rows, set.cols
-                ),
-            ));
-        }
-    }
+    let side = Some((SIDE, SIDE));
+    let train = read_pair_sized(&dir.join(TRAIN_IMAGES), &dir.join(TRAIN_LABELS), side)?;
+    let test = read_pair_sized(&dir.join(TEST_IMAGES), &dir.join(TEST_LABELS), side)?;
     Ok(FashionMnist {
         dir: dir.to_path_buf(),
         train,
@@ -143,10 +147,14 @@ pub struct Places {
 
 impl Places {
     pub fn from_env() -> Self {
+        // Paths end up in JSON documents, which hold only UTF-8: other values are skipped.
         let var = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
+            let v = std::env::var_os(k).filter(|v| !v.is_empty())?;
+            if v.to_str().is_none() {
+                log::warn!("${k} is not valid UTF-8; ignoring it");
+                return None;
+            }
+            Some(PathBuf::from(v))
         };
         // The XDG spec says relative values are invalid and must be ignored.
         let cache = var("XDG_CACHE_HOME")
@@ -173,7 +181,17 @@ pub fn locate_in(flag: Option<&Path>, places: &Places) -> Result<PathBuf> {
             return Ok(dir.to_path_buf());
         }
         let msg = if dir.is_dir() {
+            // A train-images entry that is there but unusable (a directory, a FIFO, a symlink
+            // loop) gets the reader's own words rather than "has no".
+            if let Err(e) = resolve(&dir.join(TRAIN_IMAGES))
+                && !e.to_string().contains("file not found")
+            {
+                return Err(e);
+            }
             format!("--data directory has no {TRAIN_IMAGES} (or {TRAIN_IMAGES}.gz)")
+        } else if dir.exists() {
+            "--data is not a directory (it must name the directory holding the four IDX files)"
+                .to_string()
         } else {
             "--data directory does not exist".to_string()
         };
@@ -224,19 +242,29 @@ pub struct Split {
 /// Shuffles `0..n_total` with the split stream, keeps the first `limit`, and takes the first
 /// `round(kept * val_fraction)` of those for validation (SPEC 3).
 pub fn split(n_total: usize, val_fraction: f64, limit: Option<usize>, seed: u64) -> Result<Split> {
-    if !(0.0..1.0).contains(&val_fraction) {
-        return Err(Error::BadArg(format!(
-            "--val-fraction must be in [0, 1), got {val_fraction}"
-        )));
-    }
+    split_from(&Origin::Flags, n_total, val_fraction, limit, seed)
+}
+
+/// [`split`] of a run whose settings come from `o` (the flags, or a file read back), so its
+/// errors name the flag, or the file and key.
+pub fn split_from(
+    o: &Origin,
+    n_total: usize,
+    val_fraction: f64,
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<Split> {
+    crate::limits::fraction(o, "--val-fraction", "val_fraction", val_fraction)?;
     let n32 = u32::try_from(n_total)
         .map_err(|_| Error::BadArg(format!("{n_total} training images is more than supported")))?;
     let kept = match limit {
-        Some(0) => return Err(Error::BadArg("--limit must be at least 1".into())),
+        Some(0) => return Err(o.err("--limit", "limit", "must be at least 1")),
         Some(l) if l > n_total => {
-            return Err(Error::BadArg(format!(
-                "--limit {l} is larger than the {n_total} training images"
-            )));
+            return Err(o.err(
+                "--limit",
+                "limit",
+                format!("{l} is larger than the {n_total} training images"),
+            ));
         }
         Some(l) => l,
         None => n_total,
@@ -246,9 +274,11 @@ pub fn split(n_total: usize, val_fraction: f64, limit: Option<usize>, seed: u64)
     idx.truncate(kept);
     let n_val = ((kept as f64) * val_fraction).round() as usize;
     if n_val >= kept {
-        return Err(Error::BadArg(format!(
-            "--val-fraction {val_fraction} of {kept} images leaves no training images"
-        )));
+        return Err(o.err(
+            "--val-fraction",
+            "val_fraction",
+            format!("{val_fraction} of {kept} images leaves no training images"),
+        ));
     }
     let train = idx.split_off(n_val);
     Ok(Split { train, val: idx })
