@@ -130,10 +130,13 @@ fn check_report(out: std::process::Output, device: &str, batches: &[u32]) -> Val
         assert_eq!(num(rec, "best_images_per_second"), best);
         assert!(best >= num(rec, "images_per_second"));
         let kernels = rec["kernels"].as_array().unwrap();
-        // One row per dispatch of the fused step (issue 12: at most 10).
-        let dispatches = rec["dispatches_per_step"].as_u64().expect("dispatches_per_step");
-        assert_eq!(kernels.len() as u64, dispatches);
-        assert!(dispatches <= 11, "{dispatches} dispatches a step");
+        // On the GPU, one row per dispatch of the fused step (issue 12: at most 10).
+        if let Some(dispatches) = rec["dispatches_per_step"].as_u64() {
+            assert_eq!(kernels.len() as u64, dispatches);
+            assert!(dispatches <= 11, "{dispatches} dispatches a step");
+        } else {
+            assert!(kernels.len() >= 20, "{} kernels", kernels.len());
+        }
         let mut names = std::collections::HashSet::new();
         let (mut share, mut seconds, mut flops) = (0.0, 0.0, 0.0);
         for k in kernels {
@@ -210,6 +213,8 @@ fn gpu_bench_json() {
             "{clock}"
         );
         assert_eq!(rec["step_pass_clock"], rec["kernel_clock"]);
+        assert!(rec["dispatches_per_step"].as_u64().is_some(), "{rec}");
+        assert!(rec["steps_per_submit"].as_u64().unwrap_or(0) >= 1, "{rec}");
         let pass = num(rec, "step_pass_seconds");
         assert!(pass.is_finite() && pass > 0.0, "{pass}");
         // The step list names a kernel for each dispatch, optimizer included.
