@@ -486,7 +486,7 @@ fn largest_buffer(l: &Layers) -> u64 {
 /// Whether the device can hold the synthetic buffers of `l` (and so run its step at all).
 pub fn step_fits(ctx: &GpuContext, l: &Layers) -> bool {
     let b = largest_buffer(l);
-    b <= ctx.limits.max_storage_buffer_binding_size as u64 && b <= ctx.limits.max_buffer_size
+    b <= ctx.limits.max_storage_buffer_binding_size && b <= ctx.limits.max_buffer_size
 }
 
 impl StepBuffers {
@@ -777,6 +777,38 @@ mod tests {
             .collect();
         hashed.sort();
         assert_eq!(files, hashed);
+    }
+
+    #[test]
+    fn step_tiles_round_trip_through_a_choice() {
+        let t = StepTiles {
+            conv1_forward: Tile::CANDIDATES[1],
+            conv2_forward: Tile::CANDIDATES[2],
+            conv2_backward: Tile::CANDIDATES[3],
+            conv1_backward: Tile::CANDIDATES[4],
+        };
+        let c = t.to_choice();
+        assert_eq!(c.keys().count(), ROLES.len());
+        assert_eq!(StepTiles::from_choice(&c), Some(t));
+        let mut partial = c.clone();
+        partial.remove(ROLES[2]);
+        assert_eq!(StepTiles::from_choice(&partial), None);
+        assert_eq!(StepTiles::default().conv1_forward, Tile::DEFAULT);
+    }
+
+    /// The synthetic buffers of the default batch sizes fit WebGPU's default 128 MiB binding;
+    /// the largest batch `tune` accepts needs at most that.
+    #[test]
+    fn tuning_buffers_fit_the_default_binding() {
+        let limit = wgpu::Limits::defaults().max_storage_buffer_binding_size;
+        for b in [1, 128, 512, MAX_TUNE_BATCH] {
+            let l = Layers::new(b, 128, 0.4, 0);
+            assert!(
+                largest_buffer(&l) <= limit,
+                "batch {b}: {}",
+                largest_buffer(&l)
+            );
+        }
     }
 
     #[test]
