@@ -40,6 +40,9 @@ enum Command {
     Compare(cmd::compare::CompareArgs),
     /// Measure images per second and per-kernel GPU (or CPU) time on synthetic data (SPEC 12).
     Bench(cmd::bench::BenchArgs),
+    /// Time every GEMM tile variant of the training step's convs on an adapter for each batch
+    /// size and cache the fastest (bit-identical results either way).
+    Tune(cmd::tune::TuneArgs),
 }
 
 /// Ids of the arguments given on the command line (not defaults) of subcommand `name`; argument
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Search(a) => cmd::search::run(a),
         Command::Compare(a) => cmd::compare::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Tune(a) => cmd::tune::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

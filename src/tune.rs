@@ -11,10 +11,16 @@
 //! the device cannot run.
 
 use crate::gpu::GpuContext;
-use crate::gpu::buffers::{Dispatch, read};
+use crate::gpu::buffers::{Dispatch, View, read};
 use crate::gpu::tile::Tile;
 use crate::gpu::timers::{Clock, GpuTimer};
+use crate::model::Layers;
+use crate::ops::conv::{ConvKernels, PoolDropout};
+use crate::ops::conv_grad::{ConvGradKernels, partial_lens};
+use crate::params::{ActParams, ConvGradParams, StepState, dropout_threshold};
 use crate::{Error, Result};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -347,6 +353,411 @@ pub fn measure(ctx: &GpuContext, role: &Role) -> Result<RoleResult> {
     })
 }
 
+/// The GEMM roles of the training step, as cache entries name them.
+pub const ROLES: [&str; 4] = [
+    "conv1.forward",
+    "conv2.forward",
+    "conv2.backward",
+    "conv1.backward",
+];
+
+/// The tile each conv GEMM of the training step runs with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StepTiles {
+    /// conv.forward_relu_pool of conv1 (no dropout).
+    pub conv1_forward: Tile,
+    /// conv.forward_relu_pool of conv2, dropout fused.
+    pub conv2_forward: Tile,
+    /// conv_grad.backward_weight (partials) and conv_grad.backward_input of conv2, one tile.
+    pub conv2_backward: Tile,
+    /// conv_grad.backward_weight (partials) of conv1 (its input is the image: no dx).
+    pub conv1_backward: Tile,
+}
+
+impl StepTiles {
+    /// The tiles of a cache entry or a tuning run; `None` when a role is missing.
+    pub fn from_choice(c: &Choice) -> Option<Self> {
+        let get = |r: &str| c.get(r).copied();
+        Some(Self {
+            conv1_forward: get(ROLES[0])?,
+            conv2_forward: get(ROLES[1])?,
+            conv2_backward: get(ROLES[2])?,
+            conv1_backward: get(ROLES[3])?,
+        })
+    }
+
+    pub fn to_choice(&self) -> Choice {
+        [
+            self.conv1_forward,
+            self.conv2_forward,
+            self.conv2_backward,
+            self.conv1_backward,
+        ]
+        .into_iter()
+        .zip(ROLES)
+        .map(|(t, r)| (r.to_string(), t))
+        .collect()
+    }
+}
+
+/// Where [`step_tiles`] got its tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheStatus {
+    /// `--tune off`: the defaults, cache not read.
+    Off,
+    /// The cached choice for this adapter, shaders and shape.
+    Hit,
+    /// Not cached: measured now (hardware adapter) and stored when there is a cache directory.
+    Tuned,
+    /// Not cached and not measured: the defaults (software adapter, or a shape whose synthetic
+    /// buffers exceed the device's limits).
+    Defaults,
+}
+
+/// Largest batch `fmnist-gpu tune` accepts: its synthetic conv1 map (36 KiB per image) stays
+/// well inside the 128 MiB storage binding every adapter we run on offers.
+pub const MAX_TUNE_BATCH: u32 = 2048;
+
+/// Synthetic inputs of one step's shapes and the outputs the roles write, with the kernels.
+///
+/// The forward roles read random images and weights; the backward roles read the pooled maps
+/// and argmaxes a real forward produced (random ones would not be valid argmax encodings) and
+/// random gradients. Every role writes its own output buffers, so roles can be measured in any
+/// order without feeding each other.
+pub struct StepBuffers {
+    layers: Layers,
+    drop: ActParams,
+    conv: ConvKernels,
+    grad: ConvGradKernels,
+    x: wgpu::Buffer,
+    w1: wgpu::Buffer,
+    b1: wgpu::Buffer,
+    w2: wgpu::Buffer,
+    b2: wgpu::Buffer,
+    state: wgpu::Buffer,
+    p1: wgpu::Buffer,
+    am1: wgpu::Buffer,
+    p2: wgpu::Buffer,
+    am2: wgpu::Buffer,
+    dd1: wgpu::Buffer,
+    dd2: wgpu::Buffer,
+    out_p1: wgpu::Buffer,
+    out_am1: wgpu::Buffer,
+    out_p2: wgpu::Buffer,
+    out_am2: wgpu::Buffer,
+    out_d2: wgpu::Buffer,
+    out_dw2: wgpu::Buffer,
+    out_db2: wgpu::Buffer,
+    out_dx2: wgpu::Buffer,
+    out_dw1: wgpu::Buffer,
+    out_db1: wgpu::Buffer,
+}
+
+/// The dropout the conv2 roles run with: the net's when it has one, else p = 0.4 (the shape
+/// key has no dropout, and a step with dropout is the one that runs in training).
+fn tuning_dropout(l: &Layers) -> ActParams {
+    let mut d = l.drop;
+    if d.threshold == 0 {
+        d.threshold = dropout_threshold(0.4);
+        d.scale = 1.0 / 0.6;
+    }
+    d.n = l.pool2.y_len() as u32;
+    d
+}
+
+/// The largest buffer [`StepBuffers`] makes for `l`, in bytes.
+fn largest_buffer(l: &Layers) -> u64 {
+    let g2 = ConvGradParams::new(&l.conv2, Some(&l.drop));
+    let g1 = ConvGradParams::new(&l.conv1, None);
+    [
+        l.conv1.x_len(),
+        l.pool1.y_len(),
+        l.conv2.x_len(),
+        partial_lens(&g2).0,
+        partial_lens(&g1).0,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0) as u64
+        * 4
+}
+
+/// Whether the device can hold the synthetic buffers of `l` (and so run its step at all).
+pub fn step_fits(ctx: &GpuContext, l: &Layers) -> bool {
+    let b = largest_buffer(l);
+    b <= ctx.limits.max_storage_buffer_binding_size && b <= ctx.limits.max_buffer_size
+}
+
+impl StepBuffers {
+    /// Random inputs (fixed seed) and one default-tile forward for the pooled maps.
+    pub fn new(ctx: &GpuContext, layers: &Layers) -> Result<Self> {
+        use crate::gpu::buffers::{run_once, storage, storage_init};
+        let l = *layers;
+        if !step_fits(ctx, &l) {
+            return Err(Error::BadArg(format!(
+                "batch {}: the tuning buffers need {} MiB, more than {} allows",
+                l.batch,
+                largest_buffer(&l) >> 20,
+                ctx.adapter.name
+            )));
+        }
+        let drop = tuning_dropout(&l);
+        let mut rng = ChaCha8Rng::seed_from_u64(0x7475_6e65);
+        let mut rand =
+            |n: usize, r: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-r..r)).collect() };
+        let f = |label: &str, v: &[f32]| storage_init(ctx, label, v);
+        let zeros = |label: &str, n: usize| storage(ctx, label, n as u64 * 4);
+        let (n1, n2) = (l.pool1.y_len(), l.pool2.y_len());
+        let g2 = ConvGradParams::new(&l.conv2, Some(&drop));
+        let g1 = ConvGradParams::new(&l.conv1, None);
+        let (w2l, b2l) = partial_lens(&g2);
+        let (w1l, b1l) = partial_lens(&g1);
+        let bufs = Self {
+            conv: ConvKernels::new(ctx)?,
+            grad: ConvGradKernels::new(ctx)?,
+            x: f("tune x", &rand(l.conv1.x_len(), 1.0)),
+            w1: f("tune w1", &rand(l.conv1.w_len(), 0.2)),
+            b1: f("tune b1", &rand(l.conv1.c_out as usize, 0.1)),
+            w2: f("tune w2", &rand(l.conv2.w_len(), 0.05)),
+            b2: f("tune b2", &rand(l.conv2.c_out as usize, 0.1)),
+            state: storage_init(
+                ctx,
+                "tune state",
+                &[StepState {
+                    epoch_step: 1,
+                    t: 5,
+                    n: 0,
+                    batch: l.batch,
+                }],
+            ),
+            p1: zeros("tune p1", n1),
+            am1: zeros("tune argmax1", n1),
+            p2: zeros("tune p2", n2),
+            am2: zeros("tune argmax2", n2),
+            dd1: f("tune dd1", &rand(n1, 1.0)),
+            dd2: f("tune dd2", &rand(n2, 1.0)),
+            out_p1: zeros("tune out p1", n1),
+            out_am1: zeros("tune out argmax1", n1),
+            out_p2: zeros("tune out p2", n2),
+            out_am2: zeros("tune out argmax2", n2),
+            out_d2: zeros("tune out d2", n2),
+            out_dw2: zeros("tune out dw2", w2l),
+            out_db2: zeros("tune out db2", b2l),
+            out_dx2: zeros("tune out dx2", l.conv2.x_len()),
+            out_dw1: zeros("tune out dw1", w1l),
+            out_db1: zeros("tune out db1", b1l),
+            layers: l,
+            drop,
+        };
+        let scratch_d = zeros("tune scratch d2", n2);
+        let b = &bufs;
+        let mut ds = b.conv.forward_relu_pool(
+            ctx,
+            &l.conv1,
+            Tile::DEFAULT,
+            None,
+            &b.x,
+            &b.w1,
+            &b.b1,
+            &b.p1,
+            &b.am1,
+        )?;
+        ds.extend(b.conv.forward_relu_pool(
+            ctx,
+            &l.conv2,
+            Tile::DEFAULT,
+            Some(PoolDropout {
+                params: &b.drop,
+                state: View::whole(&b.state),
+                d: View::whole(&scratch_d),
+            }),
+            &b.p1,
+            &b.w2,
+            &b.b2,
+            &b.p2,
+            &b.am2,
+        )?);
+        run_once(ctx, &ds)?;
+        Ok(bufs)
+    }
+
+    pub fn layers(&self) -> &Layers {
+        &self.layers
+    }
+}
+
+/// The four [`ROLES`] of the step whose buffers are `b`, each building its dispatches for a tile
+/// and naming every buffer it writes.
+pub fn step_roles<'a>(ctx: &'a GpuContext, b: &'a StepBuffers) -> Vec<Role<'a>> {
+    let l = b.layers;
+    let w = View::whole;
+    let words = |buf: &wgpu::Buffer| (buf.size() / 4) as usize;
+    let g2 = ConvGradParams::new(&l.conv2, Some(&b.drop));
+    let g1 = ConvGradParams::new(&l.conv1, None);
+    vec![
+        Role {
+            name: ROLES[0],
+            build: Box::new(move |tile| {
+                b.conv.forward_relu_pool(
+                    ctx, &l.conv1, tile, None, &b.x, &b.w1, &b.b1, &b.out_p1, &b.out_am1,
+                )
+            }),
+            outputs: vec![
+                (&b.out_p1, words(&b.out_p1)),
+                (&b.out_am1, words(&b.out_am1)),
+            ],
+        },
+        Role {
+            name: ROLES[1],
+            build: Box::new(move |tile| {
+                b.conv.forward_relu_pool(
+                    ctx,
+                    &l.conv2,
+                    tile,
+                    Some(PoolDropout {
+                        params: &b.drop,
+                        state: w(&b.state),
+                        d: w(&b.out_d2),
+                    }),
+                    &b.p1,
+                    &b.w2,
+                    &b.b2,
+                    &b.out_p2,
+                    &b.out_am2,
+                )
+            }),
+            outputs: vec![
+                (&b.out_p2, words(&b.out_p2)),
+                (&b.out_am2, words(&b.out_am2)),
+                (&b.out_d2, words(&b.out_d2)),
+            ],
+        },
+        Role {
+            name: ROLES[2],
+            build: Box::new(move |tile| {
+                let mut ds = b.grad.backward_weight_partials(
+                    ctx,
+                    &g2,
+                    tile,
+                    Some(&b.state),
+                    w(&b.am2),
+                    w(&b.p2),
+                    w(&b.dd2),
+                    w(&b.p1),
+                    w(&b.out_dw2),
+                    w(&b.out_db2),
+                )?;
+                ds.extend(b.grad.backward_input(
+                    ctx,
+                    &g2,
+                    tile,
+                    Some(&b.state),
+                    w(&b.am2),
+                    w(&b.p2),
+                    w(&b.dd2),
+                    w(&b.w2),
+                    w(&b.out_dx2),
+                )?);
+                Ok(ds)
+            }),
+            outputs: vec![
+                (&b.out_dw2, words(&b.out_dw2)),
+                (&b.out_db2, words(&b.out_db2)),
+                (&b.out_dx2, words(&b.out_dx2)),
+            ],
+        },
+        Role {
+            name: ROLES[3],
+            build: Box::new(move |tile| {
+                b.grad.backward_weight_partials(
+                    ctx,
+                    &g1,
+                    tile,
+                    None,
+                    w(&b.am1),
+                    w(&b.p1),
+                    w(&b.dd1),
+                    w(&b.x),
+                    w(&b.out_dw1),
+                    w(&b.out_db1),
+                )
+            }),
+            outputs: vec![
+                (&b.out_dw1, words(&b.out_dw1)),
+                (&b.out_db1, words(&b.out_db1)),
+            ],
+        },
+    ]
+}
+
+/// Measures every role of `layers`' step on `ctx` and stores the choice; returns the tiles, the
+/// measurements and the cache file (`None` when there is no cache directory).
+pub fn tune_step(
+    ctx: &GpuContext,
+    layers: &Layers,
+) -> Result<(StepTiles, Vec<RoleResult>, Option<PathBuf>)> {
+    let bufs = StepBuffers::new(ctx, layers)?;
+    let results = step_roles(ctx, &bufs)
+        .iter()
+        .map(|r| measure(ctx, r))
+        .collect::<Result<Vec<_>>>()?;
+    let mut choice = Choice::new();
+    for r in &results {
+        let t = r
+            .choice
+            .parse::<Tile>()
+            .map_err(|e| Error::Runtime(format!("internal: tuned tile: {e}")))?;
+        choice.insert(r.role.clone(), t);
+    }
+    let tiles = StepTiles::from_choice(&choice)
+        .ok_or_else(|| Error::Runtime("internal: a step role was not measured".into()))?;
+    let path = store(ctx, &shape_key(layers.batch, layers.hidden), &choice)?;
+    Ok((tiles, results, path))
+}
+
+/// The tiles the training step of `layers` should use on `ctx` (see [`TuneMode`]).
+pub fn step_tiles(ctx: &GpuContext, layers: &Layers) -> Result<(StepTiles, CacheStatus)> {
+    if mode() == TuneMode::Off {
+        return Ok((StepTiles::default(), CacheStatus::Off));
+    }
+    let shape = shape_key(layers.batch, layers.hidden);
+    if let Some(tiles) = lookup(ctx, &shape, &ROLES).and_then(|c| StepTiles::from_choice(&c)) {
+        return Ok((tiles, CacheStatus::Hit));
+    }
+    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        // Timing on a software rasteriser says little and takes long; `fmnist-gpu tune
+        // --adapter software` does it on request.
+        log::debug!(
+            "tune: no cached tiles for {shape} on {}; software adapter, using the defaults",
+            ctx.adapter.name
+        );
+        return Ok((StepTiles::default(), CacheStatus::Defaults));
+    }
+    if !step_fits(ctx, layers) {
+        log::debug!(
+            "tune: {shape} exceeds {}'s buffer limits; using the default tiles",
+            ctx.adapter.name
+        );
+        return Ok((StepTiles::default(), CacheStatus::Defaults));
+    }
+    let (tiles, _, path) = tune_step(ctx, layers)?;
+    log::info!(
+        "tune: tuned the GEMM tiles for {shape} on {} (conv1 {} / {}, conv2 {} / {} forward / \
+         backward); {}",
+        ctx.adapter.name,
+        tiles.conv1_forward.name(),
+        tiles.conv1_backward.name(),
+        tiles.conv2_forward.name(),
+        tiles.conv2_backward.name(),
+        match &path {
+            Some(p) => format!("stored in {}", p.display()),
+            None => "not stored (no cache directory: set FMNIST_TUNE_CACHE)".to_string(),
+        }
+    );
+    Ok((tiles, CacheStatus::Tuned))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +777,38 @@ mod tests {
             .collect();
         hashed.sort();
         assert_eq!(files, hashed);
+    }
+
+    #[test]
+    fn step_tiles_round_trip_through_a_choice() {
+        let t = StepTiles {
+            conv1_forward: Tile::CANDIDATES[1],
+            conv2_forward: Tile::CANDIDATES[2],
+            conv2_backward: Tile::CANDIDATES[3],
+            conv1_backward: Tile::CANDIDATES[4],
+        };
+        let c = t.to_choice();
+        assert_eq!(c.keys().count(), ROLES.len());
+        assert_eq!(StepTiles::from_choice(&c), Some(t));
+        let mut partial = c.clone();
+        partial.remove(ROLES[2]);
+        assert_eq!(StepTiles::from_choice(&partial), None);
+        assert_eq!(StepTiles::default().conv1_forward, Tile::DEFAULT);
+    }
+
+    /// The synthetic buffers of the default batch sizes fit WebGPU's default 128 MiB binding;
+    /// the largest batch `tune` accepts needs at most that.
+    #[test]
+    fn tuning_buffers_fit_the_default_binding() {
+        let limit = wgpu::Limits::defaults().max_storage_buffer_binding_size;
+        for b in [1, 128, 512, MAX_TUNE_BATCH] {
+            let l = Layers::new(b, 128, 0.4, 0);
+            assert!(
+                largest_buffer(&l) <= limit,
+                "batch {b}: {}",
+                largest_buffer(&l)
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod parity;
 pub mod predict;
 pub mod search;
 pub mod train;
+pub mod tune;
 
 pub use crate::gpu::DeviceArgs;
 
