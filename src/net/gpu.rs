@@ -13,7 +13,7 @@
 use super::{Net, NetConfig, NetData, Probe, Which};
 use crate::cpu::loss::Metrics;
 use crate::gpu::buffers::{Arena, Dispatch, View, read, storage, storage_init};
-use crate::gpu::tile::Tile;
+use crate::tune::{StepTiles, step_tiles};
 use crate::gpu::{AdapterSummary, GpuContext};
 use crate::model::{CLASSES, FLAT, Layers, Params};
 use crate::ops::conv::PoolDropout;
@@ -76,15 +76,6 @@ struct Bufs {
     eval_index: wgpu::Buffer,
     metrics: wgpu::Buffer,
     eval_metrics: wgpu::Buffer,
-}
-
-/// The tile variant of each GEMM role of the step (every variant gives the same bits).
-#[derive(Clone, Copy, Debug, Default)]
-struct StepTiles {
-    conv1_forward: Tile,
-    conv2_forward: Tile,
-    conv2_backward: Tile,
-    conv1_backward: Tile,
 }
 
 pub struct GpuNet {
@@ -226,8 +217,12 @@ impl GpuNet {
             augment: cfg.augment as u32,
             seed: hash_key(cfg.seed, Stream::Augment),
         };
+        // The adapter's cached tile choice (tuned now on a hardware adapter without one); every
+        // choice computes the same bits.
+        let (tiles, cache) = step_tiles(&ctx, &layers)?;
+        log::debug!("tiles {tiles:?} ({cache:?})");
         let mut net = Self {
-            tiles: StepTiles::default(),
+            tiles,
             layers,
             lr: cfg.optim.lr,
             t: 0,
