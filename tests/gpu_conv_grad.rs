@@ -360,6 +360,26 @@ fn conv2_b128_fused_vs_unfused() {
         )
         .expect("dispatches"),
     );
+    // conv2's backward as the training step runs it: one dispatch (weight and bias partials and
+    // dx as workgroup roles), the partials summed by the fused update, so not timed here.
+    let (wl, bl) = conv_grad::partial_lens(&p);
+    let (wp, bp) = (z(wl), z(bl));
+    let one = k
+        .backward(
+            &ctx,
+            &p,
+            Tile::DEFAULT,
+            Some(&state),
+            v(&am),
+            v(&q),
+            v(&dd),
+            v(&x),
+            v(&w),
+            v(&wp),
+            v(&bp),
+            v(&dx),
+        )
+        .expect("dispatches");
     // The same without dropout (its mask is recomputed by every loader visit).
     let p_nd = parity::conv_grad_params((s.0, s.1, s.2, s.3, s.4, s.5, false), 5);
     let mut no_drop = k
@@ -404,6 +424,7 @@ fn conv2_b128_fused_vs_unfused() {
     .concat();
     for (name, ds) in [
         ("fused", &fused),
+        ("fused one-dispatch backward (partials + dx)", &one),
         ("fused without dropout", &no_drop),
         ("fused weight+bias only, without dropout", &weight_only),
         ("unfused", &unfused),
