@@ -10,7 +10,8 @@
 // with the mask of act.dropout_backward (seed, StepState.t, i). Rows and columns the floor-mode
 // pool dropped get 0.
 //
-// Both entry points are implicit GEMMs with the tile engine of conv.wgsl, its tile shape chosen
+// backward_weight and backward_input (and `backward`, which runs both as workgroup roles in one
+// dispatch) are implicit GEMMs with the tile engine of conv.wgsl, its tile shape chosen
 // by the `override` constants TM x TN (src/gpu/tile.rs): a workgroup of TM x TN invocations owns
 // a BM x BN = 4TM x 4TN tile of C, walks K in steps of BK = 32 staging an A tile (BK x BM) and a
 // B tile (BK x BN) in workgroup memory, and invocation (tx, ty) accumulates the 4 x 4 block of
@@ -74,9 +75,10 @@ const BK: u32 = 32u;
 @group(0) @binding(6) var<storage, read_write> wpart: array<f32>;
 @group(0) @binding(7) var<storage, read_write> bpart: array<f32>;
 
-// backward_input: w [C_OUT,C_IN,K,K] -> dx [B,C_IN,H,W]
-@group(0) @binding(5) var<storage, read> iw: array<f32>;
-@group(0) @binding(6) var<storage, read_write> bdx: array<f32>;
+// backward_input: w [C_OUT,C_IN,K,K] -> dx [B,C_IN,H,W]. Bindings 8 and 9, not 5 and 6, so
+// that `backward` can bind both roles' tensors at once (9 storage buffers).
+@group(0) @binding(8) var<storage, read> iw: array<f32>;
+@group(0) @binding(9) var<storage, read_write> bdx: array<f32>;
 
 var<workgroup> As: array<vec4<f32>, BK * TM>;
 var<workgroup> Bs: array<vec4<f32>, BK * TN>;
@@ -242,6 +244,19 @@ fn backward_weight(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    weight_tile(tile_id(wid, nwg), lid, li);
+}
+
+// backward_weight's tile count: m tiles x n tiles x chunks.
+fn weight_tiles() -> u32 {
+    let mt = (C_IN * K * K + 4u * TM - 1u) / (4u * TM);
+    let nt = (C_OUT + 4u * TN - 1u) / (4u * TN);
+    return mt * nt * p.parts;
+}
+
+// The body of backward_weight for linear tile id `tile` (shared with `backward`, so both give
+// the same bits). `tile` must be workgroup-uniform: the early return precedes the barriers.
+fn weight_tile(tile: u32, lid: vec3<u32>, li: u32) {
     let bm = 4u * TM;
     let bn = 4u * TN;
     let kk2 = K * K;
@@ -250,8 +265,7 @@ fn backward_weight(
     let q_len = p.batch * OH * OW;
     let mt = (m_len + bm - 1u) / bm;
     let nt = (n_len + bn - 1u) / bn;
-    let tile = tile_id(wid, nwg);
-    if tile >= mt * nt * p.parts {
+    if tile >= weight_tiles() {
         return;
     }
     drop_key = pcg(pcg(p.seed) ^ state.t);
@@ -402,6 +416,12 @@ fn backward_input(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    input_tile(tile_id(wid, nwg), lid, li);
+}
+
+// The body of backward_input for linear tile id `tile` (shared with `backward`, so both give
+// the same bits). `tile` must be workgroup-uniform: the early return precedes the barriers.
+fn input_tile(tile: u32, lid: vec3<u32>, li: u32) {
     let bm = 4u * TM;
     let bn = 4u * TN;
     let hw = H * W;
@@ -409,7 +429,6 @@ fn backward_input(
     let n_len = C_IN;
     let mt = (m_len + bm - 1u) / bm;
     let nt = (n_len + bn - 1u) / bn;
-    let tile = tile_id(wid, nwg);
     if tile >= mt * nt {
         return;
     }
@@ -487,5 +506,32 @@ fn backward_input(
                 bdx[(b * C_IN + n) * hw + pix] = v[i];
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward: conv2's whole backward in one dispatch (the training step's dispatch budget).
+
+// backward: backward_weight and backward_input in one dispatch, workgroups taking roles by
+// linear id: ids [0, n_w) with n_w = weight_tiles() are backward_weight's tiles (wpart, bpart),
+// ids [n_w, n_w + n_x) are backward_input's tiles (dx), n_x its tile count; the host dispatches
+// exactly n_w + n_x, later ids return. Each role runs the same function as its own entry point,
+// so every output has the bits of the separate dispatches. The branch depends only on the
+// workgroup id and the uniform, so it is workgroup-uniform and the roles' barriers are valid;
+// the roles share the As/Bs workgroup arrays (one role per workgroup). Shape and thread mapping
+// per role: see backward_weight and backward_input.
+@compute @workgroup_size(TM, TN, 1)
+fn backward(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = tile_id(wid, nwg);
+    let n_w = weight_tiles();
+    if tile < n_w {
+        weight_tile(tile, lid, li);
+    } else {
+        input_tile(tile - n_w, lid, li);
     }
 }

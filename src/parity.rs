@@ -60,7 +60,7 @@ impl std::fmt::Display for Tol {
 }
 
 /// Every entry point the table covers, as `family.entry` (the WGSL entry point's name).
-pub const KERNELS: [&str; 32] = [
+pub const KERNELS: [&str; 33] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
@@ -68,6 +68,7 @@ pub const KERNELS: [&str; 32] = [
     "conv.forward_relu_pool",
     "conv_grad.backward_weight",
     "conv_grad.backward_input",
+    "conv_grad.backward",
     "reduce.sum_partials",
     "pool.maxpool_forward",
     "pool.maxpool_backward",
@@ -94,6 +95,25 @@ pub const KERNELS: [&str; 32] = [
     "data.gather",
     "data.advance",
 ];
+
+/// Which entry point of `conv_grad.wgsl` a [`Case::ConvGrad`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvGradMode {
+    /// backward_weight: weight and bias gradients.
+    Weight,
+    /// backward_input: the input gradient.
+    Input,
+    /// backward: all three in one dispatch.
+    Both,
+}
+
+impl ConvGradMode {
+    pub const ALL: [ConvGradMode; 3] = [
+        ConvGradMode::Weight,
+        ConvGradMode::Input,
+        ConvGradMode::Both,
+    ];
+}
 
 /// The four entry points of the GEMM-shaped families (conv and dense).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,10 +164,10 @@ pub enum Case {
         grid: bool,
         seed: u64,
     },
-    /// The fused conv backward of `conv_grad.wgsl` (`input`: backward_input, else
-    /// backward_weight with the bias), dropout's mask drawn for step `t` when `p.dropout != 0`.
+    /// The fused conv backward of `conv_grad.wgsl` (the entry point `mode` picks), dropout's
+    /// mask drawn for step `t` when `p.dropout != 0`.
     ConvGrad {
-        input: bool,
+        mode: ConvGradMode,
         p: ConvGradParams,
         t: u32,
         seed: u64,
@@ -262,11 +282,11 @@ impl Case {
                 ],
                 *pass,
             ),
-            Case::ConvGrad { input, .. } => pick(
-                *input,
-                "conv_grad.backward_weight",
-                "conv_grad.backward_input",
-            ),
+            Case::ConvGrad { mode, .. } => match mode {
+                ConvGradMode::Weight => "conv_grad.backward_weight",
+                ConvGradMode::Input => "conv_grad.backward_input",
+                ConvGradMode::Both => "conv_grad.backward",
+            },
             Case::ConvPool { .. } => "conv.forward_relu_pool",
             Case::SumPartials { .. } => "reduce.sum_partials",
             Case::Pool { backward, .. } => {
@@ -624,11 +644,11 @@ pub fn cases() -> Vec<Case> {
             seed: 700 + i as u64,
         });
     }
-    for input in [false, true] {
+    for (mi, mode) in ConvGradMode::ALL.into_iter().enumerate() {
         for (si, &s) in CONV_GRAD_SHAPES.iter().enumerate() {
-            let seed = 700 + 10 * input as u64 + si as u64;
+            let seed = 700 + 10 * mi as u64 + si as u64;
             v.push(Case::ConvGrad {
-                input,
+                mode,
                 p: conv_grad_params(s, seed as u32),
                 t: 17 + si as u32,
                 seed,
@@ -1144,7 +1164,7 @@ impl<'a> Runner<'a> {
                 seed,
                 f64_reference,
             } => self.conv_case(case, *pass, p, *seed, *f64_reference),
-            Case::ConvGrad { input, p, t, seed } => self.conv_grad_case(case, *input, p, *t, *seed),
+            Case::ConvGrad { mode, p, t, seed } => self.conv_grad_case(case, *mode, p, *t, *seed),
             Case::ConvPool {
                 p,
                 dropout,
@@ -1419,7 +1439,7 @@ impl<'a> Runner<'a> {
     fn conv_grad_case(
         &self,
         case: &Case,
-        input: bool,
+        mode: ConvGradMode,
         p: &ConvGradParams,
         t: u32,
         seed: u64,
@@ -1445,7 +1465,10 @@ impl<'a> Runner<'a> {
         );
         let (a, q, g) = (View::whole(&amb), View::whole(&qb), View::whole(&ddb));
         let c = p.conv();
-        if input {
+        if mode == ConvGradMode::Both {
+            return self.conv_grad_both(case, k, p, t, &d, &state, (a, q, g));
+        }
+        if mode == ConvGradMode::Input {
             let mut dx = vec![0.0f32; c.x_len()];
             cpu::conv_grad::backward_input(p, t, &d.argmax, &d.q, &d.dd, &d.w, &mut dx);
             let out = nan_buffer(ctx, "dx", dx.len());
@@ -1487,6 +1510,75 @@ impl<'a> Runner<'a> {
             case,
             &ds,
             &[(&dwb, "dw", &dw, REDUCTION), (&dbb, "db", &db, REDUCTION)],
+        )
+    }
+
+    /// conv_grad.backward against `cpu::conv_grad::backward`: the weight and bias partials
+    /// summed by `sum_partials` (as the weight case does) and dx, every output NaN-filled first.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_grad_both(
+        &self,
+        case: &Case,
+        k: &ConvGradKernels,
+        p: &ConvGradParams,
+        t: u32,
+        d: &ConvGradInputs,
+        state: &wgpu::Buffer,
+        (a, q, g): (View, View, View),
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let c = p.conv();
+        let (mut dw, mut db, mut dx) = (
+            vec![0.0f32; c.w_len()],
+            vec![0.0f32; p.c_out as usize],
+            vec![0.0f32; c.x_len()],
+        );
+        cpu::conv_grad::backward(
+            p, t, &d.x, &d.argmax, &d.q, &d.dd, &d.w, &mut dw, &mut db, &mut dx,
+        );
+        let (wl, bl) = crate::ops::conv_grad::partial_lens(p);
+        let (wpart, bpart) = (
+            nan_buffer(ctx, "dw partials", wl),
+            nan_buffer(ctx, "db partials", bl),
+        );
+        let (dwb, dbb, dxb) = (
+            nan_buffer(ctx, "dw", dw.len()),
+            nan_buffer(ctx, "db", db.len()),
+            nan_buffer(ctx, "dx", dx.len()),
+        );
+        let (xb, wb) = (storage_init(ctx, "x", &d.x), storage_init(ctx, "w", &d.w));
+        let v = View::whole;
+        let mut ds = k.backward(
+            ctx,
+            p,
+            Tile::DEFAULT,
+            Some(state),
+            a,
+            q,
+            g,
+            v(&xb),
+            v(&wb),
+            v(&wpart),
+            v(&bpart),
+            v(&dxb),
+        )?;
+        let conv = lazy(&self.conv, || ConvKernels::new(ctx))?;
+        let sum = |n: usize| ReduceParams {
+            n: n as u32,
+            parts: p.parts,
+            _pad: [0; 2],
+        };
+        ds.extend(conv.sum_partials(ctx, &sum(c.w_len()), &wpart, &dwb));
+        ds.extend(conv.sum_partials(ctx, &sum(p.c_out as usize), &bpart, &dbb));
+        run_outputs_with_rerun(
+            ctx,
+            case,
+            &ds,
+            &[
+                (&dwb, "dw", &dw, REDUCTION),
+                (&dbb, "db", &db, REDUCTION),
+                (&dxb, "dx", &dx, REDUCTION),
+            ],
         )
     }
 

@@ -297,6 +297,16 @@ fn conv_grad_twin_equals_the_unfused_chain() {
         assert_eq!(bits(&fw), bits(&dw), "{s:?}: dw");
         assert_eq!(bits(&fb), bits(&db), "{s:?}: db");
         assert_eq!(bits(&fx), bits(&dx), "{s:?}: dx");
+        // The one-call twin of conv_grad.backward: the two calls above, bit for bit.
+        let (mut bw, mut bb, mut bx) = (
+            vec![7.0f32; c.w_len()],
+            vec![7.0f32; c.c_out as usize],
+            vec![7.0f32; c.x_len()],
+        );
+        conv_grad::backward(&p, step, &x, &am, &q, &dd, &w, &mut bw, &mut bb, &mut bx);
+        assert_eq!(bits(&bw), bits(&fw), "{s:?}: backward dw");
+        assert_eq!(bits(&bb), bits(&fb), "{s:?}: backward db");
+        assert_eq!(bits(&bx), bits(&fx), "{s:?}: backward dx");
         assert!(db.iter().any(|&v| v != 0.0), "{s:?}: some gradient flows");
         if s.6 {
             // Dropout must have dropped some of the winners (else the mask is not exercised).

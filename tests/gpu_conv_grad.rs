@@ -1,7 +1,8 @@
 //! The fused conv backward (shaders/conv_grad.wgsl) against its CPU twin, SPEC 10, through the
 //! cases of the kernel table (`fmnist_gpu::parity`, the same cases `fmnist-gpu parity` runs):
 //! weight, bias and input gradients of the model's conv1 and conv2 and of odd shapes, with and
-//! without dropout, from the pooled map and argmax of a real forward.
+//! without dropout, from the pooled map and argmax of a real forward; `backward` (all three in
+//! one dispatch) also against the two separate entry points, bit for bit.
 //!
 //! Every output starts as NaN, so an element a kernel forgets to write fails the check; each
 //! case runs twice and must give the same bits. The tile variants must agree bit for bit too.
@@ -44,7 +45,34 @@ fn conv_grad_backward_input() {
     assert_reruns(&check_kernel(&ctx, "conv_grad.backward_input"));
 }
 
-/// The outputs of one shape's weight partials and input gradient for `tile`, as bits.
+#[test]
+fn conv_grad_backward() {
+    let Some(ctx) = ctx() else { return };
+    let rows = check_kernel(&ctx, "conv_grad.backward");
+    assert_reruns(&rows);
+    for out in ["dw", "db", "dx"] {
+        assert_eq!(
+            rows.iter().filter(|r| r.output == out).count(),
+            CONV_GRAD_SHAPES.len(),
+            "{out}"
+        );
+    }
+}
+
+/// `backward` (one dispatch, workgroups taking roles) writes the same bits as
+/// `backward_weight` and `backward_input` dispatched separately, on every table shape (one and
+/// several split-K parts, with and without dropout); `run_tile` asserts it.
+#[test]
+fn backward_equals_the_separate_entry_points() {
+    let Some(ctx) = ctx() else { return };
+    let k = ConvGradKernels::new(&ctx).expect("pipelines");
+    for &s in CONV_GRAD_SHAPES {
+        run_tile(&ctx, &k, s, Tile::DEFAULT);
+    }
+}
+
+/// The outputs of one shape's weight partials and input gradient for `tile`, as bits; the
+/// same from `backward` must be identical (asserted here).
 fn run_tile(
     ctx: &GpuContext,
     k: &ConvGradKernels,
@@ -104,10 +132,43 @@ fn run_tile(
     assert_eq!(input.len(), 1, "the input gradient is one dispatch");
     ds.extend(input);
     run_once(ctx, &ds).expect("GPU run");
-    [(&wp, wl), (&bp, bl), (&dx, c.x_len())]
+    let (fwp, fbp, fdx) = (nan(wl), nan(bl), nan(c.x_len()));
+    let both = k
+        .backward(
+            ctx,
+            &p,
+            tile,
+            Some(&state),
+            v(&am),
+            v(&q),
+            v(&dd),
+            v(&x),
+            v(&w),
+            v(&fwp),
+            v(&fbp),
+            v(&fdx),
+        )
+        .expect("backward dispatches");
+    assert_eq!(both.len(), 1, "backward is one dispatch");
+    run_once(ctx, &both).expect("GPU run");
+    let bits = |outs: [(&wgpu::Buffer, usize); 3]| -> Vec<Vec<u32>> {
+        outs.iter()
+            .map(|(b, n)| read::<u32>(ctx, b, *n).expect("readback"))
+            .collect()
+    };
+    let separate = bits([(&wp, wl), (&bp, bl), (&dx, c.x_len())]);
+    let fused = bits([(&fwp, wl), (&fbp, bl), (&fdx, c.x_len())]);
+    for (name, (f, g)) in ["dw partials", "db partials", "dx"]
         .iter()
-        .map(|(b, n)| read::<u32>(ctx, b, *n).expect("readback"))
-        .collect()
+        .zip(fused.iter().zip(&separate))
+    {
+        assert!(
+            f == g,
+            "{s:?} tile {}: backward's {name} differs from the separate entry point's",
+            tile.name()
+        );
+    }
+    separate
 }
 
 /// Every tile variant the device can run computes the same bits as the default (SPEC 6: tuning
@@ -194,6 +255,24 @@ fn dispatch_counts_and_refusals() {
                 v(&x),
             );
             assert!(e.is_err(), "dropout without a step state must be refused");
+            let e = k.backward(
+                &ctx,
+                &p,
+                Tile::DEFAULT,
+                None,
+                v(&am),
+                v(&q),
+                v(&dd),
+                v(&x),
+                v(&x),
+                v(&dw),
+                v(&db),
+                v(&x),
+            );
+            assert!(
+                e.is_err(),
+                "backward: dropout without a step state must be refused"
+            );
         }
     }
     assert!(
@@ -281,6 +360,26 @@ fn conv2_b128_fused_vs_unfused() {
         )
         .expect("dispatches"),
     );
+    // conv2's backward as the training step runs it: one dispatch (weight and bias partials and
+    // dx as workgroup roles), the partials summed by the fused update, so not timed here.
+    let (wl, bl) = conv_grad::partial_lens(&p);
+    let (wp, bp) = (z(wl), z(bl));
+    let one = k
+        .backward(
+            &ctx,
+            &p,
+            Tile::DEFAULT,
+            Some(&state),
+            v(&am),
+            v(&q),
+            v(&dd),
+            v(&x),
+            v(&w),
+            v(&wp),
+            v(&bp),
+            v(&dx),
+        )
+        .expect("dispatches");
     // The same without dropout (its mask is recomputed by every loader visit).
     let p_nd = parity::conv_grad_params((s.0, s.1, s.2, s.3, s.4, s.5, false), 5);
     let mut no_drop = k
@@ -325,6 +424,7 @@ fn conv2_b128_fused_vs_unfused() {
     .concat();
     for (name, ds) in [
         ("fused", &fused),
+        ("fused one-dispatch backward (partials + dx)", &one),
         ("fused without dropout", &no_drop),
         ("fused weight+bias only, without dropout", &weight_only),
         ("unfused", &unfused),

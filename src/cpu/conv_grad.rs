@@ -83,3 +83,26 @@ pub fn backward_input<T: Real>(
     let dy = conv_output_grad(p, step, argmax, q, dd);
     conv::backward_input(&p.conv(), &dy, w, dx);
 }
+
+/// `backward`: [`backward_weight`] and [`backward_input`] in one call (the shader's one dispatch
+/// for a layer whose input gradient is needed too). The conv-output gradient is rebuilt once;
+/// it is a pure function of the inputs, so the results are those of the two calls bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Real>(
+    p: &ConvGradParams,
+    step: u32,
+    x: &[T],
+    argmax: &[u32],
+    q: &[T],
+    dd: &[T],
+    w: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+    dx: &mut [T],
+) {
+    let dy = conv_output_grad(p, step, argmax, q, dd);
+    let c = p.conv();
+    conv::backward_weight(&c, x, &dy, dw);
+    conv::backward_bias(&c, &dy, db);
+    conv::backward_input(&c, &dy, w, dx);
+}

@@ -276,6 +276,28 @@ pub fn bind_views(
     })
 }
 
+/// Bind group 0 of `pipeline` with each view at its given binding, for entry points whose
+/// bindings are not `0..n` (a shader whose entry points bind different subsets).
+pub fn bind_views_at(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    views: &[(u32, View)],
+) -> wgpu::BindGroup {
+    let layout = pipeline.get_bind_group_layout(0);
+    let entries: Vec<wgpu::BindGroupEntry> = views
+        .iter()
+        .map(|(binding, v)| wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: v.resource(),
+        })
+        .collect();
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &layout,
+        entries: &entries,
+    })
+}
+
 /// Splits a 1-D workgroup count into `(x, y)` with `x <= 65535` (SPEC 6); shaders rebuild the
 /// linear id as `wid.y * nwg.x + wid.x` and bounds-check it.
 pub fn split_dispatch(groups: u32) -> (u32, u32) {

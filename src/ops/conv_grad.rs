@@ -6,10 +6,11 @@
 //! [`ConvGradKernels::backward_weight_partials`] is one dispatch writing the split-K weight and
 //! bias partials (what the fused optimizer update will sum), [`ConvGradKernels::backward_weight`]
 //! adds the fixed-order `sum_partials` passes, and [`ConvGradKernels::backward_input`] is one
-//! dispatch.
+//! dispatch. [`ConvGradKernels::backward`] is both in one dispatch (weight and bias partials
+//! plus dx, workgroups taking roles by id), for a layer whose input gradient is needed too.
 
 use crate::gpu::GpuContext;
-use crate::gpu::buffers::{self, Dispatch, View};
+use crate::gpu::buffers::{self, Dispatch, View, bind_views_at, uniform};
 use crate::gpu::tile::Tile;
 use crate::ops::conv::ConvKernels;
 use crate::ops::prepare_views;
@@ -19,6 +20,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 const WGSL: &str = include_str!("../../shaders/conv_grad.wgsl");
+
+/// Storage buffers `backward` binds (state, argmax, q, dd, x, weight and bias partials, w, dx):
+/// more than the 8 a device must have (gpu::context), so `backward` checks it.
+pub const BACKWARD_STORAGE_BINDINGS: u32 = 9;
+
+/// Bindings of backward_input's `w` and `dx` in the shader (after backward_weight's 5..=7, so
+/// `backward` can bind both sets).
+const INPUT_BINDINGS: [u32; 2] = [8, 9];
 
 /// Largest kernel side: the shader's tap-row division by a reciprocal is exact up to here.
 pub const MAX_K: u32 = 32;
@@ -79,6 +88,36 @@ fn check(
         return bad(format!("inconsistent chunking in {p:?}"));
     }
     Ok(())
+}
+
+/// backward_weight's workgroups: m tiles x n tiles x split-K parts.
+fn weight_tiles(p: &ConvGradParams, tile: Tile) -> u32 {
+    (p.c_in * p.k * p.k).div_ceil(tile.bm()) * p.c_out.div_ceil(tile.bn()) * p.parts
+}
+
+/// backward_input's workgroups: (pixel, sample) tiles x input-channel tiles.
+fn input_tiles(p: &ConvGradParams, tile: Tile) -> u32 {
+    (p.h * p.w * p.batch).div_ceil(tile.bm()) * p.c_in.div_ceil(tile.bn())
+}
+
+/// A dispatch with the uniform `p` at binding 0 and `views` at their bindings.
+fn dispatch_at(
+    ctx: &GpuContext,
+    label: &'static str,
+    pipe: &wgpu::ComputePipeline,
+    p: &ConvGradParams,
+    views: &[(u32, View)],
+    workgroups: u32,
+) -> Dispatch {
+    let u = uniform(ctx, label, p);
+    let mut all = vec![(0, View::whole(&u))];
+    all.extend_from_slice(views);
+    Dispatch {
+        label,
+        pipeline: pipe.clone(),
+        bind_group: bind_views_at(ctx, pipe, &all),
+        groups: groups(workgroups),
+    }
 }
 
 fn groups(workgroups: u32) -> (u32, u32, u32) {
@@ -152,15 +191,13 @@ impl ConvGradKernels {
         check(ctx, p, tile, state)?;
         let pipe = self.pipeline(ctx, "backward_weight", tile, p)?;
         let state = View::whole(state.unwrap_or(&self.no_state));
-        let tiles =
-            (p.c_in * p.k * p.k).div_ceil(tile.bm()) * p.c_out.div_ceil(tile.bn()) * p.parts;
         Ok(vec![prepare_views(
             ctx,
             "conv_grad.backward_weight",
             &pipe,
             p,
             &[state, argmax, q, dd, x, dw_part, db_part],
-            groups(tiles),
+            groups(weight_tiles(p, tile)),
         )])
     }
 
@@ -246,14 +283,66 @@ impl ConvGradKernels {
         check(ctx, p, tile, state)?;
         let pipe = self.pipeline(ctx, "backward_input", tile, p)?;
         let state = View::whole(state.unwrap_or(&self.no_state));
-        let tiles = (p.h * p.w * p.batch).div_ceil(tile.bm()) * p.c_in.div_ceil(tile.bn());
-        Ok(vec![prepare_views(
+        let [wi, dxi] = INPUT_BINDINGS;
+        Ok(vec![dispatch_at(
             ctx,
             "conv_grad.backward_input",
             &pipe,
             p,
-            &[state, argmax, q, dd, w, dx],
-            groups(tiles),
+            &[(1, state), (2, argmax), (3, q), (4, dd), (wi, w), (dxi, dx)],
+            input_tiles(p, tile),
+        )])
+    }
+
+    /// One dispatch: what [`Self::backward_weight_partials`] writes (`dw_part`, `db_part` from
+    /// `x`) and what [`Self::backward_input`] writes (`dx` from `w`), bit for bit, from the same
+    /// (`argmax`, `q`, `dd`, dropout). Needs [`BACKWARD_STORAGE_BINDINGS`] storage buffers per
+    /// shader stage; a device with fewer gets an error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvGradParams,
+        tile: Tile,
+        state: Option<&wgpu::Buffer>,
+        argmax: View,
+        q: View,
+        dd: View,
+        x: View,
+        w: View,
+        dw_part: View,
+        db_part: View,
+        dx: View,
+    ) -> Result<Vec<Dispatch>> {
+        let have = ctx.device.limits().max_storage_buffers_per_shader_stage;
+        if have < BACKWARD_STORAGE_BINDINGS {
+            return Err(Error::Gpu(format!(
+                "{}: conv_grad.backward needs {BACKWARD_STORAGE_BINDINGS} storage buffers per \
+                 shader stage, the device has {have}",
+                ctx.adapter.name
+            )));
+        }
+        check(ctx, p, tile, state)?;
+        let pipe = self.pipeline(ctx, "backward", tile, p)?;
+        let state = View::whole(state.unwrap_or(&self.no_state));
+        let [wi, dxi] = INPUT_BINDINGS;
+        Ok(vec![dispatch_at(
+            ctx,
+            "conv_grad.backward",
+            &pipe,
+            p,
+            &[
+                (1, state),
+                (2, argmax),
+                (3, q),
+                (4, dd),
+                (5, x),
+                (6, dw_part),
+                (7, db_part),
+                (wi, w),
+                (dxi, dx),
+            ],
+            weight_tiles(p, tile) + input_tiles(p, tile),
         )])
     }
 }
