@@ -128,6 +128,22 @@ pub fn kernel_work(name: &str, l: &Layers, optim: &OptimConfig) -> Option<Work> 
                 bound: Bound::Compute,
             });
         }
+        // conv2's weight (with the bias) and input gradients in one dispatch: the pooled
+        // gradient, map and argmax, conv2's input and weights in; partials and dx out
+        "conv2.backward" => {
+            let p = &l.conv2;
+            let parts = weight_parts(p) as f64;
+            let pooled = l.pool2.y_len() as f64;
+            return Some(Work {
+                flops: gemm("conv2.backward_weight")? + gemm("conv2.backward_input")?,
+                bytes: F32
+                    * (3.0 * pooled
+                        + 2.0 * p.x_len() as f64
+                        + p.w_len() as f64
+                        + parts * (p.w_len() + p.c_out as usize) as f64),
+                bound: Bound::Compute,
+            });
+        }
         // fc1's weight and input gradients (and the bias) in one dispatch
         "fc1.backward" => {
             let d = &l.fc1;
@@ -259,8 +275,13 @@ pub fn name_dispatches(labels: &[&str]) -> Vec<String> {
                 "conv.forward" | "conv.forward_relu_pool" => format!("conv{k}.forward"),
                 "head_backward" | "head_forward" => "head".into(),
                 "dense_backward_fused" => "fc1.backward".into(),
+                // After conv2's one-dispatch backward, the only weight-only pass left is conv1's.
+                "conv_grad.backward_weight" if seen.contains_key("conv_grad.backward") => {
+                    "conv1.backward_weight".into()
+                }
                 "conv_grad.backward_weight" => format!("conv{}.backward_weight", back(k)),
                 "conv_grad.backward_input" => "conv2.backward_input".into(),
+                "conv_grad.backward" => "conv2.backward".into(),
                 "maxpool_forward" => format!("pool{k}.forward"),
                 "dense_forward" => format!("fc{k}.forward"),
                 "dropout_forward" => "dropout.forward".into(),

@@ -368,7 +368,7 @@ pub struct StepTiles {
     pub conv1_forward: Tile,
     /// conv.forward_relu_pool of conv2, dropout fused.
     pub conv2_forward: Tile,
-    /// conv_grad.backward_weight (partials) and conv_grad.backward_input of conv2, one tile.
+    /// conv_grad.backward of conv2: weight and bias partials and the input gradient, one dispatch.
     pub conv2_backward: Tile,
     /// conv_grad.backward_weight (partials) of conv1 (its input is the image: no dx).
     pub conv1_backward: Tile,
@@ -636,7 +636,7 @@ pub fn step_roles<'a>(ctx: &'a GpuContext, b: &'a StepBuffers) -> Vec<Role<'a>> 
         Role {
             name: ROLES[2],
             build: Box::new(move |tile| {
-                let mut ds = b.grad.backward_weight_partials(
+                b.grad.backward(
                     ctx,
                     &g2,
                     tile,
@@ -645,21 +645,11 @@ pub fn step_roles<'a>(ctx: &'a GpuContext, b: &'a StepBuffers) -> Vec<Role<'a>> 
                     w(&b.p2),
                     w(&b.dd2),
                     w(&b.p1),
+                    w(&b.w2),
                     w(&b.out_dw2),
                     w(&b.out_db2),
-                )?;
-                ds.extend(b.grad.backward_input(
-                    ctx,
-                    &g2,
-                    tile,
-                    Some(&b.state),
-                    w(&b.am2),
-                    w(&b.p2),
-                    w(&b.dd2),
-                    w(&b.w2),
                     w(&b.out_dx2),
-                )?);
-                Ok(ds)
+                )
             }),
             outputs: vec![
                 (&b.out_dw2, words(&b.out_dw2)),

@@ -13,7 +13,6 @@
 use super::{Net, NetConfig, NetData, Probe, Which};
 use crate::cpu::loss::Metrics;
 use crate::gpu::buffers::{Arena, Dispatch, View, read, storage, storage_init};
-use crate::tune::{StepTiles, step_tiles};
 use crate::gpu::{AdapterSummary, GpuContext};
 use crate::model::{CLASSES, FLAT, Layers, Params};
 use crate::ops::conv::PoolDropout;
@@ -26,6 +25,7 @@ use crate::params::{
     ConvGradParams, ConvParams, DenseParams, GatherParams, HeadParams, LossParams, StepState,
 };
 use crate::rng::{Stream, hash_key};
+use crate::tune::{StepTiles, step_tiles};
 use crate::{Error, Result};
 
 struct Kernels {
@@ -430,7 +430,7 @@ impl GpuNet {
             .backward_fused(c, &l.fc1, fc1_in, &b.dh, w(4), g(4), g(5), &b.dd);
         let conv2 = ConvGradParams::new(&l.conv2, dropout.then_some(&l.drop));
         let conv1 = ConvGradParams::new(&l.conv1, None);
-        v.extend(k.conv_grad.backward_weight_partials(
+        v.extend(k.conv_grad.backward(
             c,
             &conv2,
             t.conv2_backward,
@@ -439,18 +439,9 @@ impl GpuNet {
             v2(&b.p2),
             v2(&b.dd),
             v2(&b.p1),
+            w(2),
             g(2),
             g(3),
-        )?);
-        v.extend(k.conv_grad.backward_input(
-            c,
-            &conv2,
-            t.conv2_backward,
-            Some(state),
-            v2(&b.am2),
-            v2(&b.p2),
-            v2(&b.dd),
-            w(2),
             v2(&b.dp1),
         )?);
         v.extend(k.conv_grad.backward_weight_partials(
