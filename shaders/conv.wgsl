@@ -13,7 +13,7 @@
 // forward_relu_pool is the same engine with GEMM rows ordered (n, py, px, dy, dx): a vec4 of rows
 // is one 2x2 pooling window, so the max-pool (and dropout) run in registers in the epilogue and
 // the full-resolution activation is never written. Its tile shape (TM x TN invocations) and
-// kernel size (KS) are override constants.
+// layer shape (C_IN, H, W, C_OUT, KS; all but the batch) are override constants.
 //
 // backward_weight splits its huge K (= batch * OH * OW) into a shape-determined number of chunks
 // and writes one partial dw per chunk; reduce.wgsl `sum_partials` then adds the chunks in order.
@@ -525,7 +525,13 @@ fn backward_bias(
 // a multiple of BK (the loaders split evenly); `gpu::tile::Tile` lists the variants.
 override TM: u32 = 16u;
 override TN: u32 = 16u;
-// Kernel size: a constant so the K decode (c, ky, kx) divides by constants, not uniforms.
+// Layer shape: input C_IN x H x W, C_OUT filters KS x KS (stride 1, valid), so the K decode
+// (c, ky, kx), the window decode and the K loop's trip count divide by and compare with
+// constants, not uniforms; the batch (it varies: the short last batch) stays in the uniform.
+override C_IN: u32 = 64u;
+override H: u32 = 12u;
+override W: u32 = 12u;
+override C_OUT: u32 = 64u;
 override KS: u32 = 5u;
 // Writes the dropped-out map `rp_d` as well (the mask of act.dropout_forward on the pooled map).
 override DROPOUT: bool = false;
@@ -613,7 +619,7 @@ fn rp_stage_a(k0: u32, k_len: u32, ra: u32, mv: u32, a_off: vec4<u32>, a_ok: boo
     let rr = ka - c * kk2;
     let ky = rr / KS;
     let kx = rr - ky * KS;
-    let ia = a_off + vec4<u32>(c * p.h * p.w + ky * p.w + kx);
+    let ia = a_off + vec4<u32>(c * H * W + ky * W + kx);
     let ok = a_ok && ka < k_len;
     rp_as[ra * TM + mv] = vec4<f32>(
         ld_rp_x(ia.x, ok), ld_rp_x(ia.y, ok), ld_rp_x(ia.z, ok), ld_rp_x(ia.w, ok));
@@ -623,7 +629,7 @@ fn rp_stage_a(k0: u32, k_len: u32, ra: u32, mv: u32, a_off: vec4<u32>, a_ok: boo
 fn rp_stage_b(k0: u32, k_len: u32, rb: u32, nv: u32, n0: u32) {
     let kb = k0 + rb;
     let bn = vec4<u32>(n0 + 4u * nv) + vec4<u32>(0u, 1u, 2u, 3u);
-    let okb = (bn < vec4<u32>(p.c_out)) & vec4<bool>(kb < k_len);
+    let okb = (bn < vec4<u32>(C_OUT)) & vec4<bool>(kb < k_len);
     let ib = bn * vec4<u32>(k_len) + vec4<u32>(kb);
     rp_bs[rb * TN + nv] = vec4<f32>(
         ld_rp_w(ib.x, okb.x), ld_rp_w(ib.y, okb.y), ld_rp_w(ib.z, okb.z), ld_rp_w(ib.w, okb.w));
@@ -648,17 +654,19 @@ fn forward_relu_pool(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    // A pipeline built for another kernel size writes nothing rather than wrong values.
-    if p.k != KS {
+    // A pipeline built for another shape writes nothing rather than wrong values (the host
+    // builds one per shape, so this never triggers there).
+    if p.c_in != C_IN || p.h != H || p.w != W || p.c_out != C_OUT || p.k != KS {
         return;
     }
-    let hw = p.h * p.w;
-    let ph = p.oh / 2u;
-    let pw = p.ow / 2u;
+    let hw = H * W;
+    let ow = W - KS + 1u;
+    let ph = (H - KS + 1u) / 2u;
+    let pw = ow / 2u;
     let phw = ph * pw;
     let q_len = p.batch * phw;
-    let n_len = p.c_out;
-    let k_len = p.c_in * KS * KS;
+    let n_len = C_OUT;
+    let k_len = C_IN * KS * KS;
     let mt = (q_len + TM - 1u) / TM;
     let nt = (n_len + 4u * TN - 1u) / (4u * TN);
     let tile = tile_id(wid, nwg);
@@ -677,8 +685,8 @@ fn forward_relu_pool(
     let apix = aq - ab * phw;
     let apy = apix / pw;
     let apx = apix - apy * pw;
-    let a_off = vec4<u32>(ab * p.c_in * hw + 2u * apy * p.w + 2u * apx)
-        + vec4<u32>(0u, 1u, p.w, p.w + 1u);
+    let a_off = vec4<u32>(ab * C_IN * hw + 2u * apy * W + 2u * apx)
+        + vec4<u32>(0u, 1u, W, W + 1u);
 
     // B loader: k row b_k, channel quads b_nv + NV_STEP*r.
     let b_k = li % BK;
@@ -712,7 +720,7 @@ fn forward_relu_pool(
     let pix = q - b * phw;
     let py = pix / pw;
     let px = pix - py * pw;
-    let am0 = 2u * py * p.ow + 2u * px;
+    let am0 = 2u * py * ow + 2u * px;
     let on = n0 + 4u * lid.y;
     for (var j = 0u; j < 4u; j++) {
         let n = on + j;
@@ -730,11 +738,11 @@ fn forward_relu_pool(
         }
         if a.z > best {
             best = a.z;
-            at = p.ow;
+            at = ow;
         }
         if a.w > best {
             best = a.w;
-            at = p.ow + 1u;
+            at = ow + 1u;
         }
         let o = (b * n_len + n) * phw + pix;
         rp_p[o] = best;

@@ -158,17 +158,21 @@ pub enum Case {
     /// `conv.forward_relu_pool`: `dropout` is `(p, t)` (the drop probability and the step the
     /// mask is drawn for); `grid` draws inputs on a coarse binary grid, so every conv sum is
     /// exact in any order, windows hold exact ties, and GPU and CPU must agree bit for bit.
+    /// `tile`: the variant run; a non-default one is also checked bit for bit against the
+    /// default's outputs (tuning never changes numbers).
     ConvPool {
         p: ConvParams,
+        tile: Tile,
         dropout: Option<(f32, u32)>,
         grid: bool,
         seed: u64,
     },
     /// The fused conv backward of `conv_grad.wgsl` (the entry point `mode` picks), dropout's
-    /// mask drawn for step `t` when `p.dropout != 0`.
+    /// mask drawn for step `t` when `p.dropout != 0`; `tile` as in [`Case::ConvPool`].
     ConvGrad {
         mode: ConvGradMode,
         p: ConvGradParams,
+        tile: Tile,
         t: u32,
         seed: u64,
     },
@@ -267,6 +271,14 @@ const PIXELS: usize = 28 * 28;
 
 impl Case {
     /// The entry point, one of [`KERNELS`].
+    /// The tile variant a GEMM case runs, where the kernel has variants.
+    pub fn tile(&self) -> Option<Tile> {
+        match self {
+            Case::ConvPool { tile, .. } | Case::ConvGrad { tile, .. } => Some(*tile),
+            _ => None,
+        }
+    }
+
     pub fn kernel(&self) -> &'static str {
         let gemm = |family: [&'static str; 4], pass: Pass| family[pass as usize];
         let pick = |backward: bool, forward: &'static str, back: &'static str| {
@@ -346,9 +358,13 @@ impl Case {
                 if *f64_reference { " (f64 ref)" } else { "" }
             ),
             Case::ConvPool {
-                p, dropout, grid, ..
+                p,
+                tile,
+                dropout,
+                grid,
+                ..
             } => format!(
-                "B{} Cin{} {}x{} Cout{} k{}{}{}{}",
+                "B{} Cin{} {}x{} Cout{} k{}{}{}{} tile {}",
                 p.batch,
                 p.c_in,
                 p.h,
@@ -360,10 +376,11 @@ impl Case {
                     Some((prob, t)) => format!(" drop p={prob} t={t}"),
                     None => String::new(),
                 },
-                if *grid { " grid" } else { "" }
+                if *grid { " grid" } else { "" },
+                tile.name()
             ),
-            Case::ConvGrad { p, t, .. } => format!(
-                "B{} Cin{} {}x{} Cout{} k{} parts {}{}",
+            Case::ConvGrad { p, tile, t, .. } => format!(
+                "B{} Cin{} {}x{} Cout{} k{} parts {}{} tile {}",
                 p.batch,
                 p.c_in,
                 p.h,
@@ -375,7 +392,8 @@ impl Case {
                     format!(" dropout t={t}")
                 } else {
                     String::new()
-                }
+                },
+                tile.name()
             ),
             Case::SumPartials { n, parts, .. } => format!("n={n} parts={parts}"),
             Case::Pool { p, .. } => format!("{}x{}x{}x{}", p.batch, p.c, p.h, p.w),
@@ -553,6 +571,24 @@ pub const CONV_GRAD_SHAPES: &[(u32, u32, u32, u32, u32, u32, bool)] = &[
     (70, 2, 6, 6, 3, 3, false),
 ];
 
+/// The [`CONV_POOL_CASES`] also run with every other tile variant: the model's conv2, odd
+/// outputs with dropout, channels straddling a tile, exact ties.
+pub const CONV_POOL_VARIANT_CASES: &[usize] = &[1, 4, 7, 11];
+
+/// The [`CONV_GRAD_SHAPES`] also run with every other tile variant, per [`ConvGradMode::ALL`]
+/// entry: the model's conv1 (weight; the step runs it so), conv2 (both), odd and two-column-tile
+/// shapes, ragged split-K parts, batch 70.
+pub const CONV_GRAD_VARIANT_CASES: [&[usize]; 3] = [&[2, 4], &[3, 4], &[0, 5, 7]];
+
+/// The default tile, then (when `all`) every other [`Tile::CANDIDATES`] entry.
+fn variants(all: bool) -> Vec<Tile> {
+    if all {
+        Tile::CANDIDATES.to_vec()
+    } else {
+        vec![Tile::DEFAULT]
+    }
+}
+
 /// The dropout probability of the conv_grad cases that have dropout.
 pub const CONV_GRAD_DROPOUT: f32 = 0.4;
 
@@ -637,22 +673,28 @@ pub fn cases() -> Vec<Case> {
         }
     }
     for (i, &(s, dropout, grid)) in CONV_POOL_CASES.iter().enumerate() {
-        v.push(Case::ConvPool {
-            p: ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6),
-            dropout,
-            grid,
-            seed: 700 + i as u64,
-        });
+        for tile in variants(CONV_POOL_VARIANT_CASES.contains(&i)) {
+            v.push(Case::ConvPool {
+                p: ConvParams::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6),
+                tile,
+                dropout,
+                grid,
+                seed: 700 + i as u64,
+            });
+        }
     }
     for (mi, mode) in ConvGradMode::ALL.into_iter().enumerate() {
         for (si, &s) in CONV_GRAD_SHAPES.iter().enumerate() {
             let seed = 700 + 10 * mi as u64 + si as u64;
-            v.push(Case::ConvGrad {
-                mode,
-                p: conv_grad_params(s, seed as u32),
-                t: 17 + si as u32,
-                seed,
-            });
+            for tile in variants(CONV_GRAD_VARIANT_CASES[mi].contains(&si)) {
+                v.push(Case::ConvGrad {
+                    mode,
+                    p: conv_grad_params(s, seed as u32),
+                    tile,
+                    t: 17 + si as u32,
+                    seed,
+                });
+            }
         }
     }
     for (i, (n, parts)) in [(1u32, 1u32), (257, 3), (1600, 17), (70_001, 5)]
@@ -1116,6 +1158,39 @@ fn run_outputs_with_rerun(
     Ok(rows)
 }
 
+/// For a non-default `tile`: reads `outs` (the variant's results, left by its run), refills them
+/// with NaN, runs `default` (the same dispatches with [`Tile::DEFAULT`]) and checks that every
+/// output has the same bits (`<output> = tile 64x64` rows). Nothing for the default itself.
+fn same_as_default(
+    ctx: &GpuContext,
+    case: &Case,
+    tile: Tile,
+    default: impl FnOnce() -> Result<Vec<Dispatch>>,
+    outs: &[(&wgpu::Buffer, &str, usize)],
+) -> Result<Vec<KernelRow>> {
+    if tile == Tile::DEFAULT {
+        return Ok(Vec::new());
+    }
+    let mut got = Vec::with_capacity(outs.len());
+    for &(buf, _, n) in outs {
+        got.push(read::<f32>(ctx, buf, n)?);
+        refill_nan(ctx, buf, n);
+    }
+    run_once(ctx, &default()?)?;
+    let mut rows = Vec::with_capacity(outs.len());
+    for (&(buf, name, n), g) in outs.iter().zip(&got) {
+        let want: Vec<f32> = read(ctx, buf, n)?;
+        let mut c = Check::new(
+            case,
+            &format!("{name} = tile {}", Tile::DEFAULT.name()),
+            Tol::Exact,
+        );
+        c.floats(None, g, &want);
+        rows.push(c.finish());
+    }
+    Ok(rows)
+}
+
 /// Runs cases on one device, building each kernel family's pipelines once, on first use.
 pub struct Runner<'a> {
     ctx: &'a GpuContext,
@@ -1157,6 +1232,27 @@ impl<'a> Runner<'a> {
 
     /// One row per output buffer of `case` (plus `rerun` rows for the reductions).
     pub fn run(&self, case: &Case) -> Result<Vec<KernelRow>> {
+        if let Some(tile) = case.tile() {
+            let l = &self.ctx.limits;
+            if !tile.fits(l) {
+                // Visible in the table, and counted by the tests (which require that enough
+                // variants ran), rather than an error for a variant this device cannot hold.
+                let c = Check::new(
+                    case,
+                    &format!(
+                        "not run: tile {} needs {} invocations and {} B of workgroup memory, \
+                         the device allows {} and {} B",
+                        tile.name(),
+                        tile.invocations(),
+                        tile.workgroup_bytes(),
+                        l.max_compute_invocations_per_workgroup,
+                        l.max_compute_workgroup_storage_size
+                    ),
+                    Tol::Exact,
+                );
+                return Ok(vec![c.finish()]);
+            }
+        }
         let rows = match case {
             Case::Conv {
                 pass,
@@ -1164,13 +1260,20 @@ impl<'a> Runner<'a> {
                 seed,
                 f64_reference,
             } => self.conv_case(case, *pass, p, *seed, *f64_reference),
-            Case::ConvGrad { mode, p, t, seed } => self.conv_grad_case(case, *mode, p, *t, *seed),
+            Case::ConvGrad {
+                mode,
+                p,
+                tile,
+                t,
+                seed,
+            } => self.conv_grad_case(case, *mode, p, *tile, *t, *seed),
             Case::ConvPool {
                 p,
+                tile,
                 dropout,
                 grid,
                 seed,
-            } => self.conv_pool_case(case, p, *dropout, *grid, *seed),
+            } => self.conv_pool_case(case, p, *tile, *dropout, *grid, *seed),
             Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
             Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
             Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
@@ -1294,10 +1397,12 @@ impl<'a> Runner<'a> {
     /// round the conv differently, so near-ties may break either way), against the unfused GPU
     /// chain conv.forward -> pool.maxpool_forward (-> act.dropout_forward) bit for bit (the same
     /// fma sequence per output), and a rerun against the first run bit for bit.
+    #[allow(clippy::too_many_arguments)]
     fn conv_pool_case(
         &self,
         case: &Case,
         p: &ConvParams,
+        tile: Tile,
         dropout: Option<(f32, u32)>,
         grid: bool,
         seed: u64,
@@ -1347,21 +1452,24 @@ impl<'a> Runner<'a> {
             storage_init(ctx, "argmax", &no_argmax),
             nan_buffer(ctx, "d", n),
         );
-        let fused = k.forward_relu_pool(
-            ctx,
-            p,
-            Tile::DEFAULT,
-            dp.as_ref().map(|q| PoolDropout {
-                params: q,
-                state: (&state).into(),
-                d: (&db).into(),
-            }),
-            &xb,
-            &wb,
-            &bb,
-            &pb,
-            &amb,
-        )?;
+        let fused_with = |tile: Tile| {
+            k.forward_relu_pool(
+                ctx,
+                p,
+                tile,
+                dp.as_ref().map(|q| PoolDropout {
+                    params: q,
+                    state: (&state).into(),
+                    d: (&db).into(),
+                }),
+                &xb,
+                &wb,
+                &bb,
+                &pb,
+                &amb,
+            )
+        };
+        let fused = fused_with(tile)?;
         let (ab, pub_, amub, dub) = (
             nan_buffer(ctx, "a", p.y_len()),
             nan_buffer(ctx, "unfused p", n),
@@ -1431,6 +1539,25 @@ impl<'a> Runner<'a> {
             rd.floats(None, &dg2, &dg);
             rows.push(rd.finish());
         }
+        if tile != Tile::DEFAULT {
+            refill_nan(ctx, &pb, n);
+            refill_nan(ctx, &db, n);
+            ctx.queue
+                .write_buffer(&amb, 0, bytemuck::cast_slice(&no_argmax));
+            run_once(ctx, &fused_with(Tile::DEFAULT)?)?;
+            let (pd, amd, dd) = outs(&pb, &amb, &db)?;
+            let name = |o: &str| format!("{o} = tile {}", Tile::DEFAULT.name());
+            let mut vp = Check::new(case, &name("p"), Tol::Exact);
+            vp.floats(None, &pg, &pd);
+            let mut va = Check::new(case, &name("argmax"), Tol::Exact);
+            va.ints(None, &amg, &amd);
+            rows.extend([vp.finish(), va.finish()]);
+            if dp.is_some() {
+                let mut vd = Check::new(case, &name("d"), Tol::Exact);
+                vd.floats(None, &dg, &dd);
+                rows.push(vd.finish());
+            }
+        }
         Ok(rows)
     }
 
@@ -1441,6 +1568,7 @@ impl<'a> Runner<'a> {
         case: &Case,
         mode: ConvGradMode,
         p: &ConvGradParams,
+        tile: Tile,
         t: u32,
         seed: u64,
     ) -> Result<Vec<KernelRow>> {
@@ -1466,25 +1594,37 @@ impl<'a> Runner<'a> {
         let (a, q, g) = (View::whole(&amb), View::whole(&qb), View::whole(&ddb));
         let c = p.conv();
         if mode == ConvGradMode::Both {
-            return self.conv_grad_both(case, k, p, t, &d, &state, (a, q, g));
+            return self.conv_grad_both(case, k, p, tile, t, &d, &state, (a, q, g));
         }
         if mode == ConvGradMode::Input {
             let mut dx = vec![0.0f32; c.x_len()];
             cpu::conv_grad::backward_input(p, t, &d.argmax, &d.q, &d.dd, &d.w, &mut dx);
             let out = nan_buffer(ctx, "dx", dx.len());
             let wb = buf("w", &d.w);
-            let ds = k.backward_input(
+            let with = |tile: Tile| {
+                k.backward_input(
+                    ctx,
+                    p,
+                    tile,
+                    Some(&state),
+                    a,
+                    q,
+                    g,
+                    View::whole(&wb),
+                    View::whole(&out),
+                )
+            };
+            let ds = with(tile)?;
+            let mut rows = run_outputs_with_rerun(ctx, case, &ds, &[(&out, "dx", &dx, REDUCTION)])?;
+            let def = || with(Tile::DEFAULT);
+            rows.extend(same_as_default(
                 ctx,
-                p,
-                Tile::DEFAULT,
-                Some(&state),
-                a,
-                q,
-                g,
-                View::whole(&wb),
-                View::whole(&out),
-            )?;
-            return run_outputs_with_rerun(ctx, case, &ds, &[(&out, "dx", &dx, REDUCTION)]);
+                case,
+                tile,
+                def,
+                &[(&out, "dx", dx.len())],
+            )?);
+            return Ok(rows);
         }
         let mut dw = vec![0.0f32; c.w_len()];
         let mut db = vec![0.0f32; p.c_out as usize];
@@ -1493,24 +1633,25 @@ impl<'a> Runner<'a> {
             nan_buffer(ctx, "dw", dw.len()),
             nan_buffer(ctx, "db", db.len()),
         );
-        let ds = k.backward_weight(
-            ctx,
-            p,
-            Tile::DEFAULT,
-            Some(&state),
-            &amb,
-            &qb,
-            &ddb,
-            &buf("x", &d.x),
-            &dwb,
-            &dbb,
-        )?;
-        run_outputs_with_rerun(
+        let xb = buf("x", &d.x);
+        let with = |tile: Tile| {
+            k.backward_weight(ctx, p, tile, Some(&state), &amb, &qb, &ddb, &xb, &dwb, &dbb)
+        };
+        let ds = with(tile)?;
+        let mut rows = run_outputs_with_rerun(
             ctx,
             case,
             &ds,
             &[(&dwb, "dw", &dw, REDUCTION), (&dbb, "db", &db, REDUCTION)],
-        )
+        )?;
+        rows.extend(same_as_default(
+            ctx,
+            case,
+            tile,
+            || with(Tile::DEFAULT),
+            &[(&dwb, "dw", dw.len()), (&dbb, "db", db.len())],
+        )?);
+        Ok(rows)
     }
 
     /// conv_grad.backward against `cpu::conv_grad::backward`: the weight and bias partials
@@ -1521,6 +1662,7 @@ impl<'a> Runner<'a> {
         case: &Case,
         k: &ConvGradKernels,
         p: &ConvGradParams,
+        tile: Tile,
         t: u32,
         d: &ConvGradInputs,
         state: &wgpu::Buffer,
@@ -1548,29 +1690,33 @@ impl<'a> Runner<'a> {
         );
         let (xb, wb) = (storage_init(ctx, "x", &d.x), storage_init(ctx, "w", &d.w));
         let v = View::whole;
-        let mut ds = k.backward(
-            ctx,
-            p,
-            Tile::DEFAULT,
-            Some(state),
-            a,
-            q,
-            g,
-            v(&xb),
-            v(&wb),
-            v(&wpart),
-            v(&bpart),
-            v(&dxb),
-        )?;
         let conv = lazy(&self.conv, || ConvKernels::new(ctx))?;
         let sum = |n: usize| ReduceParams {
             n: n as u32,
             parts: p.parts,
             _pad: [0; 2],
         };
-        ds.extend(conv.sum_partials(ctx, &sum(c.w_len()), &wpart, &dwb));
-        ds.extend(conv.sum_partials(ctx, &sum(p.c_out as usize), &bpart, &dbb));
-        run_outputs_with_rerun(
+        let with = |tile: Tile| -> Result<Vec<Dispatch>> {
+            let mut ds = k.backward(
+                ctx,
+                p,
+                tile,
+                Some(state),
+                a,
+                q,
+                g,
+                v(&xb),
+                v(&wb),
+                v(&wpart),
+                v(&bpart),
+                v(&dxb),
+            )?;
+            ds.extend(conv.sum_partials(ctx, &sum(c.w_len()), &wpart, &dwb));
+            ds.extend(conv.sum_partials(ctx, &sum(p.c_out as usize), &bpart, &dbb));
+            Ok(ds)
+        };
+        let ds = with(tile)?;
+        let mut rows = run_outputs_with_rerun(
             ctx,
             case,
             &ds,
@@ -1579,7 +1725,22 @@ impl<'a> Runner<'a> {
                 (&dbb, "db", &db, REDUCTION),
                 (&dxb, "dx", &dx, REDUCTION),
             ],
-        )
+        )?;
+        // The partials too: a variant may only change which workgroup computes what.
+        rows.extend(same_as_default(
+            ctx,
+            case,
+            tile,
+            || with(Tile::DEFAULT),
+            &[
+                (&wpart, "dw partials", wl),
+                (&bpart, "db partials", bl),
+                (&dwb, "dw", dw.len()),
+                (&dbb, "db", db.len()),
+                (&dxb, "dx", dx.len()),
+            ],
+        )?);
+        Ok(rows)
     }
 
     /// Compared bit for bit: GPU and CPU add the parts in the same order with IEEE adds.

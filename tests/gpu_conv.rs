@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{assert_reruns, check_kernel, ctx, run_checked};
+use common::{assert_reruns, assert_variants, check_kernel, ctx, is_variant_row, run_checked};
 use fmnist_gpu::gpu::GpuContext;
 use fmnist_gpu::gpu::buffers::{self, Dispatch};
 use fmnist_gpu::gpu::tile::Tile;
@@ -70,11 +70,14 @@ fn conv_backward_bias() {
 
 /// The fused conv + bias + ReLU + max-pool (+ dropout) against its CPU twin (the grid cases bit
 /// for bit, ties included), against the unfused GPU chain bit for bit, and against a rerun of
-/// itself bit for bit: every output of every case has its rerun row.
+/// itself bit for bit: every output of every case has its rerun row. Every tile variant runs
+/// in the table too, each compared with the default tile bit for bit.
 #[test]
 fn conv_forward_relu_pool() {
     let Some(ctx) = ctx() else { return };
-    let rows = check_kernel(&ctx, "conv.forward_relu_pool");
+    let all = check_kernel(&ctx, "conv.forward_relu_pool");
+    assert_variants(&ctx, &all);
+    let rows: Vec<_> = all.iter().filter(|r| !is_variant_row(r)).collect();
     let reruns = rows.iter().filter(|r| r.output.ends_with(" rerun")).count();
     let vs_cpu = rows
         .iter()
@@ -95,71 +98,6 @@ fn conv_forward_relu_pool() {
         "the grid cases check exact ties"
     );
     assert!(rows.iter().any(|r| r.output == "d"), "a dropout case ran");
-}
-
-/// Every tile variant the adapter can run gives the default tile's bits (tuning never changes
-/// numbers), on an odd shape with dropout and on conv2's shape; each is one dispatch.
-#[test]
-fn conv_forward_relu_pool_tiles_agree() {
-    let Some(ctx) = ctx() else { return };
-    let k = ConvKernels::new(&ctx).expect("pipelines");
-    let mut rng = ChaCha8Rng::seed_from_u64(710);
-    for p in [
-        ConvParams::new(3, 3, 13, 11, 6, 3, true),
-        ConvParams::new(3, 64, 12, 12, 64, 5, true),
-    ] {
-        let n = (p.batch * p.c_out * (p.oh / 2) * (p.ow / 2)) as usize;
-        let x = buffers::storage_init(&ctx, "x", &uniform(&mut rng, p.x_len(), 0.0, 1.0));
-        let w = buffers::storage_init(&ctx, "w", &uniform(&mut rng, p.w_len(), -0.1, 0.1));
-        let bias =
-            buffers::storage_init(&ctx, "b", &uniform(&mut rng, p.c_out as usize, -0.1, 0.1));
-        let state = buffers::storage_init(
-            &ctx,
-            "state",
-            &[StepState {
-                t: 5,
-                ..StepState::default()
-            }],
-        );
-        let dp = dropout_params(n as u32, 0.4, 99);
-        let outs = |tile: Tile| -> (Vec<f32>, Vec<u32>, Vec<f32>) {
-            let pooled = buffers::storage_init(&ctx, "p", &vec![f32::NAN; n]);
-            let am = buffers::storage_init(&ctx, "argmax", &vec![u32::MAX; n]);
-            let d = buffers::storage_init(&ctx, "d", &vec![f32::NAN; n]);
-            let drop = PoolDropout {
-                params: &dp,
-                state: (&state).into(),
-                d: (&d).into(),
-            };
-            let ds = k
-                .forward_relu_pool(&ctx, &p, tile, Some(drop), &x, &w, &bias, &pooled, &am)
-                .expect("dispatches");
-            assert_eq!(ds.len(), 1, "one dispatch");
-            run(&ctx, &ds);
-            (
-                buffers::read(&ctx, &pooled, n).unwrap(),
-                buffers::read(&ctx, &am, n).unwrap(),
-                buffers::read(&ctx, &d, n).unwrap(),
-            )
-        };
-        let want = outs(Tile::DEFAULT);
-        assert!(
-            want.0.iter().all(|v| v.is_finite()),
-            "{p:?}: unwritten output"
-        );
-        let tiles: Vec<Tile> = Tile::candidates(&ctx.limits)
-            .into_iter()
-            .filter(|&t| conv::relu_pool_tile_ok(t))
-            .collect();
-        assert!(tiles.len() >= 4, "{tiles:?}");
-        for tile in tiles {
-            let got = outs(tile);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
-            assert_eq!(bits(&got.0), bits(&want.0), "{p:?} tile {}: p", tile.name());
-            assert_eq!(got.1, want.1, "{p:?} tile {}: argmax", tile.name());
-            assert_eq!(bits(&got.2), bits(&want.2), "{p:?} tile {}: d", tile.name());
-        }
-    }
 }
 
 /// Weights, bias and outputs bound as views into arenas (how the net binds its parameters) give

@@ -5,7 +5,7 @@
 //! the shader header). backward_weight is two dispatches: per-chunk partials, then a fixed-order
 //! sum of the chunks into `dw` (one dispatch when the shape needs a single chunk).
 //! forward_relu_pool fuses bias, ReLU, the 2x2 max-pool and (optionally) dropout into the forward
-//! GEMM's epilogue; its pipelines are specialised per tile, kernel size and dropout and built on
+//! GEMM's epilogue; its pipelines are specialised per tile, layer shape and dropout and built on
 //! first use.
 
 use crate::gpu::GpuContext;
@@ -57,8 +57,9 @@ fn groups(workgroups: u32) -> (u32, u32, u32) {
     (x, y, 1)
 }
 
-/// What a `forward_relu_pool` pipeline is specialised for: tile, kernel size, dropout on/off.
-type ReluPoolKey = (Tile, u32, bool);
+/// What a `forward_relu_pool` pipeline is specialised for: tile, layer shape
+/// `[c_in, h, w, c_out, k]`, dropout on/off.
+type ReluPoolKey = (Tile, [u32; 5], bool);
 
 /// Dropout fused into [`ConvKernels::forward_relu_pool`]: the mask of `act.dropout_forward` over
 /// the pooled map (`params.seed`, `params.threshold`, `params.scale`; the step is `state.t`, a
@@ -154,10 +155,14 @@ impl ConvKernels {
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let (tile, k, dropout) = key;
+        let (tile, [c_in, h, w, c_out, k], dropout) = key;
         let constants = [
             ("TM", tile.tm as f64),
             ("TN", tile.tn as f64),
+            ("C_IN", c_in as f64),
+            ("H", h as f64),
+            ("W", w as f64),
+            ("C_OUT", c_out as f64),
             ("KS", k as f64),
             ("DROPOUT", if dropout { 1.0 } else { 0.0 }),
         ];
@@ -191,7 +196,22 @@ impl ConvKernels {
                 tile.name()
             )));
         }
-        let pipe = self.relu_pool_pipeline(ctx, (tile, p.k, dropout.is_some()))?;
+        if p.batch == 0
+            || p.c_in == 0
+            || p.c_out == 0
+            || p.k == 0
+            || p.k > p.h
+            || p.k > p.w
+            || p.oh != p.h - p.k + 1
+            || p.ow != p.w - p.k + 1
+        {
+            return Err(Error::Gpu(format!(
+                "{}: conv.forward_relu_pool: unsupported shape {p:?}",
+                ctx.adapter.name
+            )));
+        }
+        let shape = [p.c_in, p.h, p.w, p.c_out, p.k];
+        let pipe = self.relu_pool_pipeline(ctx, (tile, shape, dropout.is_some()))?;
         let u = buffers::uniform(ctx, "conv.forward_relu_pool params", p);
         let du = buffers::uniform(
             ctx,

@@ -4,6 +4,7 @@
 
 use fmnist_gpu::data::DataSet;
 use fmnist_gpu::gpu::GpuContext;
+use fmnist_gpu::gpu::tile::Tile;
 use fmnist_gpu::net::NetData;
 use fmnist_gpu::parity::{self, Case, KernelRow};
 use rand::{RngExt, SeedableRng};
@@ -98,9 +99,45 @@ pub fn check_kernel(ctx: &GpuContext, kernel: &str) -> Vec<KernelRow> {
     rows
 }
 
+/// A row comparing a tile variant with the default variant, or a variant the device cannot run.
+pub fn is_variant_row(r: &KernelRow) -> bool {
+    r.output.contains(" = tile ") || r.output.starts_with("not run: tile ")
+}
+
+/// Every tile variant the device can hold ran in `rows` (at least four of them), and each
+/// non-default one was compared with the default bit for bit on at least two shapes.
+#[track_caller]
+pub fn assert_variants(ctx: &GpuContext, rows: &[KernelRow]) {
+    let default = Tile::DEFAULT.name();
+    let runnable: Vec<Tile> = Tile::candidates(&ctx.limits);
+    assert!(runnable.len() >= 4, "only {runnable:?} fit the device");
+    for t in runnable {
+        let tag = format!("tile {}", t.name());
+        let ran: std::collections::BTreeSet<&str> = rows
+            .iter()
+            .filter(|r| r.shape.ends_with(&tag) && !r.output.starts_with("not run"))
+            .map(|r| r.shape.as_str())
+            .collect();
+        assert!(ran.len() >= 2, "{tag}: ran on {ran:?}");
+        if t != Tile::DEFAULT {
+            let compared = rows
+                .iter()
+                .filter(|r| {
+                    r.shape.ends_with(&tag) && r.output.ends_with(&format!("= tile {default}"))
+                })
+                .count();
+            assert!(
+                compared >= 2,
+                "{tag}: {compared} outputs compared with {default}"
+            );
+        }
+    }
+}
+
 /// Every case of a reduction kernel also ran twice and got the same bits (SPEC 4).
 #[track_caller]
 pub fn assert_reruns(rows: &[KernelRow]) {
+    let rows: Vec<&KernelRow> = rows.iter().filter(|r| !is_variant_row(r)).collect();
     let firsts = rows
         .iter()
         .filter(|r| !r.output.ends_with(" rerun"))
