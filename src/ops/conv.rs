@@ -11,18 +11,16 @@
 use crate::gpu::GpuContext;
 use crate::gpu::buffers::{self, Dispatch, View};
 use crate::gpu::tile::{BK, Tile};
+use crate::ops::reduce::ReduceKernels;
 use crate::params::{ActParams, ConvParams, ReduceParams, StepState};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
-const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
 
 /// GEMM tile of the conv kernels (`BM`, `BN` in conv.wgsl).
 const TILE: u32 = 64;
-/// Workgroup width of `backward_bias` and `sum_partials`.
-const WG_1D: u32 = 256;
 /// Twins of `WCHUNK_MIN` and `WCHUNK_MAX_PARTS` in conv.wgsl.
 const WCHUNK_MIN: u32 = 512;
 const WCHUNK_MAX_PARTS: u32 = 256;
@@ -94,7 +92,7 @@ pub struct ConvKernels {
     backward_input: wgpu::ComputePipeline,
     backward_weight: wgpu::ComputePipeline,
     backward_bias: wgpu::ComputePipeline,
-    sum_partials: wgpu::ComputePipeline,
+    reduce: ReduceKernels,
     relu_pool: Mutex<HashMap<ReluPoolKey, wgpu::ComputePipeline>>,
 }
 
@@ -102,14 +100,13 @@ impl ConvKernels {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let conv = buffers::shader(ctx, "conv.wgsl", CONV_WGSL);
-        let reduce = buffers::shader(ctx, "reduce.wgsl", REDUCE_WGSL);
         let kernels = Self {
             module: conv.clone(),
             forward: buffers::pipeline(ctx, &conv, "forward", &[]),
             backward_input: buffers::pipeline(ctx, &conv, "backward_input", &[]),
             backward_weight: buffers::pipeline(ctx, &conv, "backward_weight", &[]),
             backward_bias: buffers::pipeline(ctx, &conv, "backward_bias", &[]),
-            sum_partials: buffers::pipeline(ctx, &reduce, "sum_partials", &[]),
+            reduce: ReduceKernels::new(ctx)?,
             relu_pool: Mutex::new(HashMap::new()),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -335,17 +332,7 @@ impl ConvKernels {
         partials: &wgpu::Buffer,
         out: impl Into<View<'a>>,
     ) -> Vec<Dispatch> {
-        let u = buffers::uniform(ctx, "reduce.sum_partials params", rp);
-        vec![Dispatch {
-            label: "reduce.sum_partials",
-            pipeline: self.sum_partials.clone(),
-            bind_group: buffers::bind_views(
-                ctx,
-                &self.sum_partials,
-                &[View::whole(&u), View::whole(partials), out.into()],
-            ),
-            groups: groups(rp.n.div_ceil(WG_1D)),
-        }]
+        self.reduce.sum_partials(ctx, rp, partials, out)
     }
 
     /// `db[o] = sum of dy over batch and space`: one workgroup per output channel.

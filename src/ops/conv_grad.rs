@@ -12,8 +12,8 @@
 use crate::gpu::GpuContext;
 use crate::gpu::buffers::{self, Dispatch, View, bind_views_at, uniform};
 use crate::gpu::tile::Tile;
-use crate::ops::conv::ConvKernels;
 use crate::ops::prepare_views;
+use crate::ops::reduce::ReduceKernels;
 use crate::params::{ConvGradParams, ReduceParams, StepState};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -40,7 +40,7 @@ type Key = (&'static str, Tile, [u32; 5]);
 pub struct ConvGradKernels {
     module: wgpu::ShaderModule,
     pipelines: Mutex<HashMap<Key, wgpu::ComputePipeline>>,
-    conv: ConvKernels,
+    reduce: ReduceKernels,
     /// Bound as the step state when a call has no dropout (the shader still declares it).
     no_state: wgpu::Buffer,
 }
@@ -131,7 +131,7 @@ impl ConvGradKernels {
         Ok(Self {
             module,
             pipelines: Mutex::new(HashMap::new()),
-            conv: ConvKernels::new(ctx)?,
+            reduce: ReduceKernels::new(ctx)?,
             no_state: buffers::storage_init(ctx, "conv_grad no state", &[StepState::default()]),
         })
     }
@@ -254,11 +254,11 @@ impl ConvGradKernels {
             _pad: [0; 2],
         };
         ds.extend(
-            self.conv
+            self.reduce
                 .sum_partials(ctx, &sum(p.conv().w_len()), &wpart, dw),
         );
         ds.extend(
-            self.conv
+            self.reduce
                 .sum_partials(ctx, &sum(p.c_out as usize), &bpart, db),
         );
         Ok(ds)

@@ -9,6 +9,7 @@ pub mod head;
 pub mod loss;
 pub mod optim;
 pub mod pool;
+pub mod reduce;
 
 use crate::gpu::GpuContext;
 use crate::gpu::buffers::{Dispatch, View, bind_views, pipeline, shader, split_dispatch, uniform};
