@@ -1711,8 +1711,11 @@ impl<'a> Runner<'a> {
                 v(&bpart),
                 v(&dxb),
             )?;
-            ds.extend(conv.sum_partials(ctx, &sum(c.w_len()), &wpart, &dwb));
-            ds.extend(conv.sum_partials(ctx, &sum(p.c_out as usize), &bpart, &dbb));
+            ds.extend(conv.reduce.sum_partials(ctx, &sum(c.w_len()), &wpart, &dwb));
+            ds.extend(
+                conv.reduce
+                    .sum_partials(ctx, &sum(p.c_out as usize), &bpart, &dbb),
+            );
             Ok(ds)
         };
         let ds = with(tile)?;
@@ -1756,7 +1759,9 @@ impl<'a> Runner<'a> {
         let mut want = vec![0.0f32; n as usize];
         cpu::reduce::sum_partials(&rp, &partials, &mut want);
         let out = nan_buffer(ctx, "out", n as usize);
-        let ds = k.sum_partials(ctx, &rp, &storage_init(ctx, "partials", &partials), &out);
+        let ds = k
+            .reduce
+            .sum_partials(ctx, &rp, &storage_init(ctx, "partials", &partials), &out);
         run_with_rerun(ctx, case, &ds, &out, "out", &want, Tol::Exact)
     }
 

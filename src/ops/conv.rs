@@ -92,7 +92,8 @@ pub struct ConvKernels {
     backward_input: wgpu::ComputePipeline,
     backward_weight: wgpu::ComputePipeline,
     backward_bias: wgpu::ComputePipeline,
-    reduce: ReduceKernels,
+    /// The split-K reduction of backward_weight (reduce.wgsl), also used by other families.
+    pub reduce: ReduceKernels,
     relu_pool: Mutex<HashMap<ReluPoolKey, wgpu::ComputePipeline>>,
 }
 
@@ -294,7 +295,7 @@ impl ConvKernels {
         };
         let (x, dy): (View, View) = (x.into(), dy.into());
         let mut ds = self.backward_weight_partials(ctx, p, x, dy, &partials);
-        ds.extend(self.sum_partials(ctx, &rp, &partials, dw));
+        ds.extend(self.reduce.sum_partials(ctx, &rp, &partials, dw));
         ds
     }
 
@@ -321,18 +322,6 @@ impl ConvKernels {
             ),
             groups: groups(tiles),
         }]
-    }
-
-    /// `out[i] = sum over s in 0..parts of partials[s*n + i]`, in increasing `s`
-    /// (reduce.wgsl; the second pass of backward_weight, exposed for tests and other families).
-    pub fn sum_partials<'a>(
-        &self,
-        ctx: &GpuContext,
-        rp: &ReduceParams,
-        partials: &wgpu::Buffer,
-        out: impl Into<View<'a>>,
-    ) -> Vec<Dispatch> {
-        self.reduce.sum_partials(ctx, rp, partials, out)
     }
 
     /// `db[o] = sum of dy over batch and space`: one workgroup per output channel.
