@@ -174,12 +174,20 @@ pub fn load_all(path: &Path) -> Result<(BTreeMap<String, Loaded>, BTreeMap<Strin
         crate::limits::MAX_CHECKPOINT_BYTES,
         "a safetensors file",
     )?;
-    if let Some(problem) = container_problem(&bytes) {
+    load_all_bytes(path, &bytes)
+}
+
+/// [`load_all`] of a file's bytes (`path` names it in errors).
+pub fn load_all_bytes(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(BTreeMap<String, Loaded>, BTreeMap<String, String>)> {
+    if let Some(problem) = container_problem(bytes) {
         return Err(Error::bad_file(path, problem));
     }
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file: {e}")))?;
     let metadata = meta
         .metadata()
@@ -295,7 +303,18 @@ pub fn save_model(path: &Path, p: &Params, metadata: BTreeMap<String, String>) -
 
 /// Loads a model checkpoint; extra tensors are an error (a file of another network).
 pub fn load_model(path: &Path) -> Result<(Params, BTreeMap<String, String>)> {
-    let (tensors, meta) = load_all(path)?;
+    model_from(path, load_all(path)?)
+}
+
+/// [`load_model`] of a file's bytes (`path` names it in errors).
+pub fn load_model_bytes(path: &Path, bytes: &[u8]) -> Result<(Params, BTreeMap<String, String>)> {
+    model_from(path, load_all_bytes(path, bytes)?)
+}
+
+fn model_from(
+    path: &Path,
+    (tensors, meta): (BTreeMap<String, Loaded>, BTreeMap<String, String>),
+) -> Result<(Params, BTreeMap<String, String>)> {
     if let Some(extra) = tensors.keys().find(|k| !PARAM_NAMES.contains(&k.as_str())) {
         return Err(Error::bad_file(
             path,
@@ -400,7 +419,23 @@ pub fn load_state(
     path: &Path,
     kind: OptimizerKind,
 ) -> Result<(TrainState, BTreeMap<String, String>)> {
-    let (tensors, meta) = load_all(path)?;
+    state_from(path, load_all(path)?, kind)
+}
+
+/// [`load_state`] of a file's bytes (`path` names it in errors).
+pub fn load_state_bytes(
+    path: &Path,
+    bytes: &[u8],
+    kind: OptimizerKind,
+) -> Result<(TrainState, BTreeMap<String, String>)> {
+    state_from(path, load_all_bytes(path, bytes)?, kind)
+}
+
+fn state_from(
+    path: &Path,
+    (tensors, meta): (BTreeMap<String, Loaded>, BTreeMap<String, String>),
+    kind: OptimizerKind,
+) -> Result<(TrainState, BTreeMap<String, String>)> {
     let params = params_from(path, &tensors, "")?;
     let best = params_from(path, &tensors, BEST_PREFIX)?;
     if best.hidden != params.hidden {

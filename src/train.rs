@@ -248,6 +248,11 @@ fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
 /// torn, line for an epoch that was never committed).
 pub fn read_records(path: &Path, n: usize) -> Result<Vec<EpochRecord>> {
     let text = crate::input::read_text(path, crate::limits::MAX_TEXT_BYTES, "a metrics file")?;
+    parse_records(path, &text, n)
+}
+
+/// [`read_records`] of the file's text (`path` names it in errors).
+pub fn parse_records(path: &Path, text: &str, n: usize) -> Result<Vec<EpochRecord>> {
     let records = text
         .lines()
         .take(n)
