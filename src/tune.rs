@@ -180,21 +180,13 @@ pub fn lookup(ctx: &GpuContext, shape: &str, roles: &[&str]) -> Option<Choice> {
 
 /// The cache file at `path` if it is whole, ours and for `key` (else one warning and `None`).
 fn read_file(path: &std::path::Path, key: &CacheKey) -> Option<CacheFile> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > 1 << 20 {
-        log::warn!(
-            "{}: not a regular file of at most 1 MiB; ignoring the tuning cache",
-            path.display()
-        );
-        return None;
-    }
-    let text = match std::fs::read_to_string(path) {
+    // No entry yet: a miss, not a warning.
+    std::fs::symlink_metadata(path).ok()?;
+    // Regular files only (a FIFO would block), bounded, UTF-8: the project's input rules.
+    let text = match crate::input::read_text(path, 1 << 20, "a tuning cache") {
         Ok(t) => t,
         Err(e) => {
-            log::warn!(
-                "{}: unreadable ({e}); ignoring the tuning cache",
-                path.display()
-            );
+            log::warn!("{e}; ignoring the tuning cache");
             return None;
         }
     };

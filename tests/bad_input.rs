@@ -911,6 +911,36 @@ fn d12_train_out_never_overwrites_a_run() {
     refused(&o, &["already holds a run"]);
 }
 
+/// `search --out` and `compare --out` refuse a directory that already holds a search, a
+/// comparison or a training run, leaving its files as they were.
+#[test]
+fn d12_search_and_compare_out_never_overwrite_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (cmd, marker) in [
+        ("search", "search.json"),
+        ("compare", "compare.json"),
+        ("search", "config.json"),
+        ("compare", "model.safetensors"),
+        ("compare", "search.json"),
+    ] {
+        let dir = tmp.path().join(format!("{cmd}-{marker}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(marker), b"{\"earlier\": true}\n").unwrap();
+        let o = run_for(args([cmd, "--device", "cpu", "--out"]).arg(&dir), 30);
+        refused(&o, &["already holds a run", marker, "--out"]);
+        assert_eq!(
+            std::fs::read(dir.join(marker)).unwrap(),
+            b"{\"earlier\": true}\n",
+            "{cmd}: {marker} changed"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "{cmd} wrote files"
+        );
+    }
+}
+
 #[test]
 fn d14_unusable_out_is_exit_2_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();

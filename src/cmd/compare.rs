@@ -3,7 +3,7 @@
 //! validation accuracy and training loss of each, one plot with every curve (SPEC 8).
 
 use super::experiment::{
-    Place, Stats, default_dir, json_bytes, make_dir, places, prepare_out, run_jobs, show_lr,
+    Place, Stats, default_dir, json_bytes, make_dir, places, prepare_fresh_out, run_jobs, show_lr,
     train_only,
 };
 use crate::checkpoint::write_atomic;
@@ -482,7 +482,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let start = Instant::now();
     let mut s = args.settings()?;
     let run_dir = args.out.clone().unwrap_or_else(|| default_dir("compare"));
-    prepare_out("--out", &run_dir)?;
+    prepare_fresh_out("--out", &run_dir)?;
     let dir = data::locate(args.data.as_deref())?;
     s.data = dir.clone();
     let data::FashionMnist { train, .. } = data::load(&dir)?;

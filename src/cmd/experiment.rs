@@ -281,6 +281,31 @@ pub fn make_dir(dir: &std::path::Path) -> Result<()> {
     })
 }
 
+/// The files whose presence marks a directory as holding the output of a `train`, `search` or
+/// `compare` run, which a new search or comparison must not overwrite.
+pub const RUN_MARKERS: &[&str] = &[
+    super::search::SEARCH_FILE,
+    super::compare::COMPARE_FILE,
+    super::compare::PLOT_FILE,
+    crate::train::CONFIG_FILE,
+    crate::train::MODEL_FILE,
+];
+
+/// [`prepare_out`] for a new `search` or `compare`: also refuses (exit 2) a directory that
+/// already holds a run's output ([`RUN_MARKERS`]), as `train --out` does.
+pub fn prepare_fresh_out(flag: &str, dir: &std::path::Path) -> Result<()> {
+    if let Some(f) = RUN_MARKERS
+        .iter()
+        .find(|f| dir.join(f).symlink_metadata().is_ok())
+    {
+        return Err(Error::BadArg(format!(
+            "{flag} {} already holds a run (it has {f}); give {flag} a new directory",
+            dir.display()
+        )));
+    }
+    prepare_out(flag, dir)
+}
+
 /// Makes sure output directory `dir` (given with `flag`, or the default) is usable before any
 /// work starts: it is created if missing, and a file is written to it and removed. An unusable
 /// location is bad input (exit 2) rather than a failure after the training it would lose.

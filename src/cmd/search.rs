@@ -6,8 +6,8 @@
 //! is never loaded into a net.
 
 use super::experiment::{
-    Place, Stats, default_dir, json_bytes, kept_indices, make_dir, parse_list, places, prepare_out,
-    run_jobs, show_lr, train_only,
+    Place, Stats, default_dir, json_bytes, kept_indices, make_dir, parse_list, places,
+    prepare_fresh_out, run_jobs, show_lr, train_only,
 };
 use super::train::OptimArgs;
 use crate::checkpoint::write_atomic;
@@ -402,7 +402,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
     let start = Instant::now();
     let mut s = args.settings()?;
     let run_dir = args.out.clone().unwrap_or_else(|| default_dir("search"));
-    prepare_out("--out", &run_dir)?;
+    prepare_fresh_out("--out", &run_dir)?;
     let dir = data::locate(args.data.as_deref())?;
     s.data = dir.clone();
     let grid = s.hidden_units.len() * s.dropouts.len() * s.lrs.len();
