@@ -182,14 +182,18 @@ pub enum Case {
         p: PoolParams,
         seed: u64,
     },
+    /// `tile` is the forward's variant; the unfused backward passes always run (and carry)
+    /// [`crate::ops::dense::UNFUSED_TILE`].
     Dense {
         pass: Pass,
         p: DenseParams,
+        tile: Tile,
         seed: u64,
     },
-    /// `dense.backward_fused`: dw, db and dx of one layer in one dispatch.
+    /// `dense.backward_fused`: dw, db and dx of one layer in one dispatch, with `tile`.
     DenseFused {
         p: DenseParams,
+        tile: Tile,
         seed: u64,
     },
     /// `head.head` (fc2 + softmax cross-entropy, with or without the backward) on the third
@@ -379,14 +383,25 @@ impl Case {
             ),
             Case::SumPartials { n, parts, .. } => format!("n={n} parts={parts}"),
             Case::Pool { p, .. } => format!("{}x{}x{}x{}", p.batch, p.c, p.h, p.w),
-            Case::Dense { p, .. } => format!(
-                "B{} In{} Out{}{}",
+            Case::Dense { pass, p, tile, .. } => format!(
+                "B{} In{} Out{}{}{}",
                 p.batch,
                 p.n_in,
                 p.n_out,
-                if p.relu != 0 { " relu" } else { "" }
+                if p.relu != 0 { " relu" } else { "" },
+                if *pass == Pass::Forward {
+                    format!(" tile {}", tile.name())
+                } else {
+                    String::new()
+                }
             ),
-            Case::DenseFused { p, .. } => format!("B{} In{} Out{}", p.batch, p.n_in, p.n_out),
+            Case::DenseFused { p, tile, .. } => format!(
+                "B{} In{} Out{} tile {}",
+                p.batch,
+                p.n_in,
+                p.n_out,
+                tile.name()
+            ),
             Case::Head {
                 backward,
                 batch,
@@ -574,6 +589,20 @@ pub const DENSE_SHAPES: &[(u32, u32, u32, bool)] = &[
     (128, 128, 10, false),
 ];
 
+/// The dense shapes that run every tile variant of [`Tile::CANDIDATES`] (dense.forward and
+/// dense.backward_fused): the model's fc1 and an odd shape straddling every tile edge; the
+/// other shapes run [`Tile::DEFAULT`] only (lavapipe is slow).
+pub const DENSE_TILE_SHAPES: &[(u32, u32, u32)] = &[(128, 1024, 128), (37, 70, 19)];
+
+/// The tiles a dense shape's forward and fused backward cases run with.
+fn dense_tiles(s: (u32, u32, u32)) -> Vec<Tile> {
+    if DENSE_TILE_SHAPES.contains(&s) {
+        Tile::CANDIDATES.to_vec()
+    } else {
+        vec![Tile::DEFAULT]
+    }
+}
+
 /// (batch, n_in, n_out) of `dense.backward_fused`: tiny, odd, tile-straddling in every
 /// dimension, more bias workgroups than tiles, and the model's fc1.
 pub const DENSE_FUSED_SHAPES: &[(u32, u32, u32)] = &[
@@ -676,18 +705,29 @@ pub fn cases() -> Vec<Case> {
     }
     for &pass in &Pass::ALL {
         for (si, s) in DENSE_SHAPES.iter().enumerate() {
-            v.push(Case::Dense {
-                pass,
-                p: DenseParams::new(s.0, s.1, s.2, s.3),
-                seed: 2000 + si as u64,
-            });
+            let tiles = if pass == Pass::Forward {
+                dense_tiles((s.0, s.1, s.2))
+            } else {
+                vec![crate::ops::dense::UNFUSED_TILE]
+            };
+            for tile in tiles {
+                v.push(Case::Dense {
+                    pass,
+                    p: DenseParams::new(s.0, s.1, s.2, s.3),
+                    tile,
+                    seed: 2000 + si as u64,
+                });
+            }
         }
     }
-    for (si, s) in DENSE_FUSED_SHAPES.iter().enumerate() {
-        v.push(Case::DenseFused {
-            p: DenseParams::new(s.0, s.1, s.2, false),
-            seed: 2100 + si as u64,
-        });
+    for (si, &s) in DENSE_FUSED_SHAPES.iter().enumerate() {
+        for tile in dense_tiles(s) {
+            v.push(Case::DenseFused {
+                p: DenseParams::new(s.0, s.1, s.2, false),
+                tile,
+                seed: 2100 + si as u64,
+            });
+        }
     }
     for backward in [false, true] {
         for (si, &(batch, hidden, valid)) in HEAD_SHAPES.iter().enumerate() {
@@ -1173,8 +1213,13 @@ impl<'a> Runner<'a> {
             } => self.conv_pool_case(case, p, *dropout, *grid, *seed),
             Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
             Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
-            Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
-            Case::DenseFused { p, seed } => self.dense_fused_case(case, p, *seed),
+            Case::Dense {
+                pass,
+                p,
+                tile,
+                seed,
+            } => self.dense_case(case, *pass, p, *tile, *seed),
+            Case::DenseFused { p, tile, seed } => self.dense_fused_case(case, p, *tile, *seed),
             Case::Head {
                 backward,
                 batch,
@@ -1651,9 +1696,13 @@ impl<'a> Runner<'a> {
         case: &Case,
         pass: Pass,
         p: &DenseParams,
+        tile: Tile,
         seed: u64,
     ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
+        if let Some(row) = dense_tile_skip(ctx, case, tile) {
+            return Ok(vec![row]);
+        }
         let k = lazy(&self.dense, || DenseKernels::new(ctx))?;
         let (b, ni, no) = (p.batch as usize, p.n_in as usize, p.n_out as usize);
         let mut r = rng(seed);
@@ -1670,40 +1719,50 @@ impl<'a> Runner<'a> {
                 let ds = k.forward(
                     ctx,
                     p,
+                    tile,
                     &buf("x", &x),
                     &buf("w", &w),
                     &buf("bias", &bias),
                     &out,
-                );
+                )?;
                 (y, ds, out, "y")
             }
             Pass::BackwardInput => {
                 let mut dx = vec![0.0; b * ni];
                 cpu::dense::backward_input(p, &dy, &w, &mut dx);
                 let out = nan_buffer(ctx, "dx", dx.len());
-                let ds = k.backward_input(ctx, p, &buf("dy", &dy), &buf("w", &w), &out);
+                let ds = k.backward_input(ctx, p, &buf("dy", &dy), &buf("w", &w), &out)?;
                 (dx, ds, out, "dx")
             }
             Pass::BackwardWeight => {
                 let mut dw = vec![0.0; no * ni];
                 cpu::dense::backward_weight(p, &x, &dy, &mut dw);
                 let out = nan_buffer(ctx, "dw", dw.len());
-                let ds = k.backward_weight(ctx, p, &buf("x", &x), &buf("dy", &dy), &out);
+                let ds = k.backward_weight(ctx, p, &buf("x", &x), &buf("dy", &dy), &out)?;
                 (dw, ds, out, "dw")
             }
             Pass::BackwardBias => {
                 let mut db = vec![0.0; no];
                 cpu::dense::backward_bias(p, &dy, &mut db);
                 let out = nan_buffer(ctx, "db", db.len());
-                let ds = k.backward_bias(ctx, p, &buf("dy", &dy), &out);
+                let ds = k.backward_bias(ctx, p, &buf("dy", &dy), &out)?;
                 (db, ds, out, "db")
             }
         };
         run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
     }
 
-    fn dense_fused_case(&self, case: &Case, p: &DenseParams, seed: u64) -> Result<Vec<KernelRow>> {
+    fn dense_fused_case(
+        &self,
+        case: &Case,
+        p: &DenseParams,
+        tile: Tile,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
+        if let Some(row) = dense_tile_skip(ctx, case, tile) {
+            return Ok(vec![row]);
+        }
         let k = lazy(&self.dense, || DenseKernels::new(ctx))?;
         let (b, ni, no) = (p.batch as usize, p.n_in as usize, p.n_out as usize);
         let mut r = rng(seed);
@@ -1721,13 +1780,14 @@ impl<'a> Runner<'a> {
         let ds = k.backward_fused(
             ctx,
             p,
+            tile,
             &buf("x", &x),
             &buf("dy", &dy),
             &buf("w", &w),
             &dwb,
             &dbb,
             &dxb,
-        );
+        )?;
         run_outputs_with_rerun(
             ctx,
             case,
@@ -1829,7 +1889,7 @@ impl<'a> Runner<'a> {
                 db: (&dbb).into(),
                 dh: (&dhb).into(),
             }),
-        );
+        )?;
         let mut outs: Vec<(&wgpu::Buffer, &str, &[f32], Tol)> =
             vec![(&logits_b, "logits", &logits, REDUCTION)];
         if backward {
@@ -2272,6 +2332,25 @@ pub fn run_case(ctx: &GpuContext, case: &Case) -> Result<Vec<KernelRow>> {
 }
 
 /// Runs `cases` in order, building each family's pipelines once.
+/// A dense case whose tile `ctx` cannot run: one passing row whose output says so (the case
+/// list shows it), instead of a failure on a smaller device.
+fn dense_tile_skip(ctx: &GpuContext, case: &Case, tile: Tile) -> Option<KernelRow> {
+    if crate::ops::dense::tile_ok(ctx, tile) {
+        return None;
+    }
+    let mut row = Check::new(case, "", Tol::Exact).finish();
+    row.output = format!(
+        "{SKIPPED}: tile {} needs {} invocations and {} B of workgroup memory",
+        tile.name(),
+        tile.invocations(),
+        tile.workgroup_bytes()
+    );
+    Some(row)
+}
+
+/// How the output of a row for a case the device cannot run starts.
+pub const SKIPPED: &str = "skipped";
+
 pub fn run_cases(ctx: &GpuContext, cases: &[Case]) -> Result<Vec<KernelRow>> {
     let runner = Runner::new(ctx);
     let mut rows = Vec::new();
