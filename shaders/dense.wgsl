@@ -6,12 +6,13 @@
 // (src/gpu/tile.rs): a workgroup of TM x TN invocations owns a BM x BN = 4TM x 4TN tile of C and
 // invocation (tx, ty) = (lid.x, lid.y) its 4 x 4 register block of rows 4tx..+3 and columns
 // 4ty..+3, stepping over K in slabs of BK = 32 staged (k-major) in workgroup memory. TM and TN
-// divide 128 (so the loaders' rounds BK*BM/(TM*TN) = 128/TN and 128/TN are whole) and TM*TN >= 64
-// (backward_fused's bias role uses 64 invocations). Every output sums its k in ascending order
-// in one invocation and K padding adds exact zeros, so every tile variant gives the same bits run
-// to run, and no atomics are needed. The layer shape In x Out is also an `override` (IN, OUT), so
-// K loops over In or Out have constant trip counts and the tile arithmetic divides by constants;
-// the batch comes from the uniform (it varies: the short last batch).
+// divide 128 (so the loaders' rounds BK*BM/(TM*TN) = 128/TN and BK*BN/(TM*TN) = 128/TM are
+// whole) and TM*TN >= 64 (backward_fused's bias role uses 64 invocations). Every output sums its
+// k in ascending order in one invocation and K padding adds exact zeros, so every tile variant
+// gives the same bits run to run, and no atomics are needed. The layer shape In x Out is also an
+// `override` (IN, OUT), so K loops over In or Out have constant trip counts and the tile
+// arithmetic divides by constants; the batch comes from the uniform (it varies: the short last
+// batch).
 
 struct DenseParams {
     batch: u32,
@@ -101,7 +102,11 @@ fn zero_acc() {
 // Grid (ceil(Out/BN), ceil(B/BM)), workgroup TM x TN; invocation (tx,ty) owns rows 4tx..,
 // cols 4ty... Both operands are contiguous along k, so the loaders walk k fastest.
 @compute @workgroup_size(TM, TN)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
     let m_total = p.batch;
     let m0 = wid.y * bm();
     let n0 = wid.x * bn();
@@ -152,7 +157,11 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 // Grid (ceil(In/BN), ceil(B/BM)), workgroup TM x TN as in forward. dy is contiguous along k,
 // w along n.
 @compute @workgroup_size(TM, TN)
-fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn backward_input(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
     dx_tile(wid.y * bm(), wid.x * bn(), li, lid);
 }
 
@@ -160,7 +169,11 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 // Grid (ceil(In/BN), ceil(Out/BM)), workgroup TM x TN as in forward. Both operands are
 // contiguous along their non-k index, so the loaders walk m or n fastest.
 @compute @workgroup_size(TM, TN)
-fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn backward_weight(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
     dw_tile(wid.y * bm(), wid.x * bn(), li, lid);
 }
 
