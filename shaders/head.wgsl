@@ -17,6 +17,7 @@
 
 struct HeadParams {
     batch: u32,
+    // Must equal HIDDEN (the host builds one pipeline per hidden width).
     hidden: u32,
     // As LossParams.label_smoothing: 0 gives plain cross-entropy bit for bit.
     label_smoothing: f32,
@@ -42,6 +43,9 @@ const LANES: u32 = 64u;
 // Training runs with the backward; evaluation builds the pipeline with BACKWARD = false and only
 // writes logits and metrics (dw, db, dh are then bound but never touched).
 override BACKWARD: bool = true;
+// fc1's width (fc2's input): an override, so every loop over it has a constant trip count and
+// the column phase's stride arithmetic is constant. The batch stays in the uniform (it varies).
+override HIDDEN: u32 = 128u;
 
 @group(0) @binding(0) var<uniform> p: HeadParams;
 @group(0) @binding(1) var<storage, read> state: StepState;
@@ -89,8 +93,8 @@ fn dot10(d0: vec4<f32>, d1: vec4<f32>, d2: vec2<f32>, w0: vec4<f32>, w1: vec4<f3
     return s;
 }
 
-// Shape: h [B,hidden], w [10,hidden], bias [10], labels [B] -> logits [B,10], metrics
-// (accumulated); with BACKWARD also dw [10,hidden], db [10], dh [B,hidden].
+// Shape: h [B,HIDDEN], w [10,HIDDEN], bias [10], labels [B] -> logits [B,10], metrics
+// (accumulated); with BACKWARD also dw [10,HIDDEN], db [10], dh [B,HIDDEN].
 // Grid (1,1,1), workgroup 256. The batch is walked in chunks of 256 rows:
 //   row phase: invocation t computes row r0+t (its 10 logits over k ascending, softmax, loss,
 //     correct, dlogits into dl_s);
@@ -104,7 +108,7 @@ fn dot10(d0: vec4<f32>, d1: vec4<f32>, d2: vec2<f32>, w0: vec4<f32>, w1: vec4<f3
 fn head(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     let valid = valid_rows();
-    let hid = p.hidden;
+    let hid = HIDDEN;
     let ls = p.label_smoothing;
     let lane = t % LANES;
     let cg = t / LANES;

@@ -40,8 +40,8 @@ enum Command {
     Compare(cmd::compare::CompareArgs),
     /// Measure images per second and per-kernel GPU (or CPU) time on synthetic data (SPEC 12).
     Bench(cmd::bench::BenchArgs),
-    /// Time every GEMM tile variant of the training step's convs on an adapter for each batch
-    /// size and cache the fastest (bit-identical results either way).
+    /// Time every GEMM tile variant of the training step's convs and fc1 on an adapter for each
+    /// batch size and cache the fastest (bit-identical results either way).
     Tune(cmd::tune::TuneArgs),
 }
 

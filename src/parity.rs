@@ -186,14 +186,18 @@ pub enum Case {
         p: PoolParams,
         seed: u64,
     },
+    /// `tile` is the forward's variant; the unfused backward passes always run (and carry)
+    /// [`crate::ops::dense::UNFUSED_TILE`].
     Dense {
         pass: Pass,
         p: DenseParams,
+        tile: Tile,
         seed: u64,
     },
-    /// `dense.backward_fused`: dw, db and dx of one layer in one dispatch.
+    /// `dense.backward_fused`: dw, db and dx of one layer in one dispatch, with `tile`.
     DenseFused {
         p: DenseParams,
+        tile: Tile,
         seed: u64,
     },
     /// `head.head` (fc2 + softmax cross-entropy, with or without the backward) on the third
@@ -274,7 +278,14 @@ impl Case {
     /// The tile variant a GEMM case runs, where the kernel has variants.
     pub fn tile(&self) -> Option<Tile> {
         match self {
-            Case::ConvPool { tile, .. } | Case::ConvGrad { tile, .. } => Some(*tile),
+            Case::ConvPool { tile, .. }
+            | Case::ConvGrad { tile, .. }
+            | Case::DenseFused { tile, .. }
+            | Case::Dense {
+                pass: Pass::Forward,
+                tile,
+                ..
+            } => Some(*tile),
             _ => None,
         }
     }
@@ -397,14 +408,25 @@ impl Case {
             ),
             Case::SumPartials { n, parts, .. } => format!("n={n} parts={parts}"),
             Case::Pool { p, .. } => format!("{}x{}x{}x{}", p.batch, p.c, p.h, p.w),
-            Case::Dense { p, .. } => format!(
-                "B{} In{} Out{}{}",
+            Case::Dense { pass, p, tile, .. } => format!(
+                "B{} In{} Out{}{}{}",
                 p.batch,
                 p.n_in,
                 p.n_out,
-                if p.relu != 0 { " relu" } else { "" }
+                if p.relu != 0 { " relu" } else { "" },
+                if *pass == Pass::Forward {
+                    format!(" tile {}", tile.name())
+                } else {
+                    String::new()
+                }
             ),
-            Case::DenseFused { p, .. } => format!("B{} In{} Out{}", p.batch, p.n_in, p.n_out),
+            Case::DenseFused { p, tile, .. } => format!(
+                "B{} In{} Out{} tile {}",
+                p.batch,
+                p.n_in,
+                p.n_out,
+                tile.name()
+            ),
             Case::Head {
                 backward,
                 batch,
@@ -610,6 +632,20 @@ pub const DENSE_SHAPES: &[(u32, u32, u32, bool)] = &[
     (128, 128, 10, false),
 ];
 
+/// The dense shapes that run every tile variant of [`Tile::CANDIDATES`] (dense.forward and
+/// dense.backward_fused): the model's fc1 and an odd shape straddling every tile edge; the
+/// other shapes run [`Tile::DEFAULT`] only (lavapipe is slow).
+pub const DENSE_TILE_SHAPES: &[(u32, u32, u32)] = &[(128, 1024, 128), (37, 70, 19)];
+
+/// The tiles a dense shape's forward and fused backward cases run with.
+fn dense_tiles(s: (u32, u32, u32)) -> Vec<Tile> {
+    if DENSE_TILE_SHAPES.contains(&s) {
+        Tile::CANDIDATES.to_vec()
+    } else {
+        vec![Tile::DEFAULT]
+    }
+}
+
 /// (batch, n_in, n_out) of `dense.backward_fused`: tiny, odd, tile-straddling in every
 /// dimension, more bias workgroups than tiles, and the model's fc1.
 pub const DENSE_FUSED_SHAPES: &[(u32, u32, u32)] = &[
@@ -718,18 +754,29 @@ pub fn cases() -> Vec<Case> {
     }
     for &pass in &Pass::ALL {
         for (si, s) in DENSE_SHAPES.iter().enumerate() {
-            v.push(Case::Dense {
-                pass,
-                p: DenseParams::new(s.0, s.1, s.2, s.3),
-                seed: 2000 + si as u64,
-            });
+            let tiles = if pass == Pass::Forward {
+                dense_tiles((s.0, s.1, s.2))
+            } else {
+                vec![crate::ops::dense::UNFUSED_TILE]
+            };
+            for tile in tiles {
+                v.push(Case::Dense {
+                    pass,
+                    p: DenseParams::new(s.0, s.1, s.2, s.3),
+                    tile,
+                    seed: 2000 + si as u64,
+                });
+            }
         }
     }
-    for (si, s) in DENSE_FUSED_SHAPES.iter().enumerate() {
-        v.push(Case::DenseFused {
-            p: DenseParams::new(s.0, s.1, s.2, false),
-            seed: 2100 + si as u64,
-        });
+    for (si, &s) in DENSE_FUSED_SHAPES.iter().enumerate() {
+        for tile in dense_tiles(s) {
+            v.push(Case::DenseFused {
+                p: DenseParams::new(s.0, s.1, s.2, false),
+                tile,
+                seed: 2100 + si as u64,
+            });
+        }
     }
     for backward in [false, true] {
         for (si, &(batch, hidden, valid)) in HEAD_SHAPES.iter().enumerate() {
@@ -1276,8 +1323,13 @@ impl<'a> Runner<'a> {
             } => self.conv_pool_case(case, p, *tile, *dropout, *grid, *seed),
             Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
             Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
-            Case::Dense { pass, p, seed } => self.dense_case(case, *pass, p, *seed),
-            Case::DenseFused { p, seed } => self.dense_fused_case(case, p, *seed),
+            Case::Dense {
+                pass,
+                p,
+                tile,
+                seed,
+            } => self.dense_case(case, *pass, p, *tile, *seed),
+            Case::DenseFused { p, tile, seed } => self.dense_fused_case(case, p, *tile, *seed),
             Case::Head {
                 backward,
                 batch,
@@ -1817,6 +1869,7 @@ impl<'a> Runner<'a> {
         case: &Case,
         pass: Pass,
         p: &DenseParams,
+        tile: Tile,
         seed: u64,
     ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
@@ -1833,42 +1886,51 @@ impl<'a> Runner<'a> {
                 let mut y = vec![0.0; b * no];
                 cpu::dense::forward(p, &x, &w, &bias, &mut y);
                 let out = nan_buffer(ctx, "y", y.len());
-                let ds = k.forward(
+                let (xb, wb, bb) = (buf("x", &x), buf("w", &w), buf("bias", &bias));
+                let with = |tile: Tile| k.forward(ctx, p, tile, &xb, &wb, &bb, &out);
+                let mut rows = run_with_rerun(ctx, case, &with(tile)?, &out, "y", &y, REDUCTION)?;
+                let def = || with(Tile::DEFAULT);
+                rows.extend(same_as_default(
                     ctx,
-                    p,
-                    &buf("x", &x),
-                    &buf("w", &w),
-                    &buf("bias", &bias),
-                    &out,
-                );
-                (y, ds, out, "y")
+                    case,
+                    tile,
+                    def,
+                    &[(&out, "y", y.len())],
+                )?);
+                return Ok(rows);
             }
             Pass::BackwardInput => {
                 let mut dx = vec![0.0; b * ni];
                 cpu::dense::backward_input(p, &dy, &w, &mut dx);
                 let out = nan_buffer(ctx, "dx", dx.len());
-                let ds = k.backward_input(ctx, p, &buf("dy", &dy), &buf("w", &w), &out);
+                let ds = k.backward_input(ctx, p, &buf("dy", &dy), &buf("w", &w), &out)?;
                 (dx, ds, out, "dx")
             }
             Pass::BackwardWeight => {
                 let mut dw = vec![0.0; no * ni];
                 cpu::dense::backward_weight(p, &x, &dy, &mut dw);
                 let out = nan_buffer(ctx, "dw", dw.len());
-                let ds = k.backward_weight(ctx, p, &buf("x", &x), &buf("dy", &dy), &out);
+                let ds = k.backward_weight(ctx, p, &buf("x", &x), &buf("dy", &dy), &out)?;
                 (dw, ds, out, "dw")
             }
             Pass::BackwardBias => {
                 let mut db = vec![0.0; no];
                 cpu::dense::backward_bias(p, &dy, &mut db);
                 let out = nan_buffer(ctx, "db", db.len());
-                let ds = k.backward_bias(ctx, p, &buf("dy", &dy), &out);
+                let ds = k.backward_bias(ctx, p, &buf("dy", &dy), &out)?;
                 (db, ds, out, "db")
             }
         };
         run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
     }
 
-    fn dense_fused_case(&self, case: &Case, p: &DenseParams, seed: u64) -> Result<Vec<KernelRow>> {
+    fn dense_fused_case(
+        &self,
+        case: &Case,
+        p: &DenseParams,
+        tile: Tile,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
         let k = lazy(&self.dense, || DenseKernels::new(ctx))?;
         let (b, ni, no) = (p.batch as usize, p.n_in as usize, p.n_out as usize);
@@ -1884,26 +1946,30 @@ impl<'a> Runner<'a> {
             nan_buffer(ctx, "dx", dx.len()),
         );
         let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
-        let ds = k.backward_fused(
-            ctx,
-            p,
-            &buf("x", &x),
-            &buf("dy", &dy),
-            &buf("w", &w),
-            &dwb,
-            &dbb,
-            &dxb,
-        );
-        run_outputs_with_rerun(
+        let (xb, dyb, wb) = (buf("x", &x), buf("dy", &dy), buf("w", &w));
+        let with = |tile: Tile| k.backward_fused(ctx, p, tile, &xb, &dyb, &wb, &dwb, &dbb, &dxb);
+        let mut rows = run_outputs_with_rerun(
             ctx,
             case,
-            &ds,
+            &with(tile)?,
             &[
                 (&dwb, "dw", &dw, REDUCTION),
                 (&dbb, "db", &db, REDUCTION),
                 (&dxb, "dx", &dx, REDUCTION),
             ],
-        )
+        )?;
+        rows.extend(same_as_default(
+            ctx,
+            case,
+            tile,
+            || with(Tile::DEFAULT),
+            &[
+                (&dwb, "dw", dw.len()),
+                (&dbb, "db", db.len()),
+                (&dxb, "dx", dx.len()),
+            ],
+        )?);
+        Ok(rows)
     }
 
     /// h is a ReLU output (about a third exact zeros, so dh's mask matters) with an all-zero
@@ -1995,7 +2061,7 @@ impl<'a> Runner<'a> {
                 db: (&dbb).into(),
                 dh: (&dhb).into(),
             }),
-        );
+        )?;
         let mut outs: Vec<(&wgpu::Buffer, &str, &[f32], Tol)> =
             vec![(&logits_b, "logits", &logits, REDUCTION)];
         if backward {

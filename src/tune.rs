@@ -17,6 +17,7 @@ use crate::gpu::timers::{Clock, GpuTimer};
 use crate::model::Layers;
 use crate::ops::conv::{ConvKernels, PoolDropout};
 use crate::ops::conv_grad::{ConvGradKernels, partial_lens};
+use crate::ops::dense::DenseKernels;
 use crate::params::{ActParams, ConvGradParams, StepState, dropout_threshold};
 use crate::{Error, Result};
 use rand::{RngExt, SeedableRng};
@@ -346,14 +347,16 @@ pub fn measure(ctx: &GpuContext, role: &Role) -> Result<RoleResult> {
 }
 
 /// The GEMM roles of the training step, as cache entries name them.
-pub const ROLES: [&str; 4] = [
+pub const ROLES: [&str; 6] = [
     "conv1.forward",
     "conv2.forward",
     "conv2.backward",
     "conv1.backward",
+    "fc1.forward",
+    "fc1.backward",
 ];
 
-/// The tile each conv GEMM of the training step runs with.
+/// The tile each GEMM of the training step runs with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StepTiles {
     /// conv.forward_relu_pool of conv1 (no dropout).
@@ -364,6 +367,10 @@ pub struct StepTiles {
     pub conv2_backward: Tile,
     /// conv_grad.backward_weight (partials) of conv1 (its input is the image: no dx).
     pub conv1_backward: Tile,
+    /// dense.forward of fc1 (+ReLU).
+    pub fc1_forward: Tile,
+    /// dense.backward_fused of fc1: dw, db and dx in one dispatch.
+    pub fc1_backward: Tile,
 }
 
 impl StepTiles {
@@ -375,6 +382,8 @@ impl StepTiles {
             conv2_forward: get(ROLES[1])?,
             conv2_backward: get(ROLES[2])?,
             conv1_backward: get(ROLES[3])?,
+            fc1_forward: get(ROLES[4])?,
+            fc1_backward: get(ROLES[5])?,
         })
     }
 
@@ -384,6 +393,8 @@ impl StepTiles {
             self.conv2_forward,
             self.conv2_backward,
             self.conv1_backward,
+            self.fc1_forward,
+            self.fc1_backward,
         ]
         .into_iter()
         .zip(ROLES)
@@ -422,6 +433,7 @@ pub struct StepBuffers {
     drop: ActParams,
     conv: ConvKernels,
     grad: ConvGradKernels,
+    dense: DenseKernels,
     x: wgpu::Buffer,
     w1: wgpu::Buffer,
     b1: wgpu::Buffer,
@@ -444,6 +456,14 @@ pub struct StepBuffers {
     out_dx2: wgpu::Buffer,
     out_dw1: wgpu::Buffer,
     out_db1: wgpu::Buffer,
+    /// fc1: its weights and bias, the gradient at its (ReLU) output, and the outputs.
+    wf: wgpu::Buffer,
+    bf: wgpu::Buffer,
+    dh: wgpu::Buffer,
+    out_h: wgpu::Buffer,
+    out_dwf: wgpu::Buffer,
+    out_dbf: wgpu::Buffer,
+    out_dxf: wgpu::Buffer,
 }
 
 /// The dropout the conv2 roles run with: the net's when it has one, else p = 0.4 (the shape
@@ -468,6 +488,8 @@ fn largest_buffer(l: &Layers) -> u64 {
         l.conv2.x_len(),
         partial_lens(&g2).0,
         partial_lens(&g1).0,
+        l.fc1.n_out as usize * l.fc1.n_in as usize,
+        l.fc1.batch as usize * l.fc1.n_in as usize,
     ]
     .into_iter()
     .max()
@@ -505,9 +527,16 @@ impl StepBuffers {
         let g1 = ConvGradParams::new(&l.conv1, None);
         let (w2l, b2l) = partial_lens(&g2);
         let (w1l, b1l) = partial_lens(&g1);
+        let fc = l.fc1;
+        let (fw, fh, fx) = (
+            (fc.n_out * fc.n_in) as usize,
+            (fc.batch * fc.n_out) as usize,
+            (fc.batch * fc.n_in) as usize,
+        );
         let bufs = Self {
             conv: ConvKernels::new(ctx)?,
             grad: ConvGradKernels::new(ctx)?,
+            dense: DenseKernels::new(ctx)?,
             x: f("tune x", &rand(l.conv1.x_len(), 1.0)),
             w1: f("tune w1", &rand(l.conv1.w_len(), 0.2)),
             b1: f("tune b1", &rand(l.conv1.c_out as usize, 0.1)),
@@ -539,6 +568,13 @@ impl StepBuffers {
             out_dx2: zeros("tune out dx2", l.conv2.x_len()),
             out_dw1: zeros("tune out dw1", w1l),
             out_db1: zeros("tune out db1", b1l),
+            wf: f("tune wf", &rand(fw, 0.05)),
+            bf: f("tune bf", &rand(l.fc1.n_out as usize, 0.1)),
+            dh: f("tune dh", &rand(fh, 1.0)),
+            out_h: zeros("tune out h", fh),
+            out_dwf: zeros("tune out dwf", fw),
+            out_dbf: zeros("tune out dbf", l.fc1.n_out as usize),
+            out_dxf: zeros("tune out dxf", fx),
             layers: l,
             drop,
         };
@@ -579,7 +615,7 @@ impl StepBuffers {
     }
 }
 
-/// The four [`ROLES`] of the step whose buffers are `b`, each building its dispatches for a tile
+/// The [`ROLES`] of the step whose buffers are `b`, each building its dispatches for a tile
 /// and naming every buffer it writes.
 pub fn step_roles<'a>(ctx: &'a GpuContext, b: &'a StepBuffers) -> Vec<Role<'a>> {
     let l = b.layers;
@@ -670,6 +706,28 @@ pub fn step_roles<'a>(ctx: &'a GpuContext, b: &'a StepBuffers) -> Vec<Role<'a>> 
                 (&b.out_db1, words(&b.out_db1)),
             ],
         },
+        // fc1 reads pool2's output (the real forward's), as in the step without dropout.
+        Role {
+            name: ROLES[4],
+            build: Box::new(move |tile| {
+                b.dense
+                    .forward(ctx, &l.fc1, tile, &b.p2, &b.wf, &b.bf, &b.out_h)
+            }),
+            outputs: vec![(&b.out_h, words(&b.out_h))],
+        },
+        Role {
+            name: ROLES[5],
+            build: Box::new(move |tile| {
+                b.dense.backward_fused(
+                    ctx, &l.fc1, tile, &b.p2, &b.dh, &b.wf, &b.out_dwf, &b.out_dbf, &b.out_dxf,
+                )
+            }),
+            outputs: vec![
+                (&b.out_dwf, words(&b.out_dwf)),
+                (&b.out_dbf, words(&b.out_dbf)),
+                (&b.out_dxf, words(&b.out_dxf)),
+            ],
+        },
     ]
 }
 
@@ -725,13 +783,15 @@ pub fn step_tiles(ctx: &GpuContext, layers: &Layers) -> Result<(StepTiles, Cache
     }
     let (tiles, _, path) = tune_step(ctx, layers)?;
     log::info!(
-        "tune: tuned the GEMM tiles for {shape} on {} (conv1 {} / {}, conv2 {} / {} forward / \
-         backward); {}",
+        "tune: tuned the GEMM tiles for {shape} on {} (conv1 {} / {}, conv2 {} / {}, fc1 {} / {} \
+         forward / backward); {}",
         ctx.adapter.name,
         tiles.conv1_forward.name(),
         tiles.conv1_backward.name(),
         tiles.conv2_forward.name(),
         tiles.conv2_backward.name(),
+        tiles.fc1_forward.name(),
+        tiles.fc1_backward.name(),
         match &path {
             Some(p) => format!("stored in {}", p.display()),
             None => "not stored (no cache directory: set FMNIST_TUNE_CACHE)".to_string(),
@@ -768,6 +828,8 @@ mod tests {
             conv2_forward: Tile::CANDIDATES[2],
             conv2_backward: Tile::CANDIDATES[3],
             conv1_backward: Tile::CANDIDATES[4],
+            fc1_forward: Tile::CANDIDATES[3],
+            fc1_backward: Tile::CANDIDATES[1],
         };
         let c = t.to_choice();
         assert_eq!(c.keys().count(), ROLES.len());

@@ -8,9 +8,10 @@
 
 mod common;
 
-use common::{assert_reruns, check_kernel, ctx, run_checked};
+use common::{assert_reruns, assert_variants, check_kernel, ctx, run_checked};
 use fmnist_gpu::cpu;
 use fmnist_gpu::gpu::buffers;
+use fmnist_gpu::gpu::tile::Tile;
 use fmnist_gpu::ops::act::{ActKernels, dropout_params};
 use fmnist_gpu::ops::dense::DenseKernels;
 use fmnist_gpu::ops::head::{HeadGrads, HeadInputs, HeadKernels};
@@ -42,7 +43,9 @@ fn pool_maxpool_backward() {
 #[test]
 fn dense_forward() {
     let Some(ctx) = ctx() else { return };
-    assert_reruns(&check_kernel(&ctx, "dense.forward"));
+    let rows = check_kernel(&ctx, "dense.forward");
+    assert_reruns(&rows);
+    assert_variants(&ctx, &rows);
 }
 
 #[test]
@@ -70,6 +73,7 @@ fn dense_backward_fused() {
     let Some(ctx) = ctx() else { return };
     let rows = check_kernel(&ctx, "dense.backward_fused");
     assert_reruns(&rows);
+    assert_variants(&ctx, &rows);
     for out in ["dw", "db", "dx"] {
         assert!(rows.iter().any(|r| r.output == out), "no {out} row");
     }
@@ -87,28 +91,42 @@ fn dense_backward_fused() {
         let [dw, db, dx] = outs("unfused");
         let [fw, fb, fx] = outs("fused");
         let unfused = [
-            k.backward_weight(&ctx, &p, &xb, &dyb, &dw),
-            k.backward_bias(&ctx, &p, &dyb, &db),
-            k.backward_input(&ctx, &p, &dyb, &wb, &dx),
+            k.backward_weight(&ctx, &p, &xb, &dyb, &dw).expect("dw"),
+            k.backward_bias(&ctx, &p, &dyb, &db).expect("db"),
+            k.backward_input(&ctx, &p, &dyb, &wb, &dx).expect("dx"),
         ]
         .concat();
         buffers::run_once(&ctx, &unfused).expect("unfused");
-        let fused = k.backward_fused(&ctx, &p, &xb, &dyb, &wb, &fw, &fb, &fx);
-        assert_eq!(fused.len(), 1, "one dispatch");
-        buffers::run_once(&ctx, &fused).expect("fused");
-        for (name, a, f, n) in [
-            ("dw", &dw, &fw, nou * niu),
-            ("db", &db, &fb, nou),
-            ("dx", &dx, &fx, bu * niu),
-        ] {
-            let want: Vec<u32> = buffers::read(&ctx, a, n).expect("read");
-            let got: Vec<u32> = buffers::read(&ctx, f, n).expect("read");
-            assert_eq!(
-                got, want,
-                "B{b} In{ni} Out{no}: fused {name} differs from unfused"
-            );
+        // Every tile variant the device runs: the same bits as the unfused kernels.
+        for tile in Tile::candidates(&ctx.limits) {
+            let fused = k
+                .backward_fused(&ctx, &p, tile, &xb, &dyb, &wb, &fw, &fb, &fx)
+                .expect("fused");
+            assert_eq!(fused.len(), 1, "one dispatch");
+            buffers::run_once(&ctx, &fused).expect("fused");
+            for (name, a, f, n) in [
+                ("dw", &dw, &fw, nou * niu),
+                ("db", &db, &fb, nou),
+                ("dx", &dx, &fx, bu * niu),
+            ] {
+                let want: Vec<u32> = buffers::read(&ctx, a, n).expect("read");
+                let got: Vec<u32> = buffers::read(&ctx, f, n).expect("read");
+                assert_eq!(
+                    got,
+                    want,
+                    "B{b} In{ni} Out{no} tile {}: fused {name} differs from unfused",
+                    tile.name()
+                );
+            }
         }
     }
+    // A tile the kernel does not support is refused, not run.
+    let p = DenseParams::new(3, 17, 10, false);
+    let b = buffers::storage_init(&ctx, "any", &[0f32; 256]);
+    assert!(
+        k.forward(&ctx, &p, Tile { tm: 4, tn: 4 }, &b, &b, &b, &b)
+            .is_err()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,12 +236,18 @@ fn head_matches_the_unfused_gpu_chain() {
             nan("dh", bu * hu),
         );
         let unfused = [
-            dense.forward(&ctx, &fc2, &hb, &wb, &biasb, &ulog),
+            dense
+                .forward(&ctx, &fc2, Tile::DEFAULT, &hb, &wb, &biasb, &ulog)
+                .expect("dense.forward"),
             lossk.softmax_xent_forward(&ctx, &lp, &st, &ulog, &lab, &probs, &um),
             lossk.softmax_xent_backward(&ctx, &lp, &st, &probs, &lab, &dl),
-            dense.backward_weight(&ctx, &fc2, &hb, &dl, &udw),
-            dense.backward_bias(&ctx, &fc2, &dl, &udb),
-            dense.backward_input(&ctx, &fc2, &dl, &wb, &dh_pre),
+            dense
+                .backward_weight(&ctx, &fc2, &hb, &dl, &udw)
+                .expect("dw"),
+            dense.backward_bias(&ctx, &fc2, &dl, &udb).expect("db"),
+            dense
+                .backward_input(&ctx, &fc2, &dl, &wb, &dh_pre)
+                .expect("dx"),
             act.relu_backward(&ctx, &relu, &hb, &dh_pre, &udh),
         ]
         .concat();
@@ -234,24 +258,26 @@ fn head_matches_the_unfused_gpu_chain() {
             nan("db", 10),
             nan("dh", bu * hu),
         );
-        let fused = head.head(
-            &ctx,
-            &p,
-            &st,
-            HeadInputs {
-                h: (&hb).into(),
-                w: (&wb).into(),
-                bias: (&biasb).into(),
-                labels: (&lab).into(),
-            },
-            &flog,
-            &fm,
-            Some(HeadGrads {
-                dw: (&fdw).into(),
-                db: (&fdb).into(),
-                dh: (&fdh).into(),
-            }),
-        );
+        let fused = head
+            .head(
+                &ctx,
+                &p,
+                &st,
+                HeadInputs {
+                    h: (&hb).into(),
+                    w: (&wb).into(),
+                    bias: (&biasb).into(),
+                    labels: (&lab).into(),
+                },
+                &flog,
+                &fm,
+                Some(HeadGrads {
+                    dw: (&fdw).into(),
+                    db: (&fdb).into(),
+                    dh: (&fdh).into(),
+                }),
+            )
+            .expect("head");
         assert_eq!(fused.len(), 1, "one dispatch");
         buffers::run_once(&ctx, &fused).expect("fused");
         let what = format!("B{b} H{hid} valid {valid} ls {ls}");

@@ -1,5 +1,5 @@
-//! `fmnist-gpu tune`: times every tile variant of the training step's conv GEMMs on the chosen
-//! adapter for each batch size, stores the fastest in the tuning cache, and reports them.
+//! `fmnist-gpu tune`: times every tile variant of the training step's conv and fc1 GEMMs on the
+//! chosen adapter for each batch size, stores the fastest in the tuning cache, and reports them.
 
 use crate::gpu::Selected;
 use crate::gpu::context::AdapterSummary;

@@ -283,7 +283,7 @@ impl GpuNet {
         net.probe_list = [
             net.forward(false, &loss, true, &net.b.step, &net.b.metrics)?,
             net.backward(false, &net.b.step)?,
-            net.pre_relu(),
+            net.pre_relu()?,
         ]
         .concat();
         Ok(net)
@@ -396,7 +396,10 @@ impl GpuNet {
             &b.p2,
             &b.am2,
         )?);
-        v.extend(k.dense.forward(c, &l.fc1, fc1_in, w(4), w(5), &b.h));
+        v.extend(
+            k.dense
+                .forward(c, &l.fc1, t.fc1_forward, fc1_in, w(4), w(5), &b.h)?,
+        );
         v.extend(k.head.head(
             c,
             &HeadParams::from_layers(&l.fc2, loss),
@@ -414,7 +417,7 @@ impl GpuNet {
                 db: g(7),
                 dh: (&b.dh).into(),
             }),
-        ));
+        )?);
         Ok(v)
     }
 
@@ -425,9 +428,17 @@ impl GpuNet {
         let (w, g) = (|i: usize| b.params.view(i), |i: usize| b.grads.view(i));
         let fc1_in = if dropout { &b.d } else { &b.p2 };
         let v2 = View::whole;
-        let mut v = k
-            .dense
-            .backward_fused(c, &l.fc1, fc1_in, &b.dh, w(4), g(4), g(5), &b.dd);
+        let mut v = k.dense.backward_fused(
+            c,
+            &l.fc1,
+            t.fc1_backward,
+            fc1_in,
+            &b.dh,
+            w(4),
+            g(4),
+            g(5),
+            &b.dd,
+        )?;
         let conv2 = ConvGradParams::new(&l.conv2, dropout.then_some(&l.drop));
         let conv1 = ConvGradParams::new(&l.conv1, None);
         v.extend(k.conv_grad.backward(
@@ -460,10 +471,10 @@ impl GpuNet {
     }
 
     /// The fixture's pre-ReLU conv1, conv2 and fc1 outputs (our forward fuses the ReLU).
-    fn pre_relu(&self) -> Vec<Dispatch> {
+    fn pre_relu(&self) -> Result<Vec<Dispatch>> {
         let (c, l, b, k) = (&self.ctx, &self.layers, &self.b, &self.k);
         let w = |i: usize| b.params.view(i);
-        [
+        Ok([
             k.conv.forward(
                 c,
                 &ConvParams { relu: 0, ..l.conv1 },
@@ -483,13 +494,14 @@ impl GpuNet {
             k.dense.forward(
                 c,
                 &DenseParams { relu: 0, ..l.fc1 },
+                self.tiles.fc1_forward,
                 &b.p2,
                 w(4),
                 w(5),
                 &b.pre_fc1,
-            ),
+            )?,
         ]
-        .concat()
+        .concat())
     }
 
     /// The fused update of all eight tensors: one dispatch (its uniform holds the rate, so a

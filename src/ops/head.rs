@@ -1,20 +1,25 @@
 //! Host side of `shaders/head.wgsl`: the fused dense tail (fc2, softmax cross-entropy with the
 //! GPU-side metrics, and optionally the backward through fc2 and fc1's ReLU) in one dispatch.
+//!
+//! The shader is specialised per hidden width (`HIDDEN`) and direction (`BACKWARD`) through
+//! `override` constants; pipelines are compiled on first use and kept.
 
 use crate::gpu::GpuContext;
 use crate::gpu::buffers::{Dispatch, View, pipeline_checked, shader_checked, storage};
 use crate::params::HeadParams;
 use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// Storage bindings of the `head` entry point (state, h, w, bias, labels, logits, metrics, dw,
 /// db, dh): more than WebGPU's default of 8, so [`HeadKernels::new`] checks the device.
 pub const HEAD_STORAGE_BINDINGS: u32 = 10;
 
 pub struct HeadKernels {
-    /// `BACKWARD = false`: logits and metrics only (evaluation).
-    forward: wgpu::ComputePipeline,
-    /// `BACKWARD = true`: also dw, db and dh (training).
-    backward: wgpu::ComputePipeline,
+    module: wgpu::ShaderModule,
+    /// By (`BACKWARD`, `HIDDEN`): `BACKWARD = false` writes logits and metrics only
+    /// (evaluation), `true` also dw, db and dh (training).
+    pipelines: Mutex<HashMap<(bool, u32), wgpu::ComputePipeline>>,
     /// Bound in place of dw, db, dh by the forward-only pipeline, which never touches them
     /// (its layout still has the bindings); one each so no writable binding aliases another.
     unused: [wgpu::Buffer; 3],
@@ -49,21 +54,48 @@ impl HeadKernels {
             )));
         }
         let module = shader_checked(ctx, "head.wgsl", include_str!("../../shaders/head.wgsl"))?;
-        let forward = pipeline_checked(ctx, &module, "head", &[("BACKWARD", 0.0)])?;
-        let backward = pipeline_checked(ctx, &module, "head", &[("BACKWARD", 1.0)])?;
         let unused =
             ["head unused dw", "head unused db", "head unused dh"].map(|l| storage(ctx, l, 16));
         Ok(Self {
-            forward,
-            backward,
+            module,
+            pipelines: Mutex::new(HashMap::new()),
             unused,
         })
+    }
+
+    fn pipeline(
+        &self,
+        ctx: &GpuContext,
+        backward: bool,
+        hidden: u32,
+    ) -> Result<wgpu::ComputePipeline> {
+        if hidden == 0 {
+            return Err(Error::Gpu(format!(
+                "{}: head: hidden width 0",
+                ctx.adapter.name
+            )));
+        }
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Runtime("head pipeline cache poisoned".into()))?;
+        if let Some(pipe) = cache.get(&(backward, hidden)) {
+            return Ok(pipe.clone());
+        }
+        let constants = [
+            ("BACKWARD", if backward { 1.0 } else { 0.0 }),
+            ("HIDDEN", hidden as f64),
+        ];
+        let pipe = pipeline_checked(ctx, &self.module, "head", &constants)?;
+        cache.insert((backward, hidden), pipe.clone());
+        Ok(pipe)
     }
 
     /// `logits [B,10] = h w^T + bias`, and this batch's loss sum, correct count and valid rows
     /// (valid from `state`, as `loss.softmax_xent_forward`) added to `metrics`; with `grads`
     /// also the backward of the mean loss over the valid rows: `dw`, `db` and
-    /// `dh = (dlogits w) * (h > 0)`. One workgroup, one dispatch.
+    /// `dh = (dlogits w) * (h > 0)`. One workgroup, one dispatch (its pipeline built for
+    /// `p.hidden` on first use).
     #[allow(clippy::too_many_arguments)]
     pub fn head(
         &self,
@@ -74,19 +106,16 @@ impl HeadKernels {
         logits: &wgpu::Buffer,
         metrics: &wgpu::Buffer,
         grads: Option<HeadGrads>,
-    ) -> Vec<Dispatch> {
-        let (pipe, label, [dw, db, dh]) = match &grads {
-            Some(g) => (&self.backward, "head_backward", [g.dw, g.db, g.dh]),
-            None => (
-                &self.forward,
-                "head_forward",
-                self.unused.each_ref().map(View::whole),
-            ),
+    ) -> Result<Vec<Dispatch>> {
+        let pipe = self.pipeline(ctx, grads.is_some(), p.hidden)?;
+        let (label, [dw, db, dh]) = match &grads {
+            Some(g) => ("head_backward", [g.dw, g.db, g.dh]),
+            None => ("head_forward", self.unused.each_ref().map(View::whole)),
         };
-        vec![super::prepare_views(
+        Ok(vec![super::prepare_views(
             ctx,
             label,
-            pipe,
+            &pipe,
             p,
             &[
                 View::whole(state),
@@ -101,6 +130,6 @@ impl HeadKernels {
                 dh,
             ],
             (1, 1, 1),
-        )]
+        )])
     }
 }
