@@ -1238,6 +1238,30 @@ fn same_as_default(
     Ok(rows)
 }
 
+/// A GEMM case with a tile variant: runs `with(tile)`, checks `outs` against the CPU and a rerun
+/// ([`run_outputs_with_rerun`]), then `outs` and `extra` (intermediate buffers such as split-K
+/// partials) against [`Tile::DEFAULT`]'s bits ([`same_as_default`]).
+fn run_variant(
+    ctx: &GpuContext,
+    case: &Case,
+    tile: Tile,
+    with: impl Fn(Tile) -> Result<Vec<Dispatch>>,
+    outs: &[(&wgpu::Buffer, &str, &[f32], Tol)],
+    extra: &[(&wgpu::Buffer, &str, usize)],
+) -> Result<Vec<KernelRow>> {
+    let mut rows = run_outputs_with_rerun(ctx, case, &with(tile)?, outs)?;
+    let mut all: Vec<(&wgpu::Buffer, &str, usize)> = extra.to_vec();
+    all.extend(outs.iter().map(|&(b, n, want, _)| (b, n, want.len())));
+    rows.extend(same_as_default(
+        ctx,
+        case,
+        tile,
+        || with(Tile::DEFAULT),
+        &all,
+    )?);
+    Ok(rows)
+}
+
 /// Runs cases on one device, building each kernel family's pipelines once, on first use.
 pub struct Runner<'a> {
     ctx: &'a GpuContext,
@@ -1666,17 +1690,7 @@ impl<'a> Runner<'a> {
                     View::whole(&out),
                 )
             };
-            let ds = with(tile)?;
-            let mut rows = run_outputs_with_rerun(ctx, case, &ds, &[(&out, "dx", &dx, REDUCTION)])?;
-            let def = || with(Tile::DEFAULT);
-            rows.extend(same_as_default(
-                ctx,
-                case,
-                tile,
-                def,
-                &[(&out, "dx", dx.len())],
-            )?);
-            return Ok(rows);
+            return run_variant(ctx, case, tile, with, &[(&out, "dx", &dx, REDUCTION)], &[]);
         }
         let mut dw = vec![0.0f32; c.w_len()];
         let mut db = vec![0.0f32; p.c_out as usize];
@@ -1689,21 +1703,14 @@ impl<'a> Runner<'a> {
         let with = |tile: Tile| {
             k.backward_weight(ctx, p, tile, Some(&state), &amb, &qb, &ddb, &xb, &dwb, &dbb)
         };
-        let ds = with(tile)?;
-        let mut rows = run_outputs_with_rerun(
-            ctx,
-            case,
-            &ds,
-            &[(&dwb, "dw", &dw, REDUCTION), (&dbb, "db", &db, REDUCTION)],
-        )?;
-        rows.extend(same_as_default(
+        run_variant(
             ctx,
             case,
             tile,
-            || with(Tile::DEFAULT),
-            &[(&dwb, "dw", dw.len()), (&dbb, "db", db.len())],
-        )?);
-        Ok(rows)
+            with,
+            &[(&dwb, "dw", &dw, REDUCTION), (&dbb, "db", &db, REDUCTION)],
+            &[],
+        )
     }
 
     /// conv_grad.backward against `cpu::conv_grad::backward`: the weight and bias partials
@@ -1770,32 +1777,19 @@ impl<'a> Runner<'a> {
             );
             Ok(ds)
         };
-        let ds = with(tile)?;
-        let mut rows = run_outputs_with_rerun(
+        // The partials too: a variant may only change which workgroup computes what.
+        run_variant(
             ctx,
             case,
-            &ds,
+            tile,
+            with,
             &[
                 (&dwb, "dw", &dw, REDUCTION),
                 (&dbb, "db", &db, REDUCTION),
                 (&dxb, "dx", &dx, REDUCTION),
             ],
-        )?;
-        // The partials too: a variant may only change which workgroup computes what.
-        rows.extend(same_as_default(
-            ctx,
-            case,
-            tile,
-            || with(Tile::DEFAULT),
-            &[
-                (&wpart, "dw partials", wl),
-                (&bpart, "db partials", bl),
-                (&dwb, "dw", dw.len()),
-                (&dbb, "db", db.len()),
-                (&dxb, "dx", dx.len()),
-            ],
-        )?);
-        Ok(rows)
+            &[(&wpart, "dw partials", wl), (&bpart, "db partials", bl)],
+        )
     }
 
     /// Compared bit for bit: GPU and CPU add the parts in the same order with IEEE adds.
@@ -1888,16 +1882,7 @@ impl<'a> Runner<'a> {
                 let out = nan_buffer(ctx, "y", y.len());
                 let (xb, wb, bb) = (buf("x", &x), buf("w", &w), buf("bias", &bias));
                 let with = |tile: Tile| k.forward(ctx, p, tile, &xb, &wb, &bb, &out);
-                let mut rows = run_with_rerun(ctx, case, &with(tile)?, &out, "y", &y, REDUCTION)?;
-                let def = || with(Tile::DEFAULT);
-                rows.extend(same_as_default(
-                    ctx,
-                    case,
-                    tile,
-                    def,
-                    &[(&out, "y", y.len())],
-                )?);
-                return Ok(rows);
+                return run_variant(ctx, case, tile, with, &[(&out, "y", &y, REDUCTION)], &[]);
             }
             Pass::BackwardInput => {
                 let mut dx = vec![0.0; b * ni];
@@ -1948,28 +1933,18 @@ impl<'a> Runner<'a> {
         let buf = |label: &str, v: &[f32]| storage_init(ctx, label, v);
         let (xb, dyb, wb) = (buf("x", &x), buf("dy", &dy), buf("w", &w));
         let with = |tile: Tile| k.backward_fused(ctx, p, tile, &xb, &dyb, &wb, &dwb, &dbb, &dxb);
-        let mut rows = run_outputs_with_rerun(
+        run_variant(
             ctx,
             case,
-            &with(tile)?,
+            tile,
+            with,
             &[
                 (&dwb, "dw", &dw, REDUCTION),
                 (&dbb, "db", &db, REDUCTION),
                 (&dxb, "dx", &dx, REDUCTION),
             ],
-        )?;
-        rows.extend(same_as_default(
-            ctx,
-            case,
-            tile,
-            || with(Tile::DEFAULT),
-            &[
-                (&dwb, "dw", dw.len()),
-                (&dbb, "db", db.len()),
-                (&dxb, "dx", dx.len()),
-            ],
-        )?);
-        Ok(rows)
+            &[],
+        )
     }
 
     /// h is a ReLU output (about a third exact zeros, so dh's mask matters) with an all-zero
