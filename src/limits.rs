@@ -1,4 +1,4 @@
-//! Upper bounds on every size and count the program accepts (README "Limits"), the checks that
+//! Upper bounds on every size and count the program accepts (USAGE.md, "Limits"), the checks that
 //! enforce them, and where a checked value came from, so a value read back from a file fails with
 //! the same rule as its flag but names the file and the key.
 

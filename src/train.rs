@@ -60,6 +60,8 @@ pub struct Summary {
     pub seconds: f64,
     /// The epoch this process started from (0 unless `--resume`).
     pub resumed_from_epoch: usize,
+    /// A `train` command line that reproduces this run bit for bit in a new run directory.
+    pub command: String,
 }
 
 /// Loss and accuracy from summed metrics (0 when nothing was seen).
@@ -138,6 +140,55 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The `fmnist-gpu train` command line that reproduces this run exactly: every flag that
+    /// defines it spelled out (so no default or preset can shift it), and the device it ran on
+    /// (results are bit-identical per adapter, not across adapters). Without `--out`, so it
+    /// starts a new run directory.
+    pub fn command(&self, adapter: Option<&AdapterSummary>) -> String {
+        let o = &self.optimizer;
+        let mut a: Vec<String> = vec!["fmnist-gpu".into(), "train".into()];
+        let mut flag = |name: &str, value: String| {
+            a.push(format!("--{name}"));
+            if !value.is_empty() {
+                a.push(shell_word(&value));
+            }
+        };
+        flag("data", self.data.display().to_string());
+        match adapter {
+            None => flag("device", "cpu".into()),
+            Some(ad) => {
+                flag("backend", ad.backend.to_lowercase());
+                flag("adapter", ad.name.clone());
+            }
+        }
+        flag("epochs", self.epochs.to_string());
+        flag("batch-size", self.batch_size.to_string());
+        flag("optimizer", value_name(&o.kind));
+        flag("lr", format!("{:?}", o.lr));
+        flag("lr-schedule", value_name(&self.lr_schedule));
+        flag("warmup-steps", o.warmup_steps.to_string());
+        flag("wame-variant", value_name(&o.variant));
+        flag("alpha", format!("{:?}", o.alpha));
+        flag("eta-plus", format!("{:?}", o.eta_plus));
+        flag("eta-minus", format!("{:?}", o.eta_minus));
+        flag("zeta-min", format!("{:?}", o.zeta_min));
+        flag("zeta-max", format!("{:?}", o.zeta_max));
+        flag("eps", format!("{:?}", o.eps));
+        flag("weight-decay", format!("{:?}", o.weight_decay));
+        flag("hidden", self.hidden.to_string());
+        flag("dropout", format!("{:?}", self.dropout));
+        flag("val-fraction", format!("{:?}", self.val_fraction));
+        if let Some(l) = self.limit {
+            flag("limit", l.to_string());
+        }
+        if self.augment {
+            flag("augment", String::new());
+        }
+        flag("label-smoothing", format!("{:?}", self.label_smoothing));
+        flag("seed", self.seed.to_string());
+        a.join(" ")
+    }
+
     pub fn net_config(&self) -> NetConfig {
         NetConfig {
             batch: self.batch_size,
@@ -691,6 +742,7 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
         test_images: test_idx.len(),
         seconds: start.elapsed().as_secs_f64(),
         resumed_from_epoch: start_epoch,
+        command: plan.run.command(net.adapter().as_ref()),
     };
     write_atomic(&dir.join(SUMMARY_FILE), &json_bytes(&summary))?;
     Ok(summary)
@@ -700,6 +752,24 @@ fn add(m: &mut Metrics, part: &Metrics) {
     m.loss_sum += part.loss_sum;
     m.correct += part.correct;
     m.seen += part.seen;
+}
+
+/// A clap value name as typed on the command line (`rmsprop`, `cosine`).
+fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// `w` as one POSIX shell word: unchanged when it holds only characters no shell treats
+/// specially, else single-quoted.
+fn shell_word(w: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c);
+    if !w.is_empty() && w.chars().all(plain) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
 }
 
 /// `runs/<UTC timestamp>` for a run without `--out`.

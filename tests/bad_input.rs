@@ -138,6 +138,7 @@ where
 }
 
 /// One finished run (1 epoch, hidden 16, 300 images) that tests copy from; `None` without data.
+/// A constant rate (`--preset seed`), so resuming it may raise `--epochs`.
 fn base_run() -> Option<&'static Path> {
     static RUN: OnceLock<Option<PathBuf>> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -157,6 +158,8 @@ fn base_run() -> Option<&'static Path> {
                 "16",
                 "--batch-size",
                 "64",
+                "--preset",
+                "seed",
                 "--out",
             ])
             .arg(&run),

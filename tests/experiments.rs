@@ -282,6 +282,9 @@ fn compare_on_cpu_covers_every_optimizer_and_repeats() {
         "1",
         "--optimizer",
         "sgd",
+        // compare runs SPEC 5's optimizers as written: constant rate, no warm-up.
+        "--preset",
+        "seed",
         "--json",
         "--out",
         tmp.path().join("t").to_str().unwrap(),

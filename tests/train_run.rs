@@ -90,8 +90,18 @@ fn resume_continues_bit_for_bit() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    run_ok(train_cmd(&a, 600, &["--epochs", "2", "--augment"]));
-    run_ok(train_cmd(&b, 600, &["--epochs", "1", "--augment"]));
+    // A constant rate, so that --epochs may grow on resume (cosine's rates depend on the total).
+    let seed = ["--preset", "seed", "--augment"];
+    run_ok(train_cmd(
+        &a,
+        600,
+        &[&["--epochs", "2"][..], &seed].concat(),
+    ));
+    run_ok(train_cmd(
+        &b,
+        600,
+        &[&["--epochs", "1"][..], &seed].concat(),
+    ));
     let mut c = common::bin();
     c.args(["train", "--device", "cpu", "--epochs", "2", "--resume"])
         .arg(&b);
@@ -114,6 +124,115 @@ fn resume_continues_bit_for_bit() {
     run_ok(c);
     assert!(before == read(&b.join("last.safetensors")));
     assert_same_run(&a, &b);
+}
+
+#[test]
+fn presets_default_and_seed() {
+    if common::real_data().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |n: &str| tmp.path().join(n);
+    let config = |n: &str| json(&dir(n).join("config.json"));
+    // The default: cosine decay and one epoch of warm-up (540 training images, batch 64).
+    run_ok(train_cmd(&dir("default"), 600, &["--epochs", "1"]));
+    assert_eq!(config("default")["lr_schedule"], "cosine");
+    assert_eq!(
+        config("default")["optimizer"]["warmup_steps"],
+        540u32.div_ceil(64)
+    );
+    // A flag given beats the preset.
+    run_ok(train_cmd(
+        &dir("w3"),
+        600,
+        &["--epochs", "1", "--warmup-steps", "3"],
+    ));
+    assert_eq!(config("w3")["optimizer"]["warmup_steps"], 3);
+    assert_eq!(config("w3")["lr_schedule"], "cosine");
+    // `--preset seed` is the old defaults, bit for bit.
+    run_ok(train_cmd(
+        &dir("seed"),
+        600,
+        &["--epochs", "2", "--preset", "seed"],
+    ));
+    let old = [
+        "--epochs",
+        "2",
+        "--lr-schedule",
+        "constant",
+        "--warmup-steps",
+        "0",
+    ];
+    run_ok(train_cmd(&dir("old"), 600, &old));
+    assert_eq!(config("seed"), config("old"));
+    assert_eq!(config("seed")["lr_schedule"], "constant");
+    assert_eq!(config("seed")["optimizer"]["warmup_steps"], 0);
+    assert_same_run(&dir("seed"), &dir("old"));
+}
+
+/// Splits a command line as a POSIX shell would for words that are plain or single-quoted.
+fn shell_split(line: &str) -> Vec<String> {
+    let (mut words, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for ch in line.chars() {
+        match ch {
+            '\'' => (quoted, any) = (!quoted, true),
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => (cur, any) = (cur + &c.to_string(), true),
+        }
+    }
+    if any {
+        words.push(cur);
+    }
+    words
+}
+
+#[test]
+fn the_printed_command_reproduces_the_run() {
+    if common::real_data().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let o = run_ok(train_cmd(
+        &a,
+        600,
+        &[
+            "--epochs",
+            "2",
+            "--augment",
+            "--optimizer",
+            "adam",
+            "--dropout",
+            "0.3",
+        ],
+    ));
+    let summary = json(&a.join("summary.json"));
+    let line = summary["command"].as_str().unwrap().to_string();
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("reproduce with: {line}\n")),
+        "{stdout}"
+    );
+    let words = shell_split(&line);
+    assert_eq!(words[..2], ["fmnist-gpu", "train"], "{line}");
+    for needle in [
+        "--device cpu",
+        "--optimizer adam",
+        "--augment",
+        "--limit 600",
+    ] {
+        assert!(line.contains(needle), "{needle} missing from {line}");
+    }
+    let mut c = common::bin();
+    c.args(&words[1..]).arg("--out").arg(&b);
+    run_ok(c);
+    assert_same_run(&a, &b);
+    assert_eq!(json(&a.join("config.json")), json(&b.join("config.json")));
 }
 
 #[test]
@@ -212,6 +331,7 @@ fn resume_rejects_contradicting_flags() {
         (&["--warmup-steps", "10"], "--warmup-steps 10"),
         (&["--weight-decay", "0.1"], "--weight-decay 0.1"),
         (&["--label-smoothing", "0.1"], "--label-smoothing 0.1"),
+        (&["--preset", "seed"], "--preset"),
     ] {
         let mut c = common::bin();
         c.args(["train", "--device", "cpu", "--resume"])
@@ -275,7 +395,7 @@ fn divergence_in_a_later_epoch_keeps_the_last_good_checkpoint() {
     run_ok(train_cmd(
         &run,
         300,
-        &["--epochs", "1", "--optimizer", "sgd"],
+        &["--epochs", "1", "--optimizer", "sgd", "--preset", "seed"],
     ));
     // Make epoch 2 blow up: a momentum buffer of -1e36 turns its first update into a jump of
     // +9e33 for every weight, so all activations are positive and conv2 overflows to inf, and

@@ -56,9 +56,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Learning rate per epoch: constant, step (x0.1 once 50% and again once 75% of the epochs
-    /// are done), or cosine (from --lr towards 0 over the epochs).
-    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
-    pub lr_schedule: LrSchedule,
+    /// are done), or cosine (from --lr towards 0 over the epochs) [default: cosine; constant with
+    /// --preset seed].
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrSchedule>,
+    /// Starting point for the flags not given: `default` (cosine schedule, a warm-up of one
+    /// epoch's steps: the best test accuracy per minute measured) or `seed` (the seed report's
+    /// constant rate without warm-up, SPEC 5's optimizer as it was tested).
+    #[arg(long, value_enum, default_value_t = Preset::Default, conflicts_with = "resume")]
+    pub preset: Preset,
     /// Run directory (default runs/<UTC timestamp>).
     #[arg(value_parser = super::utf8_path, long)]
     pub out: Option<PathBuf>,
@@ -74,6 +80,15 @@ pub struct TrainArgs {
     /// contradicting flag from a default.
     #[arg(skip)]
     pub explicit: Vec<String>,
+}
+
+/// `train --preset`: what the flags not given on the command line default to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// Cosine decay and a one-epoch linear warm-up (README, "Results at a glance").
+    Default,
+    /// The seed report's setting: constant rate, no warm-up.
+    Seed,
 }
 
 /// Optimizer flags shared by `train`, `search` and `compare`.
@@ -103,9 +118,10 @@ pub struct OptimArgs {
     #[arg(allow_negative_numbers = true, long)]
     pub eps: Option<f32>,
     /// Linear warm-up: step k of the first N runs at lr * k / N (0: none). WAME's first steps
-    /// are up to 30 times lr (Z starts at 0); a warm-up of about an epoch keeps them small.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub warmup_steps: u32,
+    /// are up to 30 times lr (Z starts at 0); a warm-up of about an epoch keeps them small
+    /// [default: train, one epoch's steps (0 with --preset seed); search and compare, 0].
+    #[arg(long, value_name = "N")]
+    pub warmup_steps: Option<u32>,
     /// Decoupled weight decay (AdamW's form, every parameter): each step first scales the
     /// weights by 1 - lr * WD, with the step's scheduled and warmed-up rate (0: none).
     #[arg(
@@ -128,7 +144,7 @@ impl OptimArgs {
         c.eta_minus = self.eta_minus;
         c.zeta_min = self.zeta_min;
         c.zeta_max = self.zeta_max;
-        c.warmup_steps = self.warmup_steps;
+        c.warmup_steps = self.warmup_steps.unwrap_or(0);
         c.weight_decay = self.weight_decay;
         check_optim(&c, &Origin::Flags)?;
         Ok(c)
@@ -299,14 +315,19 @@ fn resume_config(args: &TrainArgs, dir: &Path, data_dir: &Path) -> Result<RunCon
     Ok(recorded)
 }
 
-/// The run config the flags ask for.
+/// The run config the flags ask for. The default preset's warm-up depends on the training split's
+/// size and is filled in by [`one_epoch_warmup`] once the data is loaded; until then it reads 0.
 fn fresh_config(args: &TrainArgs, data_dir: &Path) -> Result<RunConfig> {
+    let schedule = match args.preset {
+        Preset::Default => LrSchedule::Cosine,
+        Preset::Seed => LrSchedule::Constant,
+    };
     Ok(RunConfig {
         data: data_dir.to_path_buf(),
         epochs: args.epochs,
         batch_size: args.batch_size,
         optimizer: args.optim.config()?,
-        lr_schedule: args.lr_schedule,
+        lr_schedule: args.lr_schedule.unwrap_or(schedule),
         hidden: args.hidden,
         dropout: args.dropout,
         val_fraction: args.val_fraction,
@@ -315,6 +336,16 @@ fn fresh_config(args: &TrainArgs, data_dir: &Path) -> Result<RunConfig> {
         label_smoothing: args.label_smoothing,
         seed: args.seed,
     })
+}
+
+/// The default preset's warm-up: the steps of one epoch over `train_images`, unless the flag or
+/// the seed preset sets it.
+fn one_epoch_warmup(args: &TrainArgs, run: &mut RunConfig, train_images: usize) {
+    if args.resume.is_none() && args.optim.warmup_steps.is_none() && args.preset == Preset::Default
+    {
+        let steps = train_images.div_ceil(run.batch_size.max(1) as usize);
+        run.optimizer.warmup_steps = u32::try_from(steps).unwrap_or(u32::MAX);
+    }
 }
 
 /// The data directory: `--data`, else for a resumed run the one it recorded (when it still holds
@@ -396,7 +427,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     // Before the data is even looked for: an unusable output location is known at once.
     prepare_run_dir(&run_dir, args.resume.is_some())?;
     let dir = data_dir(args)?;
-    let run = match &args.resume {
+    let mut run = match &args.resume {
         Some(d) => resume_config(args, d, &dir)?,
         None => fresh_config(args, &dir)?,
     };
@@ -409,6 +440,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         None => Origin::Flags,
     };
     let split = data::split_from(&origin, tr.n, run.val_fraction, run.limit, run.seed)?;
+    one_epoch_warmup(args, &mut run, split.train.len());
     // A batch larger than the training images would only allocate slots that never fill: the
     // net is built for at most that many (one step per epoch either way).
     let mut net_config = run.net_config();
@@ -464,6 +496,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             summary.seconds,
             summary.run_dir.display()
         );
+        println!("reproduce with: {}", summary.command);
     }
     Ok(())
 }
