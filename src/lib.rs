@@ -19,6 +19,7 @@ pub mod fixture;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod onnx;
 pub mod optim;
 pub mod parity;
 pub mod plot;

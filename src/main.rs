@@ -43,6 +43,8 @@ enum Command {
     /// Time every GEMM tile variant of the training step's convs and fc1 on an adapter for each
     /// batch size and cache the fastest (bit-identical results either way).
     Tune(cmd::tune::TuneArgs),
+    /// Write a model file's inference network as ONNX (opset 17, dynamic batch, logits and probabilities).
+    Export(cmd::export::ExportArgs),
 }
 
 /// Ids of the arguments given on the command line (not defaults) of subcommand `name`; argument
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => cmd::compare::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Tune(a) => cmd::tune::run(a),
+        Command::Export(a) => cmd::export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -315,10 +315,43 @@ pub fn prepare_out(flag: &str, dir: &std::path::Path) -> Result<()> {
         return Err(bad("exists and is not a directory".into()));
     }
     std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create the directory: {e}")))?;
+    probe_write(dir).map_err(|e| bad(format!("cannot write files there: {e}")))
+}
+
+/// [`prepare_out`] for an output file (`export --onnx`): `path` must not be a directory, and its
+/// parent must be an existing directory that takes a file. Nothing is created: a mistyped
+/// directory is reported (exit 2) rather than made.
+pub fn prepare_out_file(flag: &str, path: &std::path::Path) -> Result<()> {
+    let bad = |what: String| Error::BadArg(format!("{flag} {}: {what}", path.display()));
+    if path.is_dir() {
+        return Err(bad(
+            "is a directory; give the name of the file to write".into()
+        ));
+    }
+    if path.file_name().is_none() {
+        return Err(bad("does not name a file".into()));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        let what = if dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(bad(format!("its directory {} {what}", dir.display())));
+    }
+    probe_write(dir).map_err(|e| bad(format!("cannot write files in {}: {e}", dir.display())))
+}
+
+/// Writes a probe file into `dir` and removes it: whether outputs can be written there at all.
+fn probe_write(dir: &std::path::Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".fmnist-gpu-probe.tmp{}", std::process::id()));
     let wrote = std::fs::write(&probe, b"probe");
     let _ = std::fs::remove_file(&probe);
-    wrote.map_err(|e| bad(format!("cannot write files there: {e}")))
+    wrote
 }
 
 /// Pretty JSON with a final newline.

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod compare;
 pub mod eval;
 pub mod experiment;
+pub mod export;
 pub mod parity;
 pub mod predict;
 pub mod search;
