@@ -59,7 +59,7 @@ fn lr_schedules() {
         .map(|&v: &f64| v as f32 as f64)
         .collect();
     assert_eq!(lrs(LrSchedule::Step, 4), step4);
-    // The default 15 epochs: 8 at the full rate, 4 at a tenth, 3 at a hundredth.
+    // 15 epochs (the seed preset's): 8 at the full rate, 4 at a tenth, 3 at a hundredth.
     let s15 = lrs(LrSchedule::Step, 15);
     assert!(s15[..8].iter().all(|&v| v == 1.0));
     assert!(s15[8..12].iter().all(|&v| v == 0.1f32 as f64));

@@ -20,9 +20,9 @@ pub struct TrainArgs {
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub device: super::DeviceArgs,
-    /// Epochs of the run (1 to 1,000).
-    #[arg(long, default_value_t = 15)]
-    pub epochs: usize,
+    /// Epochs of the run (1 to 1,000) [default: 10; 15 with --preset seed].
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Images per step (1 to 4,096; more than the training images is clamped to them).
     #[arg(long, default_value_t = 128)]
     pub batch_size: u32,
@@ -301,15 +301,17 @@ fn resume_config(args: &TrainArgs, dir: &Path, data_dir: &Path) -> Result<RunCon
             )));
         }
     }
-    if args.explicit.iter().any(|i| i == "epochs") && args.epochs != recorded.epochs {
+    if let Some(epochs) = args.epochs
+        && epochs != recorded.epochs
+    {
         if recorded.lr_schedule != LrSchedule::Constant {
             return Err(Error::BadArg(format!(
                 "--epochs {} contradicts the run being resumed, which has {} epochs with the \
                  {:?} learning-rate schedule (the rate of every epoch depends on the total)",
-                args.epochs, recorded.epochs, recorded.lr_schedule
+                epochs, recorded.epochs, recorded.lr_schedule
             )));
         }
-        recorded.epochs = args.epochs;
+        recorded.epochs = epochs;
     }
     recorded.data = data_dir.to_path_buf();
     Ok(recorded)
@@ -318,13 +320,15 @@ fn resume_config(args: &TrainArgs, dir: &Path, data_dir: &Path) -> Result<RunCon
 /// The run config the flags ask for. The default preset's warm-up depends on the training split's
 /// size and is filled in by [`one_epoch_warmup`] once the data is loaded; until then it reads 0.
 fn fresh_config(args: &TrainArgs, data_dir: &Path) -> Result<RunConfig> {
-    let schedule = match args.preset {
-        Preset::Default => LrSchedule::Cosine,
-        Preset::Seed => LrSchedule::Constant,
+    // The default's 10 epochs keep a CPU run within about five minutes on two cores at the
+    // slowest speed measured there (EXPERIMENTS.md, "The defaults"); the seed setting ran 15.
+    let (schedule, epochs) = match args.preset {
+        Preset::Default => (LrSchedule::Cosine, 10),
+        Preset::Seed => (LrSchedule::Constant, 15),
     };
     Ok(RunConfig {
         data: data_dir.to_path_buf(),
-        epochs: args.epochs,
+        epochs: args.epochs.unwrap_or(epochs),
         batch_size: args.batch_size,
         optimizer: args.optim.config()?,
         lr_schedule: args.lr_schedule.unwrap_or(schedule),
