@@ -4,6 +4,8 @@
 // - `update_wame`, `update_adam`, `update_rmsprop`, `update_sgd`: one dispatch for every tensor
 //   of the model, parameters, gradients and state each in one arena binding, the gradient
 //   summed from its split-K partials first (see the table `UpdateRecord`).
+// - `stats_wame`, `stats_adam`, `stats_rmsprop`, `stats_sgd`: the optimizer statistics, once
+//   per epoch, recorded just before the epoch's last `update_*` (see the section at the end).
 // Every entry point: one invocation per element, workgroups of 256, the 1-D grid split over y
 // (x <= 65535 workgroups) and rebuilt as a flat index. Per-element state is interleaved so one
 // element's state is one vector load.
@@ -160,6 +162,21 @@ struct WameOut {
     st: vec4<f32>,
 }
 
+// The multiplier of WAME's step for the variant: seed zeta / Z, paper Z, inverse 1 / Z.
+fn wame_multiplier(zeta: f32, z: f32) -> f32 {
+    switch wp.variant {
+        case 1u: {
+            return z;
+        }
+        case 2u: {
+            return 1.0 / z;
+        }
+        default: {
+            return zeta / z;
+        }
+    }
+}
+
 // WAME per element. The sign product, not g*g_prev, decides the zeta update so that products of
 // tiny gradients cannot underflow to "no sign information". `lr` is the warmed-up rate.
 fn wame_rule(w: f32, g: f32, st: vec4<f32>, lr: f32) -> WameOut {
@@ -175,18 +192,7 @@ fn wame_rule(w: f32, g: f32, st: vec4<f32>, lr: f32) -> WameOut {
     }
     z = wp.alpha * z + (1.0 - wp.alpha) * zeta;
     theta = wp.alpha * theta + (1.0 - wp.alpha) * g * g;
-    var m: f32;
-    switch wp.variant {
-        case 1u: {
-            m = z;
-        }
-        case 2u: {
-            m = 1.0 / z;
-        }
-        default: {
-            m = zeta / z;
-        }
-    }
+    let m = wame_multiplier(zeta, z);
     let nw = w * decay(lr, wp.weight_decay) - lr * m * g / sqrt(theta + wp.eps);
     return WameOut(nw, vec4<f32>(zeta, z, theta, g));
 }
@@ -410,4 +416,183 @@ fn update_sgd(
     let r = sgd_rule(up_w[wi], grad_sum(at.rec, at.j), up_s1[si], warm_lr(op.lr, op.warmup, k), k);
     up_w[wi] = r.x;
     up_s1[si] = r.y;
+}
+
+// ---- Optimizer statistics: once per epoch, just before the epoch's last fused update. ----
+// Each invocation computes the update `update_*` is about to make to its element (the same rule
+// on the same inputs; nothing but the partials is written) and adds it to its workgroup's
+// StatsPartial: integer counts through workgroup atomics (exact in any order), four f32 sums
+// through a fixed tree (lane i += lane i + s for s = 128, 64, ..., 1), so the result is the same
+// bits on every run. The host sums a tensor's workgroups in f64 in ascending order. CPU twins:
+// `cpu::optim::stats_*`, which reduce 256-element chunks in the same tree order.
+// Bindings: 0-5 as `update_*`, 6 one StatsPartial per workgroup of the grid, 7 (WAME only) the
+// bin edges of zeta: edges[0] = zeta_min < edges[1] < ... < edges[15], log-spaced to zeta_max.
+
+struct StatsPartial {
+    bins: array<u32, 16>,
+    at_min: u32,
+    at_max: u32,
+    flips: u32,
+    count: u32,
+    mult: f32,
+    step: f32,
+    dw2: f32,
+    w2: f32,
+}
+
+const STATS_BINS: u32 = 16u;
+// Counters: bins 0-15, then at_min, at_max, flips, count.
+const STATS_COUNTERS: u32 = 20u;
+
+@group(0) @binding(6) var<storage, read_write> st_out: array<StatsPartial>;
+@group(0) @binding(7) var<storage, read> st_edges: array<f32, 16>;
+
+var<workgroup> st_count: array<atomic<u32>, 20>;
+var<workgroup> st_sum: array<vec4<f32>, 256>;
+
+fn stats_begin(lid: vec3<u32>) {
+    if (lid.x < STATS_COUNTERS) {
+        atomicStore(&st_count[lid.x], 0u);
+    }
+    workgroupBarrier();
+}
+
+// Tree-sums every lane's (mult, step, dw2, w2) and writes the workgroup's partial. Called from
+// uniform control flow by every invocation (it has barriers).
+fn stats_finish(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, sums: vec4<f32>) {
+    st_sum[lid.x] = sums;
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        workgroupBarrier();
+        if (lid.x < s) {
+            st_sum[lid.x] = st_sum[lid.x] + st_sum[lid.x + s];
+        }
+    }
+    workgroupBarrier();
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= arrayLength(&st_out)) {
+        return;
+    }
+    if (lid.x < STATS_BINS) {
+        st_out[g].bins[lid.x] = atomicLoad(&st_count[lid.x]);
+    }
+    if (lid.x == 0u) {
+        st_out[g].at_min = atomicLoad(&st_count[16u]);
+        st_out[g].at_max = atomicLoad(&st_count[17u]);
+        st_out[g].flips = atomicLoad(&st_count[18u]);
+        st_out[g].count = atomicLoad(&st_count[19u]);
+        let t = st_sum[0];
+        st_out[g].mult = t.x;
+        st_out[g].step = t.y;
+        st_out[g].dw2 = t.z;
+        st_out[g].w2 = t.w;
+    }
+}
+
+// stats_wame: as update_wame, one invocation per element of every tensor in the table. Counts
+// the new zeta's bin (the number of edges 1..15 at or below it), whether it sits at a bound, and
+// whether the gradient's sign flipped; sums zeta / Z, |m g| / sqrt(theta + eps), dw^2 and w^2.
+@compute @workgroup_size(256)
+fn stats_wame(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let at = slot(wid, nwg, lid);
+    stats_begin(lid);
+    var sums = vec4<f32>(0.0);
+    if (at.ok) {
+        let wi = at.rec.param_off + at.j;
+        let w = up_w[wi];
+        let g = grad_sum(at.rec, at.j);
+        let st = up_s4[at.rec.state_off / 4u + at.j];
+        let r = wame_rule(w, g, st, warm_lr(wp.lr, wp.warmup, up_step.t + 1u));
+        let zeta = r.st.x;
+        var bin = 0u;
+        for (var k = 1u; k < STATS_BINS; k++) {
+            bin += select(0u, 1u, zeta >= st_edges[k]);
+        }
+        atomicAdd(&st_count[bin], 1u);
+        if (zeta <= wp.zeta_min) {
+            atomicAdd(&st_count[16u], 1u);
+        }
+        if (zeta >= wp.zeta_max) {
+            atomicAdd(&st_count[17u], 1u);
+        }
+        if (sign(g) * sign(st.w) < 0.0) {
+            atomicAdd(&st_count[18u], 1u);
+        }
+        atomicAdd(&st_count[19u], 1u);
+        let m = wame_multiplier(zeta, r.st.y);
+        let dw = r.w - w;
+        sums = vec4<f32>(zeta / r.st.y, abs(m * g / sqrt(r.st.z + wp.eps)), dw * dw, w * w);
+    }
+    stats_finish(wid, nwg, lid, sums);
+}
+
+// stats_adam: as update_adam; sums |m^ / (sqrt(v^) + eps)|, dw^2 and w^2.
+@compute @workgroup_size(256)
+fn stats_adam(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let at = slot(wid, nwg, lid);
+    stats_begin(lid);
+    var sums = vec4<f32>(0.0);
+    if (at.ok) {
+        let wi = at.rec.param_off + at.j;
+        let w = up_w[wi];
+        let k = up_step.t + 1u;
+        let bc1 = one_minus_pow(op.ln_b1, k);
+        let bc2 = one_minus_pow(op.ln_b2, k);
+        let r = adam_rule(w, grad_sum(at.rec, at.j), up_s2[at.rec.state_off / 2u + at.j], warm_lr(op.lr, op.warmup, k), bc1, bc2);
+        atomicAdd(&st_count[19u], 1u);
+        let dw = r.x - w;
+        sums = vec4<f32>(0.0, abs((r.y / bc1) / (sqrt(r.z / bc2) + op.eps)), dw * dw, w * w);
+    }
+    stats_finish(wid, nwg, lid, sums);
+}
+
+// stats_rmsprop: as update_rmsprop; sums |g| / (sqrt(v) + eps), dw^2 and w^2.
+@compute @workgroup_size(256)
+fn stats_rmsprop(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let at = slot(wid, nwg, lid);
+    stats_begin(lid);
+    var sums = vec4<f32>(0.0);
+    if (at.ok) {
+        let wi = at.rec.param_off + at.j;
+        let w = up_w[wi];
+        let g = grad_sum(at.rec, at.j);
+        let r = rmsprop_rule(w, g, up_s1[at.rec.state_off + at.j], warm_lr(op.lr, op.warmup, up_step.t + 1u));
+        atomicAdd(&st_count[19u], 1u);
+        let dw = r.x - w;
+        sums = vec4<f32>(0.0, abs(g / (sqrt(r.y) + op.eps)), dw * dw, w * w);
+    }
+    stats_finish(wid, nwg, lid, sums);
+}
+
+// stats_sgd: as update_sgd; sums |b| (the new momentum buffer), dw^2 and w^2.
+@compute @workgroup_size(256)
+fn stats_sgd(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let at = slot(wid, nwg, lid);
+    stats_begin(lid);
+    var sums = vec4<f32>(0.0);
+    if (at.ok) {
+        let wi = at.rec.param_off + at.j;
+        let w = up_w[wi];
+        let k = up_step.t + 1u;
+        let r = sgd_rule(w, grad_sum(at.rec, at.j), up_s1[at.rec.state_off + at.j], warm_lr(op.lr, op.warmup, k), k);
+        atomicAdd(&st_count[19u], 1u);
+        let dw = r.x - w;
+        sums = vec4<f32>(0.0, abs(r.y), dw * dw, w * w);
+    }
+    stats_finish(wid, nwg, lid, sums);
 }

@@ -463,3 +463,37 @@ pub fn pcg(x: u32) -> u32 {
 pub fn dropout_hash(seed: u32, step: u32, i: u32) -> u32 {
     pcg(pcg(pcg(seed) ^ step) ^ i)
 }
+
+/// Log-spaced bins of WAME's acceleration factor zeta in the optimizer statistics
+/// (`stats_*` in `shaders/optim.wgsl`).
+pub const STATS_BINS: usize = 16;
+
+/// One workgroup's optimizer statistics (`stats_*` in `shaders/optim.wgsl`, CPU twins
+/// `cpu::optim::stats_*`): integer counts over its (up to) 256 elements and four f32 sums added
+/// in the shader's fixed tree order. Summed over a tensor's workgroups on the host, in f64 and
+/// ascending workgroup order ([`crate::optim::stats`]).
+///
+/// WAME fills every field; Adam, RMSprop and SGD only `count`, `step`, `dw2` and `w2`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct StatsPartial {
+    /// Elements whose new zeta lies in bin `k`: `edges[k] <= zeta < edges[k + 1]` (bin 0 from
+    /// below, bin 15 upwards without bound).
+    pub bins: [u32; 16],
+    /// Elements whose new zeta is at `zeta_min` (resp. `zeta_max`) or beyond.
+    pub at_min: u32,
+    pub at_max: u32,
+    /// Elements whose gradient has the opposite sign of the previous one (zeta was cut).
+    pub flips: u32,
+    /// Elements counted (256 for full workgroups).
+    pub count: u32,
+    /// Sum of `zeta / Z` (the multiplier of the `seed` variant), after the update.
+    pub mult: f32,
+    /// Sum of the step before the rate: `|dw| / lr` without weight decay (WAME
+    /// `|m g| / sqrt(theta + eps)`, Adam `|m^ / (sqrt(v^) + eps)|`, RMSprop `|g| / (sqrt(v) +
+    /// eps)`, SGD the momentum buffer `|b|`).
+    pub step: f32,
+    /// Sum of the squared weight change `(w_new - w)^2` and of the squared weight `w^2`.
+    pub dw2: f32,
+    pub w2: f32,
+}

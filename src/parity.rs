@@ -19,9 +19,10 @@ use crate::ops::head::{HeadGrads, HeadInputs, HeadKernels};
 use crate::ops::loss::LossKernels;
 use crate::ops::optim::{OptimKernels, UpdateRule, WAME_INIT, update_table};
 use crate::ops::pool::PoolKernels;
+use crate::optim::stats::zeta_edges;
 use crate::params::{
     ConvGradParams, ConvParams, DenseParams, GatherParams, HEAD_CLASSES, HeadParams, LossParams,
-    OptParams, PoolParams, ReduceParams, StepState, WameParams,
+    OptParams, PoolParams, ReduceParams, StatsPartial, StepState, WameParams,
 };
 use crate::{Error, Result};
 use rand::{RngExt, SeedableRng};
@@ -60,7 +61,7 @@ impl std::fmt::Display for Tol {
 }
 
 /// Every entry point the table covers, as `family.entry` (the WGSL entry point's name).
-pub const KERNELS: [&str; 33] = [
+pub const KERNELS: [&str; 37] = [
     "conv.forward",
     "conv.backward_input",
     "conv.backward_weight",
@@ -92,6 +93,10 @@ pub const KERNELS: [&str; 33] = [
     "optim.update_adam",
     "optim.update_rmsprop",
     "optim.update_sgd",
+    "optim.stats_wame",
+    "optim.stats_adam",
+    "optim.stats_rmsprop",
+    "optim.stats_sgd",
     "data.gather",
     "data.advance",
 ];
@@ -254,6 +259,16 @@ pub enum Case {
         start_t: u32,
         seed: u64,
     },
+    /// The statistics of one fused update (`optim.stats_*`) of several tensors `(n, parts)` at
+    /// step number `t`, from random mid-run state (WAME's zeta at its bounds, on bin edges and
+    /// between them; gradients that keep, flip or zero their sign): counts exactly, sums within
+    /// the reduction tolerance, the arenas untouched.
+    Stats {
+        opt: Opt,
+        tensors: Vec<(u32, u32)>,
+        t: u32,
+        seed: u64,
+    },
     /// The last batches of an epoch of [`GATHER_N`] of [`GATHER_SAMPLES`] images, the short
     /// batch and one batch past the end included, each followed by `advance`.
     Gather {
@@ -346,6 +361,12 @@ impl Case {
                 Opt::Adam => "optim.update_adam",
                 Opt::Rmsprop => "optim.update_rmsprop",
                 Opt::Sgd => "optim.update_sgd",
+            },
+            Case::Stats { opt, .. } => match opt {
+                Opt::Wame { .. } => "optim.stats_wame",
+                Opt::Adam => "optim.stats_adam",
+                Opt::Rmsprop => "optim.stats_rmsprop",
+                Opt::Sgd => "optim.stats_sgd",
             },
             Case::Gather { .. } => "data.gather",
             Case::Advance { .. } => "data.advance",
@@ -507,6 +528,21 @@ impl Case {
                     _ => "",
                 };
                 format!("{v}n/parts {} x{steps} from t={start_t}", ts.join(","))
+            }
+            Case::Stats {
+                opt, tensors, t, ..
+            } => {
+                let ts: Vec<String> = tensors
+                    .iter()
+                    .map(|(n, parts)| format!("{n}/{parts}"))
+                    .collect();
+                let v = match opt {
+                    Opt::Wame { variant } => {
+                        ["seed ", "paper ", "inverse "][(*variant as usize).min(2)]
+                    }
+                    _ => "",
+                };
+                format!("{v}n/parts {} at t={t}", ts.join(","))
             }
             Case::Gather { batch, augment, .. } => format!(
                 "B{batch}{} n={GATHER_N} x{}",
@@ -897,7 +933,7 @@ pub fn cases() -> Vec<Case> {
         ];
         v.push(Case::Update {
             opt,
-            tensors: model,
+            tensors: model.clone(),
             steps: 3,
             start_t: 1,
             seed: 5700 + oi as u64,
@@ -908,6 +944,18 @@ pub fn cases() -> Vec<Case> {
             steps: 2,
             start_t: 100_000,
             seed: 5800 + oi as u64,
+        });
+        v.push(Case::Stats {
+            opt,
+            tensors: model.clone(),
+            t: 5,
+            seed: 5900 + oi as u64,
+        });
+        v.push(Case::Stats {
+            opt,
+            tensors: vec![(1, 1), (65, 2), (257, 5), (3, 256)],
+            t: 100_000,
+            seed: 5950 + oi as u64,
         });
     }
     for (bi, &batch) in [1u32, 3, 7, 16, 128].iter().enumerate() {
@@ -1412,6 +1460,12 @@ impl<'a> Runner<'a> {
                 start_t,
                 seed,
             } => self.update_case(case, *opt, tensors, (*steps, *start_t), *seed),
+            Case::Stats {
+                opt,
+                tensors,
+                t,
+                seed,
+            } => self.stats_case(case, *opt, tensors, *t, *seed),
             Case::Gather {
                 batch,
                 augment,
@@ -2386,6 +2440,151 @@ impl<'a> Runner<'a> {
         Ok(vec![cw.finish(), cs.finish(), ct.finish()])
     }
 
+    fn stats_case(
+        &self,
+        case: &Case,
+        opt: Opt,
+        tensors: &[(u32, u32)],
+        t: u32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
+        let ctx = self.ctx;
+        let k = lazy(&self.optim, || OptimKernels::new(ctx))?;
+        let mut r = rng(seed);
+        let set = OptSet::new(opt, 0, 0, 0.0);
+        let edges = zeta_edges(set.wame.zeta_min, set.wame.zeta_max);
+        let ws: Vec<Vec<f32>> = tensors
+            .iter()
+            .map(|&(n, _)| uniform(&mut r, n as usize, -1.0, 1.0))
+            .collect();
+        let states: Vec<Vec<f32>> = tensors
+            .iter()
+            .map(|&(n, _)| stats_state(opt, &set.wame, &edges, &mut r, n as usize))
+            .collect();
+        // Partials of either sign, a tenth of them exactly 0 (no sign, no zeta change).
+        let gs: Vec<Vec<f32>> = tensors
+            .iter()
+            .map(|&(n, p)| {
+                (0..n * p)
+                    .map(|_| {
+                        if r.random_range(0..10) == 0 {
+                            0.0
+                        } else {
+                            r.random_range(-1.0f32..1.0)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let params = Arena::init(ctx, "stats params", &ws);
+        let state = Arena::init(ctx, "stats state", &states);
+        let grads = Arena::init(ctx, "stats grads", &gs);
+        let parts: Vec<u32> = tensors.iter().map(|&(_, p)| p).collect();
+        let (table, workgroups) = update_table(&params, &grads, &state, &parts);
+        let step = storage_init(
+            ctx,
+            "step",
+            &[StepState {
+                t: t - 1,
+                ..StepState::default()
+            }],
+        );
+        let rule = match opt {
+            Opt::Wame { .. } => UpdateRule::Wame(set.wame),
+            Opt::Adam => UpdateRule::Adam(set.adam),
+            Opt::Rmsprop => UpdateRule::Rmsprop(set.rmsprop),
+            Opt::Sgd => UpdateRule::Sgd(set.sgd),
+        };
+        // Unwritten partials read as u32::MAX / NaN and fail.
+        let words = workgroups as usize * std::mem::size_of::<StatsPartial>() / 4;
+        let out = storage_init(ctx, "stats out", &vec![u32::MAX; words]);
+        let d = k.stats(
+            ctx,
+            &rule,
+            &step,
+            &storage_init(ctx, "update table", &table),
+            workgroups,
+            &params.buffer,
+            &grads.buffer,
+            &state.buffer,
+            &out,
+            &storage_init(ctx, "edges", &edges),
+        );
+        run_once(ctx, &[d])?;
+        let got: Vec<StatsPartial> = read(ctx, &out, workgroups as usize)?;
+        let mut want = Vec::with_capacity(got.len());
+        for (i, &(n, p)) in tensors.iter().enumerate() {
+            // The gradient as `grad_sum` adds it: partials in ascending order from partial 0.
+            let mut g = gs[i][..n as usize].to_vec();
+            for s in 1..p as usize {
+                for (gj, &x) in g
+                    .iter_mut()
+                    .zip(&gs[i][s * n as usize..(s + 1) * n as usize])
+                {
+                    *gj += x;
+                }
+            }
+            let (w, st) = (&ws[i], &states[i]);
+            want.extend(match rule {
+                UpdateRule::Wame(q) => cpu::optim::stats_wame(
+                    &WameParams { n, ..q },
+                    t,
+                    &edges,
+                    w,
+                    &g,
+                    bytemuck::cast_slice(st),
+                ),
+                UpdateRule::Adam(q) => cpu::optim::stats_adam(
+                    &OptParams { n, ..q },
+                    t,
+                    w,
+                    &g,
+                    bytemuck::cast_slice(st),
+                ),
+                UpdateRule::Rmsprop(q) => {
+                    cpu::optim::stats_rmsprop(&OptParams { n, ..q }, t, w, &g, st)
+                }
+                UpdateRule::Sgd(q) => cpu::optim::stats_sgd(&OptParams { n, ..q }, t, w, &g, st),
+            });
+        }
+        let counts = |v: &[StatsPartial]| -> Vec<u32> {
+            v.iter()
+                .flat_map(|p| {
+                    p.bins
+                        .iter()
+                        .copied()
+                        .chain([p.at_min, p.at_max, p.flips, p.count])
+                })
+                .collect()
+        };
+        let sums = |v: &[StatsPartial]| -> Vec<f32> {
+            v.iter()
+                .flat_map(|p| [p.mult, p.step, p.dw2, p.w2])
+                .collect()
+        };
+        let mut cc = Check::new(case, "partial counts", Tol::Exact);
+        cc.ints(None, &counts(&got), &counts(&want));
+        let mut cs = Check::new(case, "partial sums", REDUCTION);
+        cs.floats(None, &sums(&got), &sums(&want));
+        // It describes the update; it must not make it.
+        let bits = |v: Vec<f32>| -> Vec<u32> { v.iter().map(|x| x.to_bits()).collect() };
+        let mut cw = Check::new(case, "params untouched", Tol::Exact);
+        let mut cst = Check::new(case, "state untouched", Tol::Exact);
+        for i in 0..tensors.len() {
+            cw.ints(
+                None,
+                &bits(params.read(ctx, i)?[..ws[i].len()].to_vec()),
+                &bits(ws[i].clone()),
+            );
+            cst.ints(
+                None,
+                &bits(state.read(ctx, i)?[..states[i].len()].to_vec()),
+                &bits(states[i].clone()),
+            );
+        }
+        Ok(vec![cc.finish(), cs.finish(), cw.finish(), cst.finish()])
+    }
+
     fn gather_case(
         &self,
         case: &Case,
@@ -2738,6 +2937,44 @@ fn opt_initial_state(opt: Opt, n: usize) -> Vec<f32> {
         Opt::Sgd => &[3.0],
     };
     init.iter().copied().cycle().take(n * init.len()).collect()
+}
+
+/// Mid-run optimizer state of `n` weights for [`Case::Stats`]: WAME's zeta at `zeta_min`, at
+/// `zeta_max`, one step below `zeta_max`, exactly on a bin edge, or log-uniform between the
+/// bounds, with Z and theta positive and g_prev of either sign or 0; the baselines' moments in
+/// their reachable ranges (v >= 0).
+fn stats_state(
+    opt: Opt,
+    p: &WameParams,
+    edges: &[f32; crate::params::STATS_BINS],
+    r: &mut ChaCha8Rng,
+    n: usize,
+) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n * opt_width(opt));
+    for _ in 0..n {
+        match opt {
+            Opt::Wame { .. } => {
+                let zeta = match r.random_range(0..5) {
+                    0 => p.zeta_min,
+                    1 => p.zeta_max,
+                    2 => p.zeta_max / p.eta_plus,
+                    3 => edges[r.random_range(0..edges.len())],
+                    _ => (r.random_range(p.zeta_min.ln()..p.zeta_max.ln())).exp(),
+                };
+                let g_prev = [-1.0f32, 0.0, 1.0][r.random_range(0..3)] * r.random_range(0.1..1.0);
+                v.extend([
+                    zeta,
+                    r.random_range(0.01..100.0),
+                    r.random_range(1e-6..1.0),
+                    g_prev,
+                ]);
+            }
+            Opt::Adam => v.extend([r.random_range(-0.1..0.1), r.random_range(0.0..0.01)]),
+            Opt::Rmsprop => v.push(r.random_range(0.0..0.01)),
+            Opt::Sgd => v.push(r.random_range(-1.0..1.0)),
+        }
+    }
+    v
 }
 
 /// Gradients that keep, flip or zero their sign from the previous step, so every branch of

@@ -526,3 +526,199 @@ pub fn compare_png(curves: &[CompareCurve], subtitle: &str) -> Result<Vec<u8>> {
     }
     encode_png(buf, w, h, "compare.png")
 }
+
+/// `optimizer.png`: per layer (columns conv1, conv2, fc1, fc2), the distribution of WAME's zeta
+/// over the weights at the end of each epoch (top: one column of log-spaced bins per epoch, darker
+/// for a larger share, between `zeta_min` and `zeta_max`; for the other optimizers the
+/// update/weight ratio) and the mean effective step `|dw| / lr` of the weight and the bias
+/// (bottom, log scale). `None` when the records hold no optimizer statistics.
+pub fn optimizer_png(
+    records: &[EpochRecord],
+    zeta_bounds: (f32, f32),
+    title: &str,
+) -> Result<Option<Vec<u8>>> {
+    const LAYERS: [&str; 4] = ["conv1", "conv2", "fc1", "fc2"];
+    let recs: Vec<&EpochRecord> = records.iter().filter(|r| !r.optim.is_empty()).collect();
+    if recs.is_empty() {
+        return Ok(None);
+    }
+    register_font();
+    let find = |r: &EpochRecord, name: &str| r.optim.iter().find(|t| t.tensor == name).cloned();
+    let wame = recs
+        .iter()
+        .any(|r| r.optim.iter().any(|t| t.zeta.is_some()));
+    let (w, h) = (1500u32, 760u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let e = plot_err("optimizer.png");
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let root = root
+            .titled(title, (FONT, 22).into_font().style(FontStyle::Bold))
+            .map_err(|x| e(x.to_string()))?;
+        let rows = root.split_evenly((2, 4));
+        let last = recs.last().map_or(1, |r| r.epoch) as f64;
+        let x_range = 0.5..(last + 0.5);
+        let x_fmt = |v: &f64| {
+            if (v - v.round()).abs() < 1e-6 && *v >= 1.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        };
+        let x_labels = (last as usize + 1).min(12);
+        for (li, layer) in LAYERS.iter().enumerate() {
+            let weight = format!("{layer}.weight");
+            let bias = format!("{layer}.bias");
+            let top = &rows[li];
+            if wame {
+                let (lo, hi) = (zeta_bounds.0 as f64, zeta_bounds.1 as f64);
+                let edges: Vec<f64> = crate::optim::stats::zeta_edges(zeta_bounds.0, zeta_bounds.1)
+                    .iter()
+                    .map(|&v| v as f64)
+                    .chain([hi])
+                    .collect();
+                let mut chart = ChartBuilder::on(top)
+                    .caption(format!("{weight}: zeta"), (FONT, 18))
+                    .margin(10)
+                    .x_label_area_size(36)
+                    .y_label_area_size(56)
+                    .build_cartesian_2d(
+                        x_range.clone(),
+                        (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+                    )
+                    .map_err(|x| e(x.to_string()))?;
+                chart
+                    .configure_mesh()
+                    .x_desc("epoch")
+                    .x_labels(x_labels)
+                    .x_label_formatter(&x_fmt)
+                    .y_label_formatter(&|v| format!("{v}"))
+                    .label_style((FONT, 13))
+                    .axis_desc_style((FONT, 14))
+                    .light_line_style(WHITE.mix(0.0))
+                    .draw()
+                    .map_err(|x| e(x.to_string()))?;
+                let mut cells = Vec::new();
+                for r in &recs {
+                    let Some(z) = find(r, &weight).and_then(|t| t.zeta) else {
+                        continue;
+                    };
+                    let x = r.epoch as f64;
+                    for (k, &share) in z.hist.iter().enumerate().take(edges.len() - 1) {
+                        // Square root: small shares (the pinned tails) stay visible.
+                        let a = share.clamp(0.0, 1.0).sqrt();
+                        let shade = (255.0 * (1.0 - a)) as u8;
+                        let c = RGBColor(shade, shade, 255 - (a * 60.0) as u8);
+                        cells.push(Rectangle::new(
+                            [(x - 0.5, edges[k]), (x + 0.5, edges[k + 1])],
+                            c.filled(),
+                        ));
+                    }
+                }
+                chart.draw_series(cells).map_err(|x| e(x.to_string()))?;
+            } else {
+                let pts: Vec<(f64, f64)> = recs
+                    .iter()
+                    .filter_map(|r| {
+                        let u = find(r, &weight)?.update_ratio?;
+                        (u > 0.0 && u.is_finite()).then_some((r.epoch as f64, u))
+                    })
+                    .collect();
+                let (lo, hi) = log_range(pts.iter().map(|p| p.1));
+                let mut chart = ChartBuilder::on(top)
+                    .caption(format!("{weight}: |dw| / |w|"), (FONT, 18))
+                    .margin(10)
+                    .x_label_area_size(36)
+                    .y_label_area_size(64)
+                    .build_cartesian_2d(
+                        x_range.clone(),
+                        (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+                    )
+                    .map_err(|x| e(x.to_string()))?;
+                chart
+                    .configure_mesh()
+                    .x_desc("epoch")
+                    .x_labels(x_labels)
+                    .x_label_formatter(&x_fmt)
+                    .y_label_formatter(&|v| format!("{v}"))
+                    .label_style((FONT, 13))
+                    .axis_desc_style((FONT, 14))
+                    .light_line_style(WHITE.mix(0.0))
+                    .draw()
+                    .map_err(|x| e(x.to_string()))?;
+                chart
+                    .draw_series(LineSeries::new(pts, PALETTE[0].stroke_width(2)))
+                    .map_err(|x| e(x.to_string()))?;
+            }
+            type Series = (String, RGBColor, Vec<(f64, f64)>);
+            let series: Vec<Series> = [(&weight, 0), (&bias, 1)]
+                .into_iter()
+                .map(|(name, c)| {
+                    let pts = recs
+                        .iter()
+                        .filter_map(|r| {
+                            let s = find(r, name)?.mean_step;
+                            (s > 0.0 && s.is_finite()).then_some((r.epoch as f64, s))
+                        })
+                        .collect();
+                    (name.clone(), PALETTE[c], pts)
+                })
+                .collect();
+            let (lo, hi) = log_range(series.iter().flat_map(|s| s.2.iter().map(|p| p.1)));
+            let mut chart = ChartBuilder::on(&rows[4 + li])
+                .caption(format!("{layer}: mean |dw| / lr"), (FONT, 18))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(64)
+                .build_cartesian_2d(
+                    x_range.clone(),
+                    (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+                )
+                .map_err(|x| e(x.to_string()))?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .x_labels(x_labels)
+                .x_label_formatter(&x_fmt)
+                .y_label_formatter(&|v| format!("{v}"))
+                .label_style((FONT, 13))
+                .axis_desc_style((FONT, 14))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(|x| e(x.to_string()))?;
+            for (name, color, pts) in series {
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                    .map_err(|x| e(x.to_string()))?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|x| e(x.to_string()))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font((FONT, 13))
+                .border_style(BLACK.mix(0.5))
+                .background_style(WHITE.mix(0.9))
+                .draw()
+                .map_err(|x| e(x.to_string()))?;
+        }
+        root.present().map_err(|x| e(x.to_string()))?;
+    }
+    encode_png(buf, w, h, "optimizer.png").map(Some)
+}
+
+/// A log axis range around positive `values`: half a decade of room each side, `(1e-3, 1)` when
+/// there are none.
+fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(v), b.max(v)));
+    if !(lo.is_finite() && hi > 0.0) {
+        return (1e-3, 1.0);
+    }
+    (lo / 3.0, hi * 3.0)
+}

@@ -9,6 +9,8 @@ use crate::metrics::Report;
 use crate::model::Params;
 use crate::net::{Net, NetConfig, Which};
 use crate::optim::OptimConfig;
+use crate::optim::stats::TensorStats;
+use crate::params::STATS_BINS;
 use crate::rng::{Stream, epoch_stream, hash_key};
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,6 +29,7 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const LAST_FILE: &str = "last.safetensors";
 pub const STATE_FILE: &str = "optimizer.safetensors";
 pub const CURVES_FILE: &str = "curves.png";
+pub const OPTIMIZER_PLOT_FILE: &str = "optimizer.png";
 pub const CONFUSION_FILE: &str = "confusion.png";
 pub const REPORT_FILE: &str = "report.txt";
 
@@ -42,6 +45,10 @@ pub struct EpochRecord {
     /// The learning rate this epoch ran at (after the schedule).
     #[serde(default)]
     pub lr: f64,
+    /// The optimizer statistics of the epoch's last step, per parameter tensor. Runs recorded
+    /// before they existed have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optim: Vec<TensorStats>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -314,6 +321,24 @@ pub fn parse_records(path: &Path, text: &str, n: usize) -> Result<Vec<EpochRecor
             })
         })
         .collect::<Result<Vec<EpochRecord>>>()?;
+    // The plots index the histograms by bin: a record must have all of them.
+    for (i, r) in records.iter().enumerate() {
+        if let Some(bad) = r
+            .optim
+            .iter()
+            .find(|t| t.zeta.as_ref().is_some_and(|z| z.hist.len() != STATS_BINS))
+        {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "line {}: optimizer statistics of {} have {} zeta bins, not {STATS_BINS}",
+                    i + 1,
+                    bad.tensor,
+                    bad.zeta.as_ref().map_or(0, |z| z.hist.len())
+                ),
+            ));
+        }
+    }
     if records.len() < n {
         return Err(Error::bad_file(
             path,
@@ -351,6 +376,21 @@ pub fn evaluate_report(
 
 /// Removes temporary files that a killed run left mid-write (`.<name>.tmp<pid>`, see
 /// [`write_atomic`]); the files they were to replace are intact.
+/// `curves.png`, and `optimizer.png` when the records hold optimizer statistics.
+fn write_plots(dir: &Path, records: &[EpochRecord], run: &RunConfig) -> Result<()> {
+    write_atomic(&dir.join(CURVES_FILE), &crate::plot::curves_png(records)?)?;
+    let o = &run.optimizer;
+    let title = format!(
+        "{} (lr {}): optimizer statistics at the end of each epoch",
+        crate::bench::optimizer_name(o.kind),
+        o.lr
+    );
+    if let Some(png) = crate::plot::optimizer_png(records, (o.zeta_min, o.zeta_max), &title)? {
+        write_atomic(&dir.join(OPTIMIZER_PLOT_FILE), &png)?;
+    }
+    Ok(())
+}
+
 fn remove_stale_temps(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -503,6 +543,7 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
             REPORT_FILE,
             CONFUSION_FILE,
             CURVES_FILE,
+            OPTIMIZER_PLOT_FILE,
             MODEL_FILE,
             LAST_FILE,
         ] {
@@ -551,6 +592,9 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
         let mut m = Metrics::default();
         let mut checked = 0u32;
         for step in 0..steps {
+            if step + 1 == steps {
+                net.request_optim_stats()?;
+            }
             net.train_step()?;
             bar.inc(1);
             let done = step + 1;
@@ -635,6 +679,7 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
             seconds: t0.elapsed().as_secs_f64(),
             images_per_second: n_train as f64 / train_seconds,
             lr: lr as f64,
+            optim: net.take_optim_stats()?,
         };
         // With --val-fraction 0 the records hold 0 for validation; the log says there is none
         // rather than print a 0 % accuracy.
@@ -694,13 +739,13 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
             state_meta.clone(),
         )?;
         records.push(rec);
-        write_atomic(&dir.join(CURVES_FILE), &crate::plot::curves_png(&records)?)?;
+        write_plots(dir, &records, run)?;
     }
     let (val_accuracy, best_epoch, best_params) =
         best.ok_or_else(|| Error::BadArg("--epochs must be at least 1".into()))?;
     if records.len() == start_epoch && start_epoch > 0 {
         // Resumed a finished run: only the final evaluation is redone.
-        write_atomic(&dir.join(CURVES_FILE), &crate::plot::curves_png(&records)?)?;
+        write_plots(dir, &records, run)?;
     }
     net.set_params(&best_params)?;
     let test_idx: Vec<u32> = (0..plan.test_labels.len() as u32).collect();
@@ -833,7 +878,10 @@ pub fn fit(net: &mut dyn Net, plan: &FitPlan) -> Result<Fit> {
     for epoch in 0..plan.epochs {
         let t0 = Instant::now();
         net.begin_epoch(&epoch_order(plan.train, plan.seed, epoch), plan.lr)?;
-        for _ in 0..steps {
+        for step in 0..steps {
+            if step + 1 == steps {
+                net.request_optim_stats()?;
+            }
             net.train_step()?;
         }
         let m = net.take_metrics()?;
@@ -856,6 +904,7 @@ pub fn fit(net: &mut dyn Net, plan: &FitPlan) -> Result<Fit> {
             seconds: t0.elapsed().as_secs_f64(),
             images_per_second: plan.train.len() as f64 / train_seconds,
             lr: plan.lr as f64,
+            optim: net.take_optim_stats()?,
         });
         let val_broken = (plan.validate_every_epoch || last) && !val_loss.is_finite();
         if broken || val_broken {

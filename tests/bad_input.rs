@@ -1240,6 +1240,7 @@ mod props {
                 seconds: 1.0,
                 images_per_second: 100.0,
                 lr: 1e-3,
+                optim: Vec::new(),
             };
             let line = serde_json::to_string(&rec).unwrap();
             let text = format!("{line}\n{line}\n{line}\n");

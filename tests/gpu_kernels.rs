@@ -499,6 +499,33 @@ fn optim_update_sgd() {
     check_kernel(&ctx, "optim.update_sgd");
 }
 
+#[test]
+fn optim_stats_wame() {
+    let Some(ctx) = ctx() else { return };
+    let rows = check_kernel(&ctx, "optim.stats_wame");
+    for variant in ["seed", "paper", "inverse"] {
+        assert!(rows.iter().any(|r| r.shape.contains(variant)), "{variant}");
+    }
+}
+
+#[test]
+fn optim_stats_adam() {
+    let Some(ctx) = ctx() else { return };
+    check_kernel(&ctx, "optim.stats_adam");
+}
+
+#[test]
+fn optim_stats_rmsprop() {
+    let Some(ctx) = ctx() else { return };
+    check_kernel(&ctx, "optim.stats_rmsprop");
+}
+
+#[test]
+fn optim_stats_sgd() {
+    let Some(ctx) = ctx() else { return };
+    check_kernel(&ctx, "optim.stats_sgd");
+}
+
 // ---------------------------------------------------------------------------------------------
 // data
 

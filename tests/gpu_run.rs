@@ -78,6 +78,25 @@ fn gpu_resume_is_bit_identical_and_eval_reproduces_the_summary() {
     ] {
         assert!(read(&a.join(f)) == read(&b.join(f)), "{f} differs");
     }
+    // Every epoch's record carries the optimizer statistics of its last step, the same after
+    // a resume, and the run directory has their plot.
+    let records = |d: &Path| -> Vec<serde_json::Value> {
+        String::from_utf8(read(&d.join("metrics.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["optim"].clone())
+            .collect()
+    };
+    let (ra, rb) = (records(&a), records(&b));
+    assert_eq!(ra, rb);
+    assert_eq!(ra.len(), 2);
+    for r in &ra {
+        let tensors = r.as_array().expect("optim statistics");
+        assert_eq!(tensors.len(), 8);
+        assert_eq!(tensors[0]["tensor"], "conv1.weight");
+        assert_eq!(tensors[0]["zeta"]["hist"].as_array().unwrap().len(), 16);
+    }
+    assert!(read(&a.join("optimizer.png")).starts_with(b"\x89PNG"));
 
     // The saved model on a fresh net of the same device gives the summary's numbers exactly.
     let (params, meta) = load_model(&a.join("model.safetensors")).unwrap();

@@ -5,6 +5,7 @@ mod common;
 use fmnist_gpu::gpu::GpuContext;
 use fmnist_gpu::model::Params;
 use fmnist_gpu::net::{Net, NetConfig, Which, cpu::CpuNet, gpu::GpuNet};
+use fmnist_gpu::optim::stats::TensorStats;
 use fmnist_gpu::optim::{OptimConfig, OptimizerKind};
 
 fn config(kind: OptimizerKind, batch: u32) -> NetConfig {
@@ -95,6 +96,15 @@ fn ten_steps_gpu_match_cpu() {
 }
 
 fn gpu_run(ctx: &GpuContext) -> (Params, Vec<Vec<f32>>, f32) {
+    gpu_run_with(ctx, false).0
+}
+
+/// [`gpu_run`], asking for the optimizer statistics on each epoch's last step when `stats`.
+#[allow(clippy::type_complexity)]
+fn gpu_run_with(
+    ctx: &GpuContext,
+    stats: bool,
+) -> ((Params, Vec<Vec<f32>>, f32), Vec<Vec<TensorStats>>) {
     let data = common::net_data(common::synthetic(40, 3), common::synthetic(24, 4));
     let mut net = GpuNet::new(
         ctx.clone(),
@@ -104,12 +114,17 @@ fn gpu_run(ctx: &GpuContext) -> (Params, Vec<Vec<f32>>, f32) {
     )
     .unwrap();
     // 40 images in batches of 16: the last batch of each epoch is short.
+    let mut taken = Vec::new();
     for epoch in 0..2 {
         let order = fmnist_gpu::train::epoch_order(&(0..40).collect::<Vec<u32>>(), 9, epoch);
         net.begin_epoch(&order, 1e-3).unwrap();
-        for _ in 0..3 {
+        for step in 0..3 {
+            if stats && step == 2 {
+                net.request_optim_stats().unwrap();
+            }
             net.train_step().unwrap();
         }
+        taken.push(net.take_optim_stats().unwrap());
     }
     let m = net.take_metrics().unwrap();
     let e = net
@@ -118,7 +133,10 @@ fn gpu_run(ctx: &GpuContext) -> (Params, Vec<Vec<f32>>, f32) {
     assert_eq!(e.seen, 24);
     let (state, t) = net.optim_state().unwrap();
     assert_eq!(t, 6);
-    (net.params().unwrap(), state, m.loss_sum + e.loss_sum)
+    (
+        (net.params().unwrap(), state, m.loss_sum + e.loss_sum),
+        taken,
+    )
 }
 
 #[test]
@@ -197,5 +215,95 @@ fn short_last_batch_and_eval_match_cpu() {
             (x - y).abs() <= 1e-5 + 1e-3 * x.abs(),
             "params diverged: {x} vs {y}"
         );
+    }
+}
+
+#[test]
+fn optim_stats_leave_training_bit_identical_and_match_cpu() {
+    let Some(ctx) = GpuContext::for_tests() else {
+        return;
+    };
+    // Asking for the statistics adds a dispatch that writes only its own buffer.
+    let (plain, none) = gpu_run_with(&ctx, false);
+    let (with, taken) = gpu_run_with(&ctx, true);
+    let bits = |p: &Params| {
+        p.tensors
+            .iter()
+            .flatten()
+            .map(|f| f.to_bits())
+            .collect::<Vec<u32>>()
+    };
+    assert_eq!(bits(&plain.0), bits(&with.0), "statistics changed training");
+    assert_eq!(plain.2.to_bits(), with.2.to_bits());
+    assert!(
+        none.iter().all(Vec::is_empty),
+        "statistics nobody asked for"
+    );
+    assert!(taken.iter().all(|t| t.len() == 8), "{taken:?}");
+
+    // The same three steps on both devices, statistics on the third.
+    for kind in [
+        OptimizerKind::Wame,
+        OptimizerKind::Adam,
+        OptimizerKind::Rmsprop,
+        OptimizerKind::Sgd,
+    ] {
+        let batch = 16;
+        let data = common::net_data(
+            common::synthetic(batch as usize, 1),
+            common::synthetic(8, 2),
+        );
+        let params = Params::glorot(32, 7);
+        let mut cpu = CpuNet::new(config(kind, batch), data.clone(), params.clone());
+        let mut gpu = GpuNet::new(ctx.clone(), config(kind, batch), data, params).unwrap();
+        let order: Vec<u32> = (0..batch).collect();
+        let mut got = Vec::new();
+        for net in [&mut cpu as &mut dyn Net, &mut gpu] {
+            for step in 0..3 {
+                net.begin_epoch(&order, 1e-3).unwrap();
+                if step == 2 {
+                    net.request_optim_stats().unwrap();
+                }
+                net.train_step().unwrap();
+            }
+            got.push(net.take_optim_stats().unwrap());
+            assert!(net.take_optim_stats().unwrap().is_empty(), "taken twice");
+        }
+        let close = |a: f64, b: f64, what: &str, t: &str| {
+            assert!(
+                (a - b).abs() <= 1e-6 + 1e-3 * a.abs(),
+                "{kind:?} {t} {what}: cpu {a} gpu {b}"
+            );
+        };
+        assert_eq!(got[0].len(), 8);
+        for (c, g) in got[0].iter().zip(&got[1]) {
+            let t = c.tensor.as_str();
+            assert_eq!((&c.tensor, c.n), (&g.tensor, g.n));
+            close(c.mean_step, g.mean_step, "mean step", t);
+            close(
+                c.update_ratio.unwrap_or(0.0),
+                g.update_ratio.unwrap_or(0.0),
+                "update ratio",
+                t,
+            );
+            assert!(c.mean_step > 0.0, "{kind:?} {t}: no step");
+            assert_eq!(c.zeta.is_some(), kind == OptimizerKind::Wame);
+            if let (Some(zc), Some(zg)) = (&c.zeta, &g.zeta) {
+                // One weight whose tiny gradient rounds to the other sign on the other device
+                // moves one count: 1 / n of a share.
+                let one = 1.0 / c.n as f64 + 1e-12;
+                for (a, b) in zc.hist.iter().zip(&zg.hist) {
+                    assert!(
+                        (a - b).abs() <= one,
+                        "{t} hist {:?} vs {:?}",
+                        zc.hist,
+                        zg.hist
+                    );
+                }
+                assert!((zc.sign_flips - zg.sign_flips).abs() <= one, "{t} flips");
+                close(zc.mean_multiplier, zg.mean_multiplier, "multiplier", t);
+                assert!((zc.hist.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use fmnist_gpu::params::{
     ActParams, ConvGradParams, ConvParams, DenseParams, GatherParams, HeadParams, LossParams,
-    OptParams, PoolParams, ReduceParams, StepState, UpdateRecord, WameParams,
+    OptParams, PoolParams, ReduceParams, StatsPartial, StepState, UpdateRecord, WameParams,
 };
 use std::collections::BTreeMap;
 use std::mem::size_of;
@@ -38,6 +38,7 @@ fn params_table() -> BTreeMap<&'static str, usize> {
         ("StepState", size_of::<StepState>()),
         ("ReduceParams", size_of::<ReduceParams>()),
         ("UpdateRecord", size_of::<UpdateRecord>()),
+        ("StatsPartial", size_of::<StatsPartial>()),
     ])
 }
 

@@ -54,6 +54,7 @@ fn epoch_numbers(dir: &Path) -> Vec<Vec<Value>> {
                 "val_loss",
                 "val_accuracy",
                 "lr",
+                "optim",
             ]
             .iter()
             .map(|k| v[k].clone())

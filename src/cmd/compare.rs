@@ -642,6 +642,7 @@ mod tests {
             seconds: 0.0,
             images_per_second: 0.0,
             lr: 0.0,
+            optim: Vec::new(),
         }
     }
 

@@ -1,9 +1,10 @@
 //! Optimizer updates (SPEC 5): WAME with its three variants, Adam, RMSprop, SGD with momentum;
 //! per tensor (`wame`, `adam`, `rmsprop`, `sgd`) and fused over a table of tensors in arenas
-//! (`update_wame`, `update_adam`, `update_rmsprop`, `update_sgd`).
+//! (`update_wame`, `update_adam`, `update_rmsprop`, `update_sgd`); the optimizer statistics of
+//! one tensor's next update (`stats_wame`, `stats_adam`, `stats_rmsprop`, `stats_sgd`).
 
 use super::Real;
-use crate::params::{OptParams, UpdateRecord, WameParams};
+use crate::params::{OptParams, STATS_BINS, StatsPartial, UpdateRecord, WameParams};
 
 #[inline]
 fn sign<T: Real>(v: T) -> T {
@@ -74,6 +75,16 @@ pub fn wame<T: Real>(p: &WameParams, t: u32, w: &mut [T], g: &[T], state: &mut [
     wame_update(&h, &mut w[..n], &g[..n], &mut state[..n]);
 }
 
+/// WAME's step multiplier for `variant`: seed `zeta / Z`, paper `Z`, inverse `1 / Z` (the
+/// shader's `wame_multiplier`).
+pub fn multiplier<T: Real>(variant: u32, zeta: T, z: T) -> T {
+    match variant {
+        1 => z,
+        2 => T::ONE / z,
+        _ => zeta / z,
+    }
+}
+
 pub fn wame_update<T: Real>(h: &WameHyper<T>, w: &mut [T], g: &[T], state: &mut [[T; 4]]) {
     let one_minus = T::ONE - h.alpha;
     let keep = T::ONE - h.lr * h.wd;
@@ -88,11 +99,7 @@ pub fn wame_update<T: Real>(h: &WameHyper<T>, w: &mut [T], g: &[T], state: &mut 
         }
         z = h.alpha * z + one_minus * zeta;
         theta = h.alpha * theta + one_minus * gi * gi;
-        let m = match h.variant {
-            1 => z,
-            2 => T::ONE / z,
-            _ => zeta / z,
-        };
+        let m = multiplier(h.variant, zeta, z);
         *wi = *wi * keep - h.lr * m * gi / (theta + h.eps).sqrt();
         *st = [zeta, z, theta, gi];
     }
@@ -269,6 +276,149 @@ pub fn update_sgd<T: Real>(
 /// `[[T; 1]]` as `[T]`.
 fn bytemuck_flat<T>(s: &mut [[T; 1]]) -> &mut [T] {
     s.as_flattened_mut()
+}
+
+/// Lanes of a statistics workgroup: the shader's `WG`.
+const STATS_WG: usize = 256;
+
+fn abs<T: Real>(v: T) -> T {
+    if v < T::ZERO { -v } else { v }
+}
+
+/// The partials of `n` elements in workgroups of [`STATS_WG`]: `elem(i, partial)` counts element
+/// `i` into its workgroup's partial and returns its four sums, which are added in the shader's
+/// tree order (lane `l += l + s` for `s = 128, 64, ..., 1`; lanes past `n` hold 0).
+fn stats_partials<T: Real>(
+    n: usize,
+    mut elem: impl FnMut(usize, &mut StatsPartial) -> [T; 4],
+) -> Vec<StatsPartial> {
+    (0..n.div_ceil(STATS_WG))
+        .map(|c| {
+            let mut part = StatsPartial::default();
+            let mut lanes = [[T::ZERO; 4]; STATS_WG];
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                let i = c * STATS_WG + l;
+                if i < n {
+                    *lane = elem(i, &mut part);
+                }
+            }
+            let mut s = STATS_WG / 2;
+            while s > 0 {
+                let (low, high) = lanes.split_at_mut(s);
+                for (a, b) in low.iter_mut().zip(&high[..s]) {
+                    for (x, &y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                }
+                s /= 2;
+            }
+            let f = |v: T| v.to_f64() as f32;
+            let t = lanes[0];
+            (part.mult, part.step, part.dw2, part.w2) = (f(t[0]), f(t[1]), f(t[2]), f(t[3]));
+            part
+        })
+        .collect()
+}
+
+/// The statistics of the update [`wame`] is about to make to `p.n` elements (nothing is
+/// changed): per 256 elements, the new zeta's bin among `edges` (the number of `edges[1..]` at or
+/// below it), the counts at `zeta_min`/`zeta_max` and of sign flips, and the sums of `zeta / Z`,
+/// `|m g| / sqrt(theta + eps)`, `dw^2`, `w^2`. Twin of the shader's `stats_wame`.
+pub fn stats_wame<T: Real>(
+    p: &WameParams,
+    t: u32,
+    edges: &[f32; STATS_BINS],
+    w: &[T],
+    g: &[T],
+    state: &[[T; 4]],
+) -> Vec<StatsPartial> {
+    let mut h = WameHyper::from_params(p);
+    h.lr = T::from_f32(warm_lr(p.lr, p.warmup, t));
+    stats_partials(p.n as usize, |i, part| {
+        let (mut nw, mut st) = ([w[i]], [state[i]]);
+        wame_update(&h, &mut nw, &g[i..i + 1], &mut st);
+        let [zeta, z, theta, _] = st[0];
+        let bin = edges[1..]
+            .iter()
+            .filter(|&&e| zeta >= T::from_f32(e))
+            .count();
+        part.bins[bin] += 1;
+        part.at_min += (zeta <= h.zeta_min) as u32;
+        part.at_max += (zeta >= h.zeta_max) as u32;
+        part.flips += (sign(g[i]) * sign(state[i][3]) < T::ZERO) as u32;
+        part.count += 1;
+        let m = multiplier(h.variant, zeta, z);
+        let dw = nw[0] - w[i];
+        [
+            zeta / z,
+            abs(m * g[i] / (theta + h.eps).sqrt()),
+            dw * dw,
+            w[i] * w[i],
+        ]
+    })
+}
+
+/// [`stats_wame`] for [`adam`]: only `count` and the sums of `|m^ / (sqrt(v^) + eps)|`, `dw^2`,
+/// `w^2`. Twin of `stats_adam`.
+pub fn stats_adam<T: Real>(
+    p: &OptParams,
+    t: u32,
+    w: &[T],
+    g: &[T],
+    state: &[[T; 2]],
+) -> Vec<StatsPartial> {
+    let one = OptParams { n: 1, ..*p };
+    let bc1 = T::from_f64(one_minus_pow(p.b1, t));
+    let bc2 = T::from_f64(one_minus_pow(p.b2, t));
+    stats_partials(p.n as usize, |i, part| {
+        let (mut nw, mut st) = ([w[i]], [state[i]]);
+        adam(&one, t, &mut nw, &g[i..i + 1], &mut st);
+        let [m, v] = st[0];
+        part.count += 1;
+        let dw = nw[0] - w[i];
+        [
+            T::ZERO,
+            abs((m / bc1) / ((v / bc2).sqrt() + T::from_f32(p.eps))),
+            dw * dw,
+            w[i] * w[i],
+        ]
+    })
+}
+
+/// [`stats_adam`] for [`rmsprop`]: the step is `|g| / (sqrt(v) + eps)`. Twin of
+/// `stats_rmsprop`.
+pub fn stats_rmsprop<T: Real>(
+    p: &OptParams,
+    t: u32,
+    w: &[T],
+    g: &[T],
+    v: &[T],
+) -> Vec<StatsPartial> {
+    let one = OptParams { n: 1, ..*p };
+    stats_partials(p.n as usize, |i, part| {
+        let (mut nw, mut nv) = ([w[i]], [v[i]]);
+        rmsprop(&one, t, &mut nw, &g[i..i + 1], &mut nv);
+        part.count += 1;
+        let dw = nw[0] - w[i];
+        [
+            T::ZERO,
+            abs(g[i] / (nv[0].sqrt() + T::from_f32(p.eps))),
+            dw * dw,
+            w[i] * w[i],
+        ]
+    })
+}
+
+/// [`stats_adam`] for [`sgd`]: the step is the new momentum buffer `|b|`. Twin of `stats_sgd`.
+pub fn stats_sgd<T: Real>(p: &OptParams, t: u32, w: &[T], g: &[T], b: &[T]) -> Vec<StatsPartial> {
+    let one = OptParams { n: 1, ..*p };
+    stats_partials(p.n as usize, |i, part| {
+        let (mut nw, mut nb) = ([w[i]], [b[i]]);
+        sgd(&one, t, &mut nw, &g[i..i + 1], &mut nb);
+        part.count += 1;
+        let dw = nw[0] - w[i];
+        [T::ZERO, abs(nb[0]), dw * dw, w[i] * w[i]]
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::cpu::{act, conv, data, dense, loss, optim, pool};
 use crate::gpu::AdapterSummary;
 use crate::model::{CLASSES, Layers, PARAM_NAMES, Params};
 use crate::optim::OptimizerKind;
+use crate::optim::stats::{self, TensorStats};
 use crate::params::{GatherParams, LossParams, StepState};
 use crate::rng::{Stream, hash_key};
 
@@ -104,6 +105,9 @@ pub struct CpuNet {
     gather: GatherParams,
     metrics: Metrics,
     laps: Option<Laps>,
+    /// [`Net::request_optim_stats`] was called: the next step computes them before its update.
+    stats_requested: bool,
+    stats: Vec<TensorStats>,
 }
 
 impl CpuNet {
@@ -143,6 +147,8 @@ impl CpuNet {
             },
             metrics: Metrics::default(),
             laps: None,
+            stats_requested: false,
+            stats: Vec::new(),
             data,
             params,
             cfg,
@@ -302,9 +308,28 @@ impl Net for CpuNet {
         self.forward(true, self.layers.loss, valid, &mut m);
         self.metrics = m;
         self.backward(true, valid);
+        if std::mem::take(&mut self.stats_requested) {
+            self.stats = stats::of_tensors(
+                &self.cfg.optim,
+                self.lr,
+                self.step.t + 1,
+                &self.params.tensors,
+                &self.grads.tensors,
+                &self.state,
+            );
+        }
         self.update();
         data::advance(&mut self.step);
         Ok(())
+    }
+
+    fn request_optim_stats(&mut self) -> Result<()> {
+        self.stats_requested = true;
+        Ok(())
+    }
+
+    fn take_optim_stats(&mut self) -> Result<Vec<TensorStats>> {
+        Ok(std::mem::take(&mut self.stats))
     }
 
     fn take_metrics(&mut self) -> Result<Metrics> {

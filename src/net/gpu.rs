@@ -14,15 +14,17 @@ use super::{Net, NetConfig, NetData, Probe, Which};
 use crate::cpu::loss::Metrics;
 use crate::gpu::buffers::{Arena, Dispatch, View, read, storage, storage_init};
 use crate::gpu::{AdapterSummary, GpuContext};
-use crate::model::{CLASSES, FLAT, Layers, Params};
+use crate::model::{CLASSES, FLAT, Layers, PARAM_NAMES, Params};
 use crate::ops::conv::PoolDropout;
 use crate::ops::conv_grad::ConvGradKernels;
 use crate::ops::head::{HeadGrads, HeadInputs, HeadKernels};
 use crate::ops::optim::{OptimKernels, UpdateRule, update_table};
 use crate::ops::{conv::ConvKernels, data::DataKernels, data::pack_u8, dense::DenseKernels};
 use crate::optim::OptimizerKind;
+use crate::optim::stats::{self, TensorStats, zeta_edges};
 use crate::params::{
-    ConvGradParams, ConvParams, DenseParams, GatherParams, HeadParams, LossParams, StepState,
+    ConvGradParams, ConvParams, DenseParams, GatherParams, HeadParams, LossParams, StatsPartial,
+    StepState,
 };
 use crate::rng::{Stream, hash_key};
 use crate::tune::{StepTiles, step_tiles};
@@ -51,9 +53,13 @@ struct Bufs {
     grads: Arena,
     state: Arena,
     parts: Vec<u32>,
-    /// The update's tensor table ([`update_table`]) and its workgroup count.
+    /// The update's tensor table ([`update_table`], with its host copy) and its workgroup count.
     table: wgpu::Buffer,
+    table_host: Vec<crate::params::UpdateRecord>,
     update_groups: u32,
+    /// `optim.stats_*`: one partial per update workgroup, and the zeta bin edges.
+    stats_out: wgpu::Buffer,
+    stats_edges: wgpu::Buffer,
     x: wgpu::Buffer,
     y: wgpu::Buffer,
     p1: wgpu::Buffer,
@@ -105,6 +111,9 @@ pub struct GpuNet {
     /// Steps recorded per submit ([`steps_per_submit`]) and steps taken but not yet submitted.
     steps_per_submit: u32,
     pending: u32,
+    /// [`Net::request_optim_stats`] was called; `stats_ready`: `b.stats_out` holds a result.
+    stats_requested: bool,
+    stats_ready: bool,
 }
 
 /// Training steps recorded into one encoder and submitted together: `FMNIST_STEPS_PER_SUBMIT`
@@ -184,7 +193,18 @@ impl GpuNet {
         let (table, update_groups) = update_table(&params_arena, &grads, &state, &parts);
         let b = Bufs {
             table: storage_init(&ctx, "update table", &table),
+            table_host: table,
             update_groups,
+            stats_out: storage(
+                &ctx,
+                "optim stats",
+                (update_groups as usize * std::mem::size_of::<StatsPartial>()) as u64,
+            ),
+            stats_edges: storage_init(
+                &ctx,
+                "zeta bin edges",
+                &zeta_edges(cfg.optim.zeta_min, cfg.optim.zeta_max),
+            ),
             params: params_arena,
             grads,
             state,
@@ -237,6 +257,8 @@ impl GpuNet {
             in_flight: Default::default(),
             steps_per_submit: steps_per_submit(),
             pending: 0,
+            stats_requested: false,
+            stats_ready: false,
             k,
             b,
             train,
@@ -506,17 +528,21 @@ impl GpuNet {
 
     /// The fused update of all eight tensors: one dispatch (its uniform holds the rate, so a
     /// new rate means new dispatches, once per epoch).
-    fn update_dispatches(&self, lr: f32) -> Vec<Dispatch> {
-        let (b, o) = (&self.b, &self.cfg.optim);
-        let rule = match o.kind {
+    fn update_rule(&self, lr: f32) -> UpdateRule {
+        let o = &self.cfg.optim;
+        match o.kind {
             OptimizerKind::Wame => UpdateRule::Wame(o.wame_params(0, lr)),
             OptimizerKind::Adam => UpdateRule::Adam(o.opt_params(0, lr)),
             OptimizerKind::Rmsprop => UpdateRule::Rmsprop(o.opt_params(0, lr)),
             OptimizerKind::Sgd => UpdateRule::Sgd(o.opt_params(0, lr)),
-        };
+        }
+    }
+
+    fn update_dispatches(&self, lr: f32) -> Vec<Dispatch> {
+        let b = &self.b;
         self.k.optim.update(
             &self.ctx,
-            &rule,
+            &self.update_rule(lr),
             &b.step,
             &b.table,
             b.update_groups,
@@ -524,6 +550,28 @@ impl GpuNet {
             &b.grads.buffer,
             &b.state.buffer,
         )
+    }
+
+    /// A training step with `optim.stats_*` recorded just before its update (the same inputs
+    /// the update reads, at the current rate): the step [`Net::request_optim_stats`] asks for.
+    fn stats_step_list(&self) -> Vec<Dispatch> {
+        let b = &self.b;
+        let stats = self.k.optim.stats(
+            &self.ctx,
+            &self.update_rule(self.lr),
+            &b.step,
+            &b.table,
+            b.update_groups,
+            &b.params.buffer,
+            &b.grads.buffer,
+            &b.state.buffer,
+            &b.stats_out,
+            &b.stats_edges,
+        );
+        let mut list = self.step_list.clone();
+        // The step ends with the update and the counter advance (see `new`).
+        list.insert(list.len() - self.update_list.len() - 1, stats);
+        list
     }
 
     /// Records `lists` into one encoder and one compute pass, and submits once.
@@ -640,6 +688,17 @@ impl Net for GpuNet {
     }
 
     fn train_step(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.stats_requested) {
+            // Its own submit, in order after the steps before it.
+            self.flush()?;
+            let list = self.stats_step_list();
+            let idx = self.submit(&[&list]);
+            self.in_flight.push_back(idx);
+            self.t += 1;
+            self.steps_in_epoch += 1;
+            self.stats_ready = true;
+            return Ok(());
+        }
         self.t += 1;
         self.steps_in_epoch += 1;
         self.pending += 1;
@@ -647,6 +706,29 @@ impl Net for GpuNet {
             self.flush()?;
         }
         Ok(())
+    }
+
+    fn request_optim_stats(&mut self) -> Result<()> {
+        self.stats_requested = true;
+        Ok(())
+    }
+
+    fn take_optim_stats(&mut self) -> Result<Vec<TensorStats>> {
+        if !std::mem::take(&mut self.stats_ready) {
+            return Ok(Vec::new());
+        }
+        self.flush()?;
+        let b = &self.b;
+        let parts: Vec<StatsPartial> = read(&self.ctx, &b.stats_out, b.update_groups as usize)?;
+        self.ctx.check()?;
+        let wame = self.cfg.optim.kind == OptimizerKind::Wame;
+        Ok(b.table_host
+            .iter()
+            .zip(PARAM_NAMES)
+            .map(|(r, name)| {
+                stats::summarize(name, &parts[r.wg_begin as usize..r.wg_end as usize], wame)
+            })
+            .collect())
     }
 
     fn take_metrics(&mut self) -> Result<Metrics> {

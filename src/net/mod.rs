@@ -9,6 +9,7 @@ use crate::data::DataSet;
 use crate::gpu::AdapterSummary;
 use crate::model::{Layers, Params};
 use crate::optim::OptimConfig;
+use crate::optim::stats::TensorStats;
 use crate::rng::{Stream, hash_key};
 use std::sync::Arc;
 
@@ -66,6 +67,13 @@ pub trait Net {
     fn begin_epoch(&mut self, order: &[u32], lr: f32) -> Result<()>;
     /// One optimizer step on the next batch of the epoch (the last one may be short).
     fn train_step(&mut self) -> Result<()>;
+    /// Makes the next [`Net::train_step`] also compute the optimizer statistics of its update
+    /// (from the state and gradient just before it; once per epoch, on its last step), for
+    /// [`Net::take_optim_stats`]. Training is unchanged, bit for bit.
+    fn request_optim_stats(&mut self) -> Result<()>;
+    /// The statistics the requested step computed, per tensor in `PARAM_NAMES` order; empty if
+    /// none was requested since the last call.
+    fn take_optim_stats(&mut self) -> Result<Vec<TensorStats>>;
     /// Training loss sum, correct count and rows seen since the last call (then reset).
     fn take_metrics(&mut self) -> Result<Metrics>;
     /// Loss and accuracy over `indices` of a data set, no dropout; `predictions` gets the argmax

@@ -1,5 +1,6 @@
 //! Host side of `shaders/optim.wgsl`: one dispatch per parameter tensor for WAME, Adam, RMSprop
-//! and SGD with momentum, and the fused `update_*` dispatch for every tensor at once.
+//! and SGD with momentum, the fused `update_*` dispatch for every tensor at once, and the
+//! `stats_*` dispatch that describes that update (once per epoch).
 
 use super::{compile, groups_1d, prepare, prepare_views};
 use crate::Result;
@@ -21,6 +22,10 @@ pub struct OptimKernels {
     update_adam: wgpu::ComputePipeline,
     update_rmsprop: wgpu::ComputePipeline,
     update_sgd: wgpu::ComputePipeline,
+    stats_wame: wgpu::ComputePipeline,
+    stats_adam: wgpu::ComputePipeline,
+    stats_rmsprop: wgpu::ComputePipeline,
+    stats_sgd: wgpu::ComputePipeline,
 }
 
 /// The rule and hyper-parameters of a fused update (`n` of the params is unused: each table
@@ -85,6 +90,10 @@ impl OptimKernels {
             update_adam,
             update_rmsprop,
             update_sgd,
+            stats_wame,
+            stats_adam,
+            stats_rmsprop,
+            stats_sgd,
         ] = compile(
             ctx,
             "optim.wgsl",
@@ -98,6 +107,10 @@ impl OptimKernels {
                 "update_adam",
                 "update_rmsprop",
                 "update_sgd",
+                "stats_wame",
+                "stats_adam",
+                "stats_rmsprop",
+                "stats_sgd",
             ],
         )?;
         Ok(Self {
@@ -109,7 +122,54 @@ impl OptimKernels {
             update_adam,
             update_rmsprop,
             update_sgd,
+            stats_wame,
+            stats_adam,
+            stats_rmsprop,
+            stats_sgd,
         })
+    }
+
+    /// The statistics of the fused update [`OptimKernels::update`] would make with the same
+    /// arguments (nothing but `out` is written): one [`crate::params::StatsPartial`] per workgroup
+    /// into `out` (`workgroups` of them), `edges` the 16 zeta bin edges (WAME only, see
+    /// [`crate::optim::stats::zeta_edges`]). Record it before the update it describes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stats(
+        &self,
+        ctx: &GpuContext,
+        rule: &UpdateRule,
+        step: &wgpu::Buffer,
+        table_buf: &wgpu::Buffer,
+        workgroups: u32,
+        params: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        state: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        edges: &wgpu::Buffer,
+    ) -> Dispatch {
+        let (x, y) = split_dispatch(workgroups.max(1));
+        let views = [step, table_buf, params, grads, state, out, edges].map(View::whole);
+        // Only stats_wame reads the edges: the others' layouts end at binding 6.
+        let base = &views[..6];
+        match rule {
+            UpdateRule::Wame(p) => {
+                prepare_views(ctx, "stats_wame", &self.stats_wame, p, &views, (x, y, 1))
+            }
+            UpdateRule::Adam(p) => {
+                prepare_views(ctx, "stats_adam", &self.stats_adam, p, base, (x, y, 1))
+            }
+            UpdateRule::Rmsprop(p) => prepare_views(
+                ctx,
+                "stats_rmsprop",
+                &self.stats_rmsprop,
+                p,
+                base,
+                (x, y, 1),
+            ),
+            UpdateRule::Sgd(p) => {
+                prepare_views(ctx, "stats_sgd", &self.stats_sgd, p, base, (x, y, 1))
+            }
+        }
     }
 
     /// Every tensor of `table` (from [`update_table`], uploaded as `table_buf`) updated in one

@@ -1,5 +1,7 @@
 //! Optimizer choice and hyper-parameters (SPEC 5), and the per-tensor params each update takes.
 
+pub mod stats;
+
 use crate::params::{OptParams, WameParams};
 use serde::{Deserialize, Serialize};
 
