@@ -187,7 +187,12 @@ impl EventWriter {
     }
 
     /// One event at `wall_time` (Unix seconds) and `step` holding every scalar of `values`.
-    pub fn scalars_at(&mut self, wall_time: f64, step: i64, values: &[(String, f32)]) -> Result<()> {
+    pub fn scalars_at(
+        &mut self,
+        wall_time: f64,
+        step: i64,
+        values: &[(String, f32)],
+    ) -> Result<()> {
         if values.is_empty() {
             return Ok(());
         }

@@ -595,7 +595,11 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
                 checked = done;
                 if let Some(ev) = events.as_mut() {
                     let step = (t_epoch + done) as i64;
-                    ev.scalar(crate::tensorboard::STEP_TRAIN_LOSS, step, rates(&part).0 as f32)?;
+                    ev.scalar(
+                        crate::tensorboard::STEP_TRAIN_LOSS,
+                        step,
+                        rates(&part).0 as f32,
+                    )?;
                 }
                 // ReLU maps NaN to 0, so a network whose weights went NaN can keep a finite
                 // loss; on the CPU the weights themselves are cheap to check every step.

@@ -45,7 +45,13 @@ fn masked_crc_matches_the_check_value_and_the_crate() {
     assert_eq!(crc32c(b"123456789"), 0xE306_9283);
     assert_eq!(crc32c(b""), 0);
     assert_eq!(masked(b""), 0xa282_ead8);
-    for data in [&b"123456789"[..], b"", b"brain.Event:2", &[0u8; 33], &[0xffu8; 7]] {
+    for data in [
+        &b"123456789"[..],
+        b"",
+        b"brain.Event:2",
+        &[0u8; 33],
+        &[0xffu8; 7],
+    ] {
         assert_eq!(
             fmnist_gpu::tensorboard::masked_crc(data),
             masked(data),
@@ -169,13 +175,17 @@ fn event(data: &[u8]) -> Ev {
                             (n, _) => panic!("Summary.Value: unexpected field {n}"),
                         }
                     }
-                    e.values.push((tag.expect("a tag"), v.expect("a simple_value")));
+                    e.values
+                        .push((tag.expect("a tag"), v.expect("a simple_value")));
                 }
             }
             (n, _) => panic!("Event: unexpected field {n} or wire type"),
         }
     }
-    assert_eq!(whats, 1, "an Event holds exactly one of file_version and summary");
+    assert_eq!(
+        whats, 1,
+        "an Event holds exactly one of file_version and summary"
+    );
     e
 }
 
@@ -202,7 +212,11 @@ fn read_events(path: &Path) -> Vec<Ev> {
         );
     }
     for e in &evs[1..] {
-        assert!(e.file_version.is_none(), "{}: a second version", path.display());
+        assert!(
+            e.file_version.is_none(),
+            "{}: a second version",
+            path.display()
+        );
         assert!(!e.values.is_empty(), "{}: an empty summary", path.display());
     }
     evs
@@ -420,11 +434,17 @@ fn compare_writes_one_run_per_optimizer_and_seed() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cmp");
     let mut c = common::bin();
-    c.args(["compare", "--device", "cpu", "--optimizers", "adam,sgd@5e-2"])
-        .args(["--limit", "300", "--epochs", "1", "--seeds", "2", "--out"])
-        .arg(&out)
-        .arg("--data")
-        .arg(&data);
+    c.args([
+        "compare",
+        "--device",
+        "cpu",
+        "--optimizers",
+        "adam,sgd@5e-2",
+    ])
+    .args(["--limit", "300", "--epochs", "1", "--seeds", "2", "--out"])
+    .arg(&out)
+    .arg("--data")
+    .arg(&data);
     run_ok(c);
     let doc: Value = serde_json::from_slice(&std::fs::read(out.join("compare.json")).unwrap())
         .expect("compare.json");
@@ -444,7 +464,12 @@ fn compare_writes_one_run_per_optimizer_and_seed() {
     seen.sort();
     assert_eq!(
         seen,
-        ["adam-seed0", "adam-seed1", "sgd@5e-2-seed0", "sgd@5e-2-seed1"]
+        [
+            "adam-seed0",
+            "adam-seed1",
+            "sgd@5e-2-seed0",
+            "sgd@5e-2-seed1"
+        ]
     );
     let mut dirs: Vec<String> = std::fs::read_dir(out.join("tb"))
         .unwrap()

@@ -340,7 +340,8 @@ fn run_trial(
         )?;
         // TensorBoard: one run per trial and fold (only the last epoch is validated).
         crate::tensorboard::write_run(
-            &tb.join(trial_name(index, cfg)).join(format!("fold{}", k + 1)),
+            &tb.join(trial_name(index, cfg))
+                .join(format!("fold{}", k + 1)),
             &run.epochs,
             crate::tensorboard::started_before(f0.elapsed().as_secs_f64()),
         )?;
