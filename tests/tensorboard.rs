@@ -1,8 +1,9 @@
 //! TensorBoard event files (SPEC 9) read back with a decoder of this file's own: TFRecord framing
 //! with both masked CRC-32C checksums (own table), hand-parsed protobuf fields of the upstream
 //! Event and Summary messages, the version record first, then the scalars, which must equal
-//! metrics.jsonl's (or compare.json's) numbers as f32. Runs the binary on the CPU device; needs
-//! the real data set (skips with a visible message without it).
+//! metrics.jsonl's (or compare.json's) numbers as f32. Runs the binary on the CPU device, which
+//! needs the real data set (skips with a visible message without it), and the library's training
+//! loop on a GPU adapter (lavapipe in CI) with synthetic data for the GPU's read-back cadence.
 
 mod common;
 
@@ -542,4 +543,82 @@ fn search_writes_one_run_per_trial_and_fold() {
         .collect();
     dirs.sort();
     assert_eq!(dirs, names);
+}
+
+/// On a GPU (lavapipe in CI) the loss is read every `GPU_CHECK_EVERY` (20) steps and at the end
+/// of the epoch: `step/train_loss` comes at those steps, each the mean over its chunk.
+/// Synthetic data keeps it to a few hundred images.
+#[test]
+fn gpu_train_writes_step_loss_at_the_read_back_cadence() {
+    use fmnist_gpu::data::split;
+    use fmnist_gpu::model::Params;
+    use fmnist_gpu::net::gpu::GpuNet;
+    use fmnist_gpu::optim::{OptimConfig, OptimizerKind};
+    use fmnist_gpu::train::{GPU_CHECK_EVERY, LrSchedule, RunConfig, TrainPlan, train};
+    let Some(ctx) = common::ctx() else {
+        return;
+    };
+    assert_eq!(GPU_CHECK_EVERY, 20, "the chunks below assume 20");
+    let run = RunConfig {
+        data: "synthetic".into(),
+        epochs: 2,
+        batch_size: 16,
+        optimizer: OptimConfig::defaults(OptimizerKind::Wame),
+        lr_schedule: LrSchedule::Constant,
+        hidden: 16,
+        dropout: 0.4,
+        val_fraction: 0.2,
+        limit: None,
+        augment: false,
+        label_smoothing: 0.0,
+        seed: 1,
+    };
+    // 500 images, 100 held out: 400 training images, 25 steps of 16 per epoch.
+    let test = common::synthetic(16, 2);
+    let labels = test.labels.clone();
+    let data = common::net_data(common::synthetic(500, 1), test);
+    let s = split(data.train.n, run.val_fraction, run.limit, run.seed).unwrap();
+    assert_eq!(s.train.len(), 400);
+    let mut net = GpuNet::new(ctx, run.net_config(), data, Params::glorot(16, 1)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = train(
+        &mut net,
+        &TrainPlan {
+            run: &run,
+            split: &s,
+            test_labels: &labels,
+            run_dir: tmp.path(),
+            resume: false,
+        },
+    )
+    .unwrap();
+    let files = event_files(tmp.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let sc = scalars(&read_events(&files[0]));
+    let recs: Vec<Value> = summary
+        .epochs
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    assert_epoch_scalars(&sc, &recs, "gpu");
+    // Reads at steps 20 and 25 of each epoch (optimizer steps 20, 25, 45, 50): chunks of 320
+    // and 80 images, whose weighted mean is the epoch's train_loss.
+    let steps: Vec<(i64, f32)> = sc
+        .iter()
+        .filter(|x| x.0 == "step/train_loss")
+        .map(|x| (x.1, x.2))
+        .collect();
+    assert_eq!(
+        steps.iter().map(|x| x.0).collect::<Vec<_>>(),
+        [20, 25, 45, 50]
+    );
+    for (e, r) in summary.epochs.iter().enumerate() {
+        let (a, b) = (steps[2 * e].1 as f64, steps[2 * e + 1].1 as f64);
+        let (got, want) = ((320.0 * a + 80.0 * b) / 400.0, r.train_loss);
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "epoch {}: chunks {a}, {b} average {got}, the record says {want}",
+            e + 1
+        );
+    }
 }
