@@ -35,10 +35,9 @@ fn crc32c(data: &[u8]) -> u32 {
     !crc
 }
 
-/// TFRecord's mask: rotate right by 15, add a constant.
+/// TFRecord's mask: `((crc >> 15) | (crc << 17)) + 0xa282ead8`, wrapping.
 fn masked(data: &[u8]) -> u32 {
-    let c = crc32c(data);
-    ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+    crc32c(data).rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 #[test]
@@ -46,6 +45,7 @@ fn masked_crc_matches_the_check_value_and_the_crate() {
     assert_eq!(crc32c(b"123456789"), 0xE306_9283);
     assert_eq!(crc32c(b""), 0);
     assert_eq!(masked(b""), 0xa282_ead8);
+    assert_eq!(masked(b"123456789"), 0xC78A_B0E5);
     for data in [
         &b"123456789"[..],
         b"",
