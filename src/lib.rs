@@ -23,5 +23,6 @@ pub mod onnx;
 pub mod optim;
 pub mod parity;
 pub mod plot;
+pub mod tensorboard;
 pub mod train;
 pub mod tune;

@@ -532,8 +532,10 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
         start_epoch = st.epoch;
         best = Some((st.best_val_accuracy, st.best_epoch, st.best));
     } else if plan.resume {
-        // Records of an epoch that never committed go; its model files stay until overwritten.
+        // Records of an epoch that never committed go (in metrics.jsonl and the event files);
+        // its model files stay until overwritten.
         write_atomic(&metrics_path, b"")?;
+        crate::tensorboard::remove_event_files(dir);
     } else {
         // A fresh run owns its directory's outputs: a stale state file would resume another run.
         for f in [
@@ -549,8 +551,17 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
         ] {
             let _ = std::fs::remove_file(dir.join(f));
         }
+        crate::tensorboard::remove_event_files(dir);
     }
     write_atomic(&dir.join(CONFIG_FILE), &json_bytes(&config_json))?;
+    // TensorBoard: a new event file per process. A resumed run keeps the earlier files, so the
+    // scalars of an epoch that was killed before it committed appear twice (TensorBoard shows
+    // both points at that step); a finished run resumed for its final evaluation starts none.
+    let mut events = if start_epoch < run.epochs {
+        Some(crate::tensorboard::EventWriter::create(dir)?)
+    } else {
+        None
+    };
     let state_meta = BTreeMap::from([
         ("config".to_string(), config_str.clone()),
         ("seed".to_string(), run.seed.to_string()),
@@ -626,6 +637,14 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
                 }
                 add(&mut m, &part);
                 checked = done;
+                if let Some(ev) = events.as_mut() {
+                    let step = (t_epoch + done) as i64;
+                    ev.scalar(
+                        crate::tensorboard::STEP_TRAIN_LOSS,
+                        step,
+                        rates(&part).0 as f32,
+                    )?;
+                }
                 // ReLU maps NaN to 0, so a network whose weights went NaN can keep a finite
                 // loss; on the CPU the weights themselves are cheap to check every step.
                 if check_params && done < steps && !net.params_finite()? {
@@ -704,6 +723,9 @@ pub fn train(net: &mut dyn Net, plan: &TrainPlan) -> Result<Summary> {
             &metrics_path,
             &serde_json::to_string(&rec).expect("plain data"),
         )?;
+        if let Some(ev) = events.as_mut() {
+            ev.epoch(&rec)?;
+        }
         save_model(
             &dir.join(LAST_FILE),
             &params,

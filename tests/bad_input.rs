@@ -925,6 +925,7 @@ fn d12_search_and_compare_out_never_overwrite_a_run() {
         ("search", "config.json"),
         ("compare", "model.safetensors"),
         ("compare", "search.json"),
+        ("search", "tb"),
     ] {
         let dir = tmp.path().join(format!("{cmd}-{marker}"));
         std::fs::create_dir(&dir).unwrap();

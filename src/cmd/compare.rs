@@ -514,6 +514,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         run_dir.display()
     );
     let mut runs: Vec<Vec<Option<Run>>> = vec![vec![None; ns]; ne];
+    let tb = run_dir.join(crate::tensorboard::TB_DIR);
     run_jobs(
         &places,
         ne * ns,
@@ -528,6 +529,10 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             )
         },
         |i, r| {
+            // TensorBoard: one run per optimizer and seed, from its records once it is done.
+            let name = format!("{}-seed{}", s.optimizers[i % ne].name, r.seed);
+            let started = crate::tensorboard::started_before(r.seconds);
+            crate::tensorboard::write_run(&tb.join(name), &r.epochs, started)?;
             runs[i % ne][i / ne] = Some(r);
             Ok(())
         },

@@ -281,14 +281,16 @@ pub fn make_dir(dir: &std::path::Path) -> Result<()> {
     })
 }
 
-/// The files whose presence marks a directory as holding the output of a `train`, `search` or
-/// `compare` run, which a new search or comparison must not overwrite.
+/// The files (and the `tb` directory) whose presence marks a directory as holding the output of a
+/// `train`, `search` or `compare` run, which a new search or comparison must not overwrite.
 pub const RUN_MARKERS: &[&str] = &[
     super::search::SEARCH_FILE,
     super::compare::COMPARE_FILE,
     super::compare::PLOT_FILE,
     crate::train::CONFIG_FILE,
     crate::train::MODEL_FILE,
+    // The TensorBoard runs of a search or comparison.
+    crate::tensorboard::TB_DIR,
 ];
 
 /// [`prepare_out`] for a new `search` or `compare`: also refuses (exit 2) a directory that

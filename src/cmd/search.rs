@@ -279,6 +279,18 @@ fn sort_trials(trials: &mut [Trial]) {
     }
 }
 
+/// The TensorBoard run directory of trial `index` (0-based) under `<out>/tb/`:
+/// `trial<N>-h<hidden>-d<dropout>-lr<lr>`, one `fold<K>` sub-directory per fold.
+pub fn trial_name(index: usize, cfg: Config) -> String {
+    format!(
+        "trial{}-h{}-d{}-lr{}",
+        index + 1,
+        cfg.hidden,
+        cfg.dropout,
+        show_lr(cfg.lr)
+    )
+}
+
 /// Trains configuration `cfg` on every fold.
 fn run_trial(
     place: &Place,
@@ -287,6 +299,7 @@ fn run_trial(
     s: &Settings,
     index: usize,
     cfg: Config,
+    tb: &std::path::Path,
 ) -> Result<Trial> {
     let t0 = Instant::now();
     let mut optim = s.optimizer;
@@ -324,6 +337,13 @@ fn run_trial(
                 seed: s.seed,
                 validate_every_epoch: false,
             },
+        )?;
+        // TensorBoard: one run per trial and fold (only the last epoch is validated).
+        crate::tensorboard::write_run(
+            &tb.join(trial_name(index, cfg))
+                .join(format!("fold{}", k + 1)),
+            &run.epochs,
+            crate::tensorboard::started_before(f0.elapsed().as_secs_f64()),
         )?;
         let last = run
             .epochs
@@ -457,10 +477,11 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         run_dir: run_dir.clone(),
     };
     let path = run_dir.join(SEARCH_FILE);
+    let tb = run_dir.join(crate::tensorboard::TB_DIR);
     run_jobs(
         &places,
         configs.len(),
-        |place, i| run_trial(place, &net_data, &folds, &s, i, configs[i]),
+        |place, i| run_trial(place, &net_data, &folds, &s, i, configs[i], &tb),
         |_, trial| {
             log::info!(
                 "trial {} (hidden {}, dropout {}, lr {}): cross-validated accuracy {:.4} ± {:.4}, {:.1} s",
