@@ -11,6 +11,7 @@
 //! `epoch/images_per_second`; per progress-bar update of `train` (step = optimizer step)
 //! [`STEP_TRAIN_LOSS`], the mean loss since the previous one.
 
+use crate::optim::stats::TensorStats;
 use crate::train::EpochRecord;
 use crate::{Error, Result};
 use prost::Message;
@@ -69,9 +70,31 @@ pub fn epoch_scalars(rec: &EpochRecord) -> Vec<(String, f32)> {
         ("epoch/images_per_second", rec.images_per_second),
     ]
     .into_iter()
-    .map(|(tag, v)| (tag.to_string(), v as f32))
+    .map(|(tag, v)| (tag.to_string(), v))
+    .chain(rec.optim.iter().flat_map(optim_scalars))
+    .map(|(tag, v)| (tag, v as f32))
     .filter(|(_, v)| v.is_finite())
     .collect()
+}
+
+/// One tensor's optimizer statistics as `optim/<tensor>/<name>` tags: `mean_step` and
+/// `update_ratio` for every optimizer; WAME adds `mean_multiplier`, `sign_flips`,
+/// `zeta_at_min` and `zeta_at_max`.
+fn optim_scalars(t: &TensorStats) -> Vec<(String, f64)> {
+    let tag = |name: &str| format!("optim/{}/{name}", t.tensor);
+    let mut v = vec![(tag("mean_step"), t.mean_step)];
+    if let Some(u) = t.update_ratio {
+        v.push((tag("update_ratio"), u));
+    }
+    if let Some(z) = &t.zeta {
+        v.extend([
+            (tag("mean_multiplier"), z.mean_multiplier),
+            (tag("sign_flips"), z.sign_flips),
+            (tag("zeta_at_min"), z.at_min),
+            (tag("zeta_at_max"), z.at_max),
+        ]);
+    }
+    v
 }
 
 /// Whether `name` is the name of an event file.
@@ -297,6 +320,7 @@ mod tests {
             seconds: 1.0,
             images_per_second: 100.0,
             lr: 1e-3,
+            optim: Vec::new(),
         };
         let tags: Vec<String> = epoch_scalars(&rec).into_iter().map(|(t, _)| t).collect();
         assert_eq!(

@@ -298,7 +298,42 @@ fn assert_epoch_scalars(s: &[(String, i64, f32)], recs: &[Value], what: &str) {
                 got[0]
             );
         }
+        for (tag, want) in optim_tags(r) {
+            let got: Vec<f32> = s
+                .iter()
+                .filter(|(t, st, _)| *t == tag && *st == epoch)
+                .map(|x| x.2)
+                .collect();
+            assert_eq!(got.len(), 1, "{what}: {tag} at epoch {epoch}: {got:?}");
+            assert_eq!(
+                got[0].to_bits(),
+                (want as f32).to_bits(),
+                "{what}: {tag} at epoch {epoch}"
+            );
+        }
     }
+}
+
+/// The `optim/<tensor>/<name>` tags a record's optimizer statistics must give, with their
+/// values (README: TensorBoard).
+fn optim_tags(r: &Value) -> Vec<(String, f64)> {
+    let mut v = Vec::new();
+    for t in r["optim"].as_array().into_iter().flatten() {
+        let name = t["tensor"].as_str().unwrap();
+        let mut push = |n: &str, x: &Value| {
+            if let Some(x) = x.as_f64() {
+                v.push((format!("optim/{name}/{n}"), x));
+            }
+        };
+        push("mean_step", &t["mean_step"]);
+        push("update_ratio", &t["update_ratio"]);
+        let z = &t["zeta"];
+        push("mean_multiplier", &z["mean_multiplier"]);
+        push("sign_flips", &z["sign_flips"]);
+        push("zeta_at_min", &z["at_min"]);
+        push("zeta_at_max", &z["at_max"]);
+    }
+    v
 }
 
 fn run_ok(mut c: Command) -> std::process::Output {
@@ -383,8 +418,19 @@ fn train_writes_epoch_and_step_scalars_that_match_the_metrics() {
     }
     // Every tag is one of the documented ones, and each epoch's scalars are one event.
     let tags: std::collections::BTreeSet<&str> = s.iter().map(|x| x.0.as_str()).collect();
+    let optim: Vec<String> = recs.iter().flat_map(optim_tags).map(|x| x.0).collect();
+    // WAME: six tags for each of the eight tensors (update_ratio from epoch 1: no tensor is
+    // all zero after a step).
+    assert_eq!(
+        optim
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        48
+    );
     let mut want: std::collections::BTreeSet<&str> = EPOCH_TAGS.iter().map(|x| x.0).collect();
     want.insert("step/train_loss");
+    want.extend(optim.iter().map(String::as_str));
     assert_eq!(tags, want);
     let epoch_events: Vec<i64> = evs
         .iter()
@@ -458,7 +504,8 @@ fn compare_writes_one_run_per_optimizer_and_seed() {
             assert_eq!(files.len(), 1, "{name}: {files:?}");
             let s = scalars(&read_events(&files[0]));
             assert_epoch_scalars(&s, r["epochs"].as_array().unwrap(), &name);
-            assert_eq!(s.len(), EPOCH_TAGS.len(), "{name}: {s:?}");
+            // Adam and SGD: mean_step and update_ratio for each of the eight tensors.
+            assert_eq!(s.len(), EPOCH_TAGS.len() + 16, "{name}: {s:?}");
             seen.push(name);
         }
     }
