@@ -21,6 +21,7 @@ pub mod model;
 pub mod net;
 pub mod onnx;
 pub mod optim;
+pub mod paired;
 pub mod parity;
 pub mod plot;
 pub mod tensorboard;

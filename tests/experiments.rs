@@ -311,10 +311,10 @@ fn compare_on_cpu_covers_every_optimizer_and_repeats() {
             "--seeds",
             "2",
             "--optimizers",
-            "wame-seed,sgd@5e-2",
+            "wame-seed,adam@2e-3",
         ],
     );
-    check_compare(&m, &["wame-seed", "sgd@5e-2"], 2, 2);
+    check_compare(&m, &["wame-seed", "adam@2e-3"], 2, 2);
     let o = &m["optimizers"][0];
     let seeds: Vec<u64> = o["runs"]
         .as_array()
@@ -334,7 +334,76 @@ fn compare_on_cpu_covers_every_optimizer_and_repeats() {
         a["optimizers"][0]["runs"][0]["epochs"][0]["val_accuracy"],
         "seed 0's first epoch does not depend on --epochs or --seeds"
     );
-    assert_eq!(f(&m["optimizers"][1]["optimizer"]["lr"]), 5e-2);
+    assert_eq!(f(&m["optimizers"][1]["optimizer"]["lr"]), 2e-3);
+
+    // 95 % intervals over the two seeds (Student's t, 1 degree of freedom: 12.706), and WAME
+    // paired with Adam seed by seed.
+    let best = |o: &Value| -> Vec<f64> {
+        o["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| f(&r["best_val_accuracy"]))
+            .collect()
+    };
+    let (bw, ba) = (best(&m["optimizers"][0]), best(&m["optimizers"][1]));
+    let ci = &m["optimizers"][0]["best_val_accuracy_ci"];
+    let (mean, sd) = ((bw[0] + bw[1]) / 2.0, (bw[0] - bw[1]).abs() / 2f64.sqrt());
+    assert!((f(&ci["mean"]) - mean).abs() < 1e-12);
+    let half = 12.706 * sd / 2f64.sqrt();
+    assert!((f(&ci["ci95"][0]) - (mean - half)).abs() < 1e-9, "{ci}");
+    assert!((f(&ci["ci95"][1]) - (mean + half)).abs() < 1e-9, "{ci}");
+    let p = m["paired"].as_array().expect("paired comparisons");
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        (&p[0]["wame"], &p[0]["baseline"]),
+        (&"wame-seed".into(), &"adam@2e-3".into())
+    );
+    let d = ((bw[0] - ba[0]) + (bw[1] - ba[1])) / 2.0;
+    assert!((f(&p[0]["best_val_accuracy"]["mean"]) - d).abs() < 1e-12);
+    assert!(
+        p[0]["verdict"].as_str().unwrap().contains("2 seeds"),
+        "{}",
+        p[0]["verdict"]
+    );
+
+    // --report recomputes the same table and verdicts from compare.json alone.
+    let dir = tmp.path().join("m");
+    let r = json(&run(&[
+        "compare",
+        "--report",
+        dir.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(r["optimizers"], m["optimizers"]);
+    assert_eq!(r["paired"], m["paired"]);
+    let text = run(&["compare", "--report", dir.to_str().unwrap()]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("[95 % CI]") && text.contains("paired by seed"),
+        "{text}"
+    );
+    assert!(text.contains(p[0]["verdict"].as_str().unwrap()), "{text}");
+    // A compare.json whose records contradict its settings is refused, naming the file.
+    let doc = file_json(&dir.join("compare.json"));
+    let mut broken = doc.clone();
+    broken["settings"]["epochs"] = 1.into();
+    let bad = tmp.path().join("broken.json");
+    std::fs::write(&bad, serde_json::to_vec(&broken).unwrap()).unwrap();
+    assert_bad(
+        &["compare", "--report", bad.to_str().unwrap()],
+        &["broken.json", "more than settings.epochs 1"],
+    );
+    assert_bad(
+        &[
+            "compare",
+            "--report",
+            dir.to_str().unwrap(),
+            "--epochs",
+            "3",
+        ],
+        &["--report"],
+    );
 }
 
 #[test]

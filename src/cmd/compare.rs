@@ -13,10 +13,11 @@ use crate::limits::{self, Origin};
 use crate::model::Params;
 use crate::net::{NetConfig, NetData};
 use crate::optim::{OptimConfig, OptimizerKind, WameVariant};
+use crate::paired::{Interval, Paired, Side};
 use crate::plot::{CompareCurve, ComparePoint, compare_png};
 use crate::train::{EpochRecord, FitPlan, fit};
 use crate::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -68,6 +69,14 @@ pub struct CompareArgs {
     /// Print the result document on stdout (logs stay on stderr).
     #[arg(long)]
     pub json: bool,
+    /// Train nothing: print the table, the 95 % intervals and the paired verdicts of an earlier
+    /// comparison from its compare.json (the file or its run directory), recomputed from the
+    /// per-epoch records it holds.
+    #[arg(value_parser = super::utf8_path, long, conflicts_with_all = [
+        "data", "optimizers", "epochs", "seeds", "seed", "batch_size", "hidden", "dropout",
+        "val_fraction", "limit", "out",
+    ])]
+    pub report: Option<PathBuf>,
 }
 
 /// One optimizer of the comparison, as named on the command line.
@@ -224,7 +233,7 @@ impl CompareArgs {
 }
 
 /// One optimizer trained with one seed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     pub seed: u64,
     pub epochs: Vec<EpochRecord>,
@@ -279,6 +288,10 @@ pub struct OptimizerResult {
     pub best_val_accuracy: Stats,
     pub best_epoch: Stats,
     pub epochs_to_90: ToTarget,
+    /// Means with 95 % intervals over the seeds (Student's t; none for one seed): the best
+    /// validation accuracy, and the epochs to 90 % over the seeds that reached it.
+    pub best_val_accuracy_ci: Interval,
+    pub epochs_to_90_ci: Interval,
     pub diverged_runs: usize,
     /// Per epoch: mean, min and max over the seeds that reached that epoch.
     pub curve: Vec<ComparePoint>,
@@ -337,6 +350,8 @@ impl OptimizerResult {
                 of: runs.len(),
                 mean_epoch: (!reached.is_empty()).then(|| Stats::of(&reached).mean),
             },
+            best_val_accuracy_ci: Interval::of(&best),
+            epochs_to_90_ci: Interval::of(&reached),
             diverged_runs: runs.iter().filter(|r| r.diverged).count(),
             curve,
             runs,
@@ -353,34 +368,87 @@ pub struct CompareResult {
     pub train_images: usize,
     pub val_images: usize,
     pub optimizers: Vec<OptimizerResult>,
+    /// Each WAME variant against each baseline (Adam, RMSprop) over the same seeds.
+    pub paired: Vec<Paired>,
     pub seconds: f64,
     pub run_dir: PathBuf,
     pub plot: PathBuf,
 }
 
+/// Each WAME variant against each Adam and RMSprop entry, paired by seed.
+pub fn paired(optimizers: &[OptimizerResult]) -> Vec<Paired> {
+    let cols = |o: &OptimizerResult| {
+        (
+            o.runs.iter().map(|r| r.seed).collect::<Vec<u64>>(),
+            o.runs
+                .iter()
+                .map(|r| r.best_val_accuracy)
+                .collect::<Vec<f64>>(),
+            o.runs.iter().map(|r| r.epochs_to_90).collect::<Vec<_>>(),
+        )
+    };
+    let is_base = |o: &&OptimizerResult| {
+        matches!(
+            o.optimizer.kind,
+            OptimizerKind::Adam | OptimizerKind::Rmsprop
+        )
+    };
+    let mut out = Vec::new();
+    for w in optimizers
+        .iter()
+        .filter(|o| o.optimizer.kind == OptimizerKind::Wame)
+    {
+        let wc = cols(w);
+        for b in optimizers.iter().filter(is_base) {
+            let bc = cols(b);
+            out.push(crate::paired::compare(
+                &Side {
+                    name: &w.name,
+                    seeds: &wc.0,
+                    best: &wc.1,
+                    to_target: &wc.2,
+                },
+                &Side {
+                    name: &b.name,
+                    seeds: &bc.0,
+                    best: &bc.1,
+                    to_target: &bc.2,
+                },
+                TARGET,
+            ));
+        }
+    }
+    out
+}
+
 /// The table the command prints.
 pub fn table(r: &CompareResult) -> String {
-    let many = r.settings.seeds.len() > 1;
+    optimizer_table(&r.optimizers, r.settings.seeds.len() > 1, &r.paired)
+}
+
+/// The per-optimizer table (with 95 % intervals when `many` seeds) and the paired verdicts.
+pub fn optimizer_table(optimizers: &[OptimizerResult], many: bool, paired: &[Paired]) -> String {
     let mut s = format!(
-        "{:<14} {:>6}  {:<17} {:>10} {:>14} {:>11} {:>9}\n",
+        "{:<14} {:>6}  {:<24} {:>10} {:>22} {:>11} {:>9}\n",
         "optimizer",
         "lr",
         if many {
-            "best val acc (±)"
+            "best val acc [95 % CI]"
         } else {
             "best val acc"
         },
         "best epoch",
-        "epochs to 90%",
+        if many {
+            "epochs to 90% [CI]"
+        } else {
+            "epochs to 90%"
+        },
         "last loss",
         "time/run"
     );
-    for o in &r.optimizers {
-        let acc = if many {
-            format!(
-                "{:.4} ± {:.4}",
-                o.best_val_accuracy.mean, o.best_val_accuracy.std
-            )
+    for o in optimizers {
+        let acc = if let (true, Some([lo, hi])) = (many, o.best_val_accuracy_ci.ci95) {
+            format!("{:.4} [{lo:.4}, {hi:.4}]", o.best_val_accuracy.mean)
         } else {
             format!("{:.4}", o.best_val_accuracy.mean)
         };
@@ -393,7 +461,10 @@ pub fn table(r: &CompareResult) -> String {
         let to90 = match t.mean_epoch {
             None => "-".to_string(),
             Some(m) if !many => format!("{m}"),
-            Some(m) => format!("{m:.1} ({}/{})", t.reached, t.of),
+            Some(m) => match o.epochs_to_90_ci.ci95 {
+                Some([lo, hi]) => format!("{m:.1} [{lo:.1}, {hi:.1}] ({}/{})", t.reached, t.of),
+                None => format!("{m:.1} ({}/{})", t.reached, t.of),
+            },
         };
         let last_loss = match o.curve.last().map(|p| p.train_loss) {
             Some(v) if v.is_finite() => format!("{v:.4}"),
@@ -402,7 +473,7 @@ pub fn table(r: &CompareResult) -> String {
         };
         let secs = o.runs.iter().map(|r| r.seconds).sum::<f64>() / o.runs.len().max(1) as f64;
         s.push_str(&format!(
-            "{:<14} {:>6}  {:<17} {:>10} {:>14} {:>11} {:>7.1} s{}\n",
+            "{:<14} {:>6}  {:<24} {:>10} {:>22} {:>11} {:>7.1} s{}\n",
             o.name,
             show_lr(o.optimizer.lr),
             acc,
@@ -416,6 +487,12 @@ pub fn table(r: &CompareResult) -> String {
                 String::new()
             }
         ));
+    }
+    if many && !paired.is_empty() {
+        s.push_str("\npaired by seed (wame - baseline; 95 % intervals, Student's t):\n");
+        for p in paired {
+            s.push_str(&format!("  {}\n", p.verdict));
+        }
     }
     s
 }
@@ -478,7 +555,138 @@ fn run_one(
     Ok(run)
 }
 
+/// What `--report` reads back from a compare.json: the settings it needs and each run's records.
+#[derive(Deserialize)]
+struct Saved {
+    settings: SavedSettings,
+    optimizers: Vec<SavedOptimizer>,
+}
+
+#[derive(Deserialize)]
+struct SavedSettings {
+    epochs: usize,
+    seeds: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct SavedOptimizer {
+    name: String,
+    optimizer: OptimConfig,
+    runs: Vec<SavedRun>,
+}
+
+#[derive(Deserialize)]
+struct SavedRun {
+    seed: u64,
+    epochs: Vec<EpochRecord>,
+    diverged: bool,
+    seconds: f64,
+    ran_on: String,
+}
+
+/// The optimizers of a saved comparison, their runs rebuilt from the records (so the summary
+/// follows from the per-epoch numbers, whatever else the file says), every value checked.
+pub fn load_saved(file: &std::path::Path) -> Result<(Vec<OptimizerResult>, usize, usize)> {
+    let text = crate::input::read_text(file, limits::MAX_TEXT_BYTES, "a comparison file")?;
+    let bad = |m: String| Error::bad_file(file, m);
+    let saved: Saved =
+        serde_json::from_str(&text).map_err(|e| bad(format!("is not a compare.json: {e}")))?;
+    let epochs = saved.settings.epochs;
+    let seeds = saved.settings.seeds.len();
+    if epochs == 0 || epochs as u64 > limits::MAX_EPOCHS {
+        return Err(bad(format!(
+            "settings.epochs {epochs} is outside 1..={}",
+            limits::MAX_EPOCHS
+        )));
+    }
+    if saved.optimizers.is_empty() {
+        return Err(bad("has no optimizers".into()));
+    }
+    let mut out = Vec::with_capacity(saved.optimizers.len());
+    for o in saved.optimizers {
+        let mut runs = Vec::with_capacity(o.runs.len());
+        for r in o.runs {
+            if !saved.settings.seeds.contains(&r.seed) {
+                return Err(bad(format!(
+                    "{}: a run with seed {}, not one of settings.seeds",
+                    o.name, r.seed
+                )));
+            }
+            if runs.iter().any(|x: &Run| x.seed == r.seed) {
+                return Err(bad(format!("{}: seed {} appears twice", o.name, r.seed)));
+            }
+            if r.epochs.len() > epochs {
+                return Err(bad(format!(
+                    "{} seed {}: {} epoch records, more than settings.epochs {epochs}",
+                    o.name,
+                    r.seed,
+                    r.epochs.len()
+                )));
+            }
+            for (i, e) in r.epochs.iter().enumerate() {
+                if e.epoch != i + 1 || !(0.0..=1.0).contains(&e.val_accuracy) {
+                    return Err(bad(format!(
+                        "{} seed {}: record {} has epoch {} and validation accuracy {}",
+                        o.name,
+                        r.seed,
+                        i + 1,
+                        e.epoch,
+                        e.val_accuracy
+                    )));
+                }
+            }
+            runs.push(Run::new(r.seed, r.epochs, r.diverged, r.seconds, r.ran_on));
+        }
+        let entry = Entry {
+            name: o.name,
+            optimizer: o.optimizer,
+        };
+        out.push(OptimizerResult::new(&entry, runs, epochs));
+    }
+    Ok((out, epochs, seeds))
+}
+
+/// `compare --report`: the saved comparison's table and verdicts.
+fn report(path: &std::path::Path, json: bool) -> Result<()> {
+    let file = if path.is_dir() {
+        path.join(COMPARE_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let (optimizers, epochs, seeds) = load_saved(&file)?;
+    let paired = paired(&optimizers);
+    if json {
+        // A struct, not `json!`: that would widen the configs' f32 values to f64 digits.
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            command: &'static str,
+            file: &'a std::path::Path,
+            epochs: usize,
+            optimizers: &'a [OptimizerResult],
+            paired: &'a [Paired],
+        }
+        let doc = Doc {
+            command: "compare --report",
+            file: &file,
+            epochs,
+            optimizers: &optimizers,
+            paired: &paired,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("plain data")
+        );
+    } else {
+        println!("{} ({seeds} seeds, {epochs} epochs)", file.display());
+        print!("{}", optimizer_table(&optimizers, seeds > 1, &paired));
+    }
+    Ok(())
+}
+
 pub fn run(args: &CompareArgs) -> Result<()> {
+    if let Some(path) = &args.report {
+        return report(path, args.json);
+    }
     let start = Instant::now();
     let mut s = args.settings()?;
     let run_dir = args.out.clone().unwrap_or_else(|| default_dir("compare"));
@@ -565,8 +773,10 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         }
     );
     write_atomic(&plot, &compare_png(&curves, &title)?)?;
+    let paired = paired(&optimizers);
     let result = CompareResult {
         command: "compare",
+        paired,
         device: places[0].device(),
         adapters: places.iter().filter_map(Place::adapter).collect(),
         train_images: split.train.len(),
