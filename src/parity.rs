@@ -282,6 +282,19 @@ pub enum Case {
     },
 }
 
+/// `[variant ]n/parts n1/p1,n2/p2,...`: the tensor list of a fused-update or statistics case.
+fn tensors_label(opt: Opt, tensors: &[(u32, u32)]) -> String {
+    let ts: Vec<String> = tensors
+        .iter()
+        .map(|(n, parts)| format!("{n}/{parts}"))
+        .collect();
+    let v = match opt {
+        Opt::Wame { variant } => ["seed ", "paper ", "inverse "][(variant as usize).min(2)],
+        _ => "",
+    };
+    format!("{v}n/parts {}", ts.join(","))
+}
+
 /// Samples in the gather cases' data set, and the epoch length that uses all but four of them
 /// (so positions past `n` exist in the index list and must not be read).
 pub const GATHER_SAMPLES: usize = 54;
@@ -516,34 +529,10 @@ impl Case {
                 steps,
                 start_t,
                 ..
-            } => {
-                let ts: Vec<String> = tensors
-                    .iter()
-                    .map(|(n, parts)| format!("{n}/{parts}"))
-                    .collect();
-                let v = match opt {
-                    Opt::Wame { variant } => {
-                        ["seed ", "paper ", "inverse "][(*variant as usize).min(2)]
-                    }
-                    _ => "",
-                };
-                format!("{v}n/parts {} x{steps} from t={start_t}", ts.join(","))
-            }
+            } => format!("{} x{steps} from t={start_t}", tensors_label(*opt, tensors)),
             Case::Stats {
                 opt, tensors, t, ..
-            } => {
-                let ts: Vec<String> = tensors
-                    .iter()
-                    .map(|(n, parts)| format!("{n}/{parts}"))
-                    .collect();
-                let v = match opt {
-                    Opt::Wame { variant } => {
-                        ["seed ", "paper ", "inverse "][(*variant as usize).min(2)]
-                    }
-                    _ => "",
-                };
-                format!("{v}n/parts {} at t={t}", ts.join(","))
-            }
+            } => format!("{} at t={t}", tensors_label(*opt, tensors)),
             Case::Gather { batch, augment, .. } => format!(
                 "B{batch}{} n={GATHER_N} x{}",
                 if *augment { " augment" } else { "" },

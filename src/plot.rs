@@ -558,15 +558,6 @@ pub fn optimizer_png(
             .map_err(|x| e(x.to_string()))?;
         let rows = root.split_evenly((2, 4));
         let last = recs.last().map_or(1, |r| r.epoch) as f64;
-        let x_range = 0.5..(last + 0.5);
-        let x_fmt = |v: &f64| {
-            if (v - v.round()).abs() < 1e-6 && *v >= 1.0 {
-                format!("{v:.0}")
-            } else {
-                String::new()
-            }
-        };
-        let x_labels = (last as usize + 1).min(12);
         for (li, layer) in LAYERS.iter().enumerate() {
             let weight = format!("{layer}.weight");
             let bias = format!("{layer}.bias");
@@ -578,27 +569,7 @@ pub fn optimizer_png(
                     .map(|&v| v as f64)
                     .chain([hi])
                     .collect();
-                let mut chart = ChartBuilder::on(top)
-                    .caption(format!("{weight}: zeta"), (FONT, 18))
-                    .margin(10)
-                    .x_label_area_size(36)
-                    .y_label_area_size(56)
-                    .build_cartesian_2d(
-                        x_range.clone(),
-                        (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
-                    )
-                    .map_err(|x| e(x.to_string()))?;
-                chart
-                    .configure_mesh()
-                    .x_desc("epoch")
-                    .x_labels(x_labels)
-                    .x_label_formatter(&x_fmt)
-                    .y_label_formatter(&|v| format!("{v}"))
-                    .label_style((FONT, 13))
-                    .axis_desc_style((FONT, 14))
-                    .light_line_style(WHITE.mix(0.0))
-                    .draw()
-                    .map_err(|x| e(x.to_string()))?;
+                let mut chart = log_panel(top, format!("{weight}: zeta"), last, (lo, hi))?;
                 let mut cells = Vec::new();
                 for r in &recs {
                     let Some(z) = find(r, &weight).and_then(|t| t.zeta) else {
@@ -626,27 +597,7 @@ pub fn optimizer_png(
                     })
                     .collect();
                 let (lo, hi) = log_range(pts.iter().map(|p| p.1));
-                let mut chart = ChartBuilder::on(top)
-                    .caption(format!("{weight}: |dw| / |w|"), (FONT, 18))
-                    .margin(10)
-                    .x_label_area_size(36)
-                    .y_label_area_size(64)
-                    .build_cartesian_2d(
-                        x_range.clone(),
-                        (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
-                    )
-                    .map_err(|x| e(x.to_string()))?;
-                chart
-                    .configure_mesh()
-                    .x_desc("epoch")
-                    .x_labels(x_labels)
-                    .x_label_formatter(&x_fmt)
-                    .y_label_formatter(&|v| format!("{v}"))
-                    .label_style((FONT, 13))
-                    .axis_desc_style((FONT, 14))
-                    .light_line_style(WHITE.mix(0.0))
-                    .draw()
-                    .map_err(|x| e(x.to_string()))?;
+                let mut chart = log_panel(top, format!("{weight}: |dw| / |w|"), last, (lo, hi))?;
                 chart
                     .draw_series(LineSeries::new(pts, PALETTE[0].stroke_width(2)))
                     .map_err(|x| e(x.to_string()))?;
@@ -666,27 +617,12 @@ pub fn optimizer_png(
                 })
                 .collect();
             let (lo, hi) = log_range(series.iter().flat_map(|s| s.2.iter().map(|p| p.1)));
-            let mut chart = ChartBuilder::on(&rows[4 + li])
-                .caption(format!("{layer}: mean |dw| / lr"), (FONT, 18))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(64)
-                .build_cartesian_2d(
-                    x_range.clone(),
-                    (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
-                )
-                .map_err(|x| e(x.to_string()))?;
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .x_labels(x_labels)
-                .x_label_formatter(&x_fmt)
-                .y_label_formatter(&|v| format!("{v}"))
-                .label_style((FONT, 13))
-                .axis_desc_style((FONT, 14))
-                .light_line_style(WHITE.mix(0.0))
-                .draw()
-                .map_err(|x| e(x.to_string()))?;
+            let mut chart = log_panel(
+                &rows[4 + li],
+                format!("{layer}: mean |dw| / lr"),
+                last,
+                (lo, hi),
+            )?;
             for (name, color, pts) in series {
                 chart
                     .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
@@ -711,6 +647,54 @@ pub fn optimizer_png(
         root.present().map_err(|x| e(x.to_string()))?;
     }
     encode_png(buf, w, h, "optimizer.png").map(Some)
+}
+
+type LogChart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::combinators::WithKeyPoints<LogCoord<f64>>,
+    >,
+>;
+
+/// One panel of `optimizer.png`: epochs 1..=`last` on x, `lo..hi` on a log y axis with 1-2-5
+/// ticks, the mesh drawn.
+fn log_panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: String,
+    last: f64,
+    (lo, hi): (f64, f64),
+) -> Result<LogChart<'a, 'b>> {
+    let e = plot_err("optimizer.png");
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 18))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            0.5..(last + 0.5),
+            (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+        )
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels((last as usize + 1).min(12))
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-6 && *v >= 1.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| format!("{v}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    Ok(chart)
 }
 
 /// A log axis range around positive `values`: half a decade of room each side, `(1e-3, 1)` when
