@@ -197,7 +197,7 @@ mod tests {
 
     /// ln Gamma(df / 2) for a positive integer df: from Gamma(1) = 1 and Gamma(1/2) = sqrt(pi).
     fn ln_gamma_half(df: usize) -> f64 {
-        let (mut x, mut g) = if df % 2 == 0 {
+        let (mut x, mut g) = if df.is_multiple_of(2) {
             (1.0, 0.0)
         } else {
             (0.5, std::f64::consts::PI.sqrt().ln())

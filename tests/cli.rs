@@ -526,7 +526,8 @@ fn gpu_training_on_lavapipe_beats_chance_and_repeats() {
             .output()
             .unwrap();
         // 1,800 training images in batches of 128: 15 steps an epoch, several steps per
-        // submit (one debug line per submit says how many).
+        // submit (one debug line per submit says how many; each epoch's last step, which also
+        // records the optimizer statistics, is a submit of its own).
         let err = stderr(&o);
         let submits: Vec<&str> = err
             .lines()

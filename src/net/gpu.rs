@@ -693,6 +693,12 @@ impl Net for GpuNet {
             self.flush()?;
             let list = self.stats_step_list();
             let idx = self.submit(&[&list]);
+            log::debug!(
+                "steps {0}..={0}: {1} dispatches each (with the optimizer statistics), 1 steps in 1 \
+                 compute pass, 1 submit",
+                self.t + 1,
+                list.len()
+            );
             self.in_flight.push_back(idx);
             self.t += 1;
             self.steps_in_epoch += 1;
