@@ -374,8 +374,6 @@ pub fn evaluate_report(
     Ok((m, Report::new(labels, &preds)))
 }
 
-/// Removes temporary files that a killed run left mid-write (`.<name>.tmp<pid>`, see
-/// [`write_atomic`]); the files they were to replace are intact.
 /// `curves.png`, and `optimizer.png` when the records hold optimizer statistics.
 fn write_plots(dir: &Path, records: &[EpochRecord], run: &RunConfig) -> Result<()> {
     write_atomic(&dir.join(CURVES_FILE), &crate::plot::curves_png(records)?)?;
@@ -391,6 +389,8 @@ fn write_plots(dir: &Path, records: &[EpochRecord], run: &RunConfig) -> Result<(
     Ok(())
 }
 
+/// Removes temporary files that a killed run left mid-write (`.<name>.tmp<pid>`, see
+/// [`write_atomic`]); the files they were to replace are intact.
 fn remove_stale_temps(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
