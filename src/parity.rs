@@ -2503,16 +2503,13 @@ impl<'a> Runner<'a> {
         let got: Vec<StatsPartial> = read(ctx, &out, workgroups as usize)?;
         let mut want = Vec::with_capacity(got.len());
         for (i, &(n, p)) in tensors.iter().enumerate() {
-            // The gradient as `grad_sum` adds it: partials in ascending order from partial 0.
-            let mut g = gs[i][..n as usize].to_vec();
-            for s in 1..p as usize {
-                for (gj, &x) in g
-                    .iter_mut()
-                    .zip(&gs[i][s * n as usize..(s + 1) * n as usize])
-                {
-                    *gj += x;
-                }
-            }
+            // The gradient as the shader's `grad_sum` adds it, from this tensor's partials.
+            let rec = crate::params::UpdateRecord {
+                n,
+                parts: p,
+                ..Default::default()
+            };
+            let g = cpu::optim::grad_sum(&rec, &gs[i]);
             let (w, st) = (&ws[i], &states[i]);
             want.extend(match rule {
                 UpdateRule::Wame(q) => cpu::optim::stats_wame(

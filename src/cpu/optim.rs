@@ -180,7 +180,7 @@ pub fn sgd<T: Real>(p: &OptParams, t: u32, w: &mut [T], g: &[T], b: &mut [T]) {
 
 /// The gradient of one table record: `partial[0] + partial[1] + ... + partial[parts - 1]`, added
 /// in ascending part order from partial 0, like the shader's `grad_sum`.
-fn grad_sum<T: Real>(r: &UpdateRecord, grads: &[T]) -> Vec<T> {
+pub fn grad_sum<T: Real>(r: &UpdateRecord, grads: &[T]) -> Vec<T> {
     let (n, off) = (r.n as usize, r.grad_off as usize);
     let mut g = grads[off..off + n].to_vec();
     for s in 1..r.parts as usize {
