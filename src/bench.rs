@@ -818,7 +818,7 @@ pub fn cpu_summary() -> AdapterSummary {
         backend: "cpu".into(),
         device_type: "host".into(),
         driver: format!(
-            "fmnist-gpu CPU reference {}: rayon {threads} threads, matrixmultiply sgemm",
+            "fmnist-gpu CPU reference {}: rayon {threads} threads, gemm-crate GEMMs",
             env!("CARGO_PKG_VERSION")
         ),
     }

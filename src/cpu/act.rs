@@ -39,6 +39,25 @@ pub fn dropout_forward<T: Real>(p: &ActParams, step: u32, x: &[T], y: &mut [T]) 
         });
 }
 
+/// [`dropout_forward`] of `x` and `y`, the elements `offset..offset + x.len()` of the map,
+/// serially (for callers that already run in parallel chunks).
+pub(crate) fn dropout_range<T: Real>(
+    p: &ActParams,
+    step: u32,
+    offset: usize,
+    x: &[T],
+    y: &mut [T],
+) {
+    let scale = T::from_f32(p.scale);
+    for (i, (o, v)) in y.iter_mut().zip(x).enumerate() {
+        *o = if dropout_keep(p, step, (offset + i) as u32) {
+            *v * scale
+        } else {
+            T::ZERO
+        };
+    }
+}
+
 pub fn dropout_backward<T: Real>(p: &ActParams, step: u32, dy: &[T], dx: &mut [T]) {
     dropout_forward(p, step, dy, dx);
 }

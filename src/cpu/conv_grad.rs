@@ -4,13 +4,15 @@
 //! [`conv_output_grad`] rebuilds the conv-output gradient from the pooled map, its argmax and the
 //! incoming gradient by the same index formula as the shader's loaders; it equals
 //! `act::dropout_backward` followed by `pool::maxpool_backward` on the full-resolution activation
-//! bit for bit (ReLU' at the winner is `q > 0`), which `tests/cpu_reference.rs` checks. The GEMMs
-//! are then `conv::backward_weight`, `conv::backward_bias` and `conv::backward_input` unchanged.
+//! bit for bit (ReLU' at the winner is `q > 0`), which `tests/cpu_reference.rs` checks. The
+//! fused ops rebuild it one sample at a time inside `conv::backward_with`, the code the unfused
+//! `conv::backward_weight`, `backward_bias` and `backward_input` run, so they equal the unfused
+//! chain bit for bit without its whole-batch passes (pool, ReLU and dropout backward).
 
 use super::Real;
 use super::act::dropout_keep;
-use super::conv;
-use crate::params::ConvGradParams;
+use super::conv::{self, OutputGrad};
+use crate::params::{ActParams, ConvGradParams};
 
 /// `dy [B, C_out, OH, OW]`: `g[i]` at the window winner when `q[i] > 0`, else 0 (see
 /// [`ConvGradParams`]); `step` is the dropout mask's `StepState.t`.
@@ -21,12 +23,34 @@ pub fn conv_output_grad<T: Real>(
     q: &[T],
     dd: &[T],
 ) -> Vec<T> {
-    let (oh, ow, ph, pw) = (p.oh as usize, p.ow as usize, p.ph as usize, p.pw as usize);
-    let planes = (p.batch * p.c_out) as usize;
+    let per = (p.c_out * p.oh * p.ow) as usize;
     let drop = p.drop();
+    let mut dy = vec![T::ZERO; p.batch as usize * per];
+    for (s, dyb) in dy.chunks_mut(per).enumerate() {
+        sample_output_grad(p, drop.as_ref(), step, s, argmax, q, dd, dyb);
+    }
+    dy
+}
+
+/// [`conv_output_grad`] of sample `s` alone, into `dyb [C_out, OH, OW]` (the fused backward
+/// calls it from its per-sample loop, so the whole-batch gradient is never built).
+#[allow(clippy::too_many_arguments)]
+fn sample_output_grad<T: Real>(
+    p: &ConvGradParams,
+    drop: Option<&ActParams>,
+    step: u32,
+    s: usize,
+    argmax: &[u32],
+    q: &[T],
+    dd: &[T],
+    dyb: &mut [T],
+) {
+    let (oh, ow, ph, pw) = (p.oh as usize, p.ow as usize, p.ph as usize, p.pw as usize);
+    let c_out = p.c_out as usize;
     let scale = T::from_f32(p.scale);
-    let mut dy = vec![T::ZERO; planes * oh * ow];
-    for (pl, plane) in dy.chunks_mut(oh * ow).enumerate() {
+    dyb.fill(T::ZERO);
+    for (o, plane) in dyb.chunks_mut(oh * ow).enumerate() {
+        let pl = s * c_out + o;
         for j in 0..ph * pw {
             let i = pl * ph * pw + j;
             // ReLU' at the winner; NaN passes nothing, as in the shader.
@@ -34,7 +58,7 @@ pub fn conv_output_grad<T: Real>(
             if !positive {
                 continue;
             }
-            let g = match &drop {
+            let g = match drop {
                 Some(d) if !dropout_keep(d, step, i as u32) => T::ZERO,
                 Some(_) => dd[i] * scale,
                 None => dd[i],
@@ -48,7 +72,28 @@ pub fn conv_output_grad<T: Real>(
             }
         }
     }
-    dy
+}
+
+/// The conv backward of `p`'s conv with the conv-output gradient rebuilt per sample, as the
+/// shader's loaders do: the chosen outputs of `conv::backward_with`.
+#[allow(clippy::too_many_arguments)]
+fn fused<T: Real>(
+    p: &ConvGradParams,
+    step: u32,
+    argmax: &[u32],
+    q: &[T],
+    dd: &[T],
+    x: Option<&[T]>,
+    w: Option<&[T]>,
+    dw: Option<&mut [T]>,
+    db: Option<&mut [T]>,
+    dx: Option<&mut [T]>,
+) {
+    let drop = p.drop();
+    let dy_of = |s: usize, dyb: &mut [T]| {
+        sample_output_grad(p, drop.as_ref(), step, s, argmax, q, dd, dyb);
+    };
+    conv::backward_with(&p.conv(), OutputGrad::PerSample(&dy_of), x, w, dw, db, dx);
 }
 
 /// `dw [C_out, C_in, K, K]` and `db [C_out]` from the conv input `x [B, C_in, H, W]` and the
@@ -64,10 +109,18 @@ pub fn backward_weight<T: Real>(
     dw: &mut [T],
     db: &mut [T],
 ) {
-    let dy = conv_output_grad(p, step, argmax, q, dd);
-    let c = p.conv();
-    conv::backward_weight(&c, x, &dy, dw);
-    conv::backward_bias(&c, &dy, db);
+    fused(
+        p,
+        step,
+        argmax,
+        q,
+        dd,
+        Some(x),
+        None,
+        Some(dw),
+        Some(db),
+        None,
+    );
 }
 
 /// `dx [B, C_in, H, W]` from the weights `w` and the fused conv-output gradient.
@@ -80,13 +133,12 @@ pub fn backward_input<T: Real>(
     w: &[T],
     dx: &mut [T],
 ) {
-    let dy = conv_output_grad(p, step, argmax, q, dd);
-    conv::backward_input(&p.conv(), &dy, w, dx);
+    fused(p, step, argmax, q, dd, None, Some(w), None, None, Some(dx));
 }
 
 /// `backward`: [`backward_weight`] and [`backward_input`] in one call (the shader's one dispatch
-/// for a layer whose input gradient is needed too). The conv-output gradient is rebuilt once;
-/// it is a pure function of the inputs, so the results are those of the two calls bit for bit.
+/// for a layer whose input gradient is needed too), sharing each sample's rebuilt conv-output
+/// gradient; the results are those of the two calls bit for bit.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Real>(
     p: &ConvGradParams,
@@ -100,9 +152,16 @@ pub fn backward<T: Real>(
     db: &mut [T],
     dx: &mut [T],
 ) {
-    let dy = conv_output_grad(p, step, argmax, q, dd);
-    let c = p.conv();
-    conv::backward_weight(&c, x, &dy, dw);
-    conv::backward_bias(&c, &dy, db);
-    conv::backward_input(&c, &dy, w, dx);
+    fused(
+        p,
+        step,
+        argmax,
+        q,
+        dd,
+        Some(x),
+        Some(w),
+        Some(dw),
+        Some(db),
+        Some(dx),
+    );
 }

@@ -1,4 +1,5 @@
-//! The float trait the CPU ops are written against, with GEMM through `matrixmultiply`.
+//! The float trait the CPU ops are written against, with GEMM through the `gemm` crate (runtime-
+//! dispatched AVX-512 / AVX2+FMA / NEON / scalar kernels for f32 and f64).
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -54,7 +55,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $gemm:path) => {
+    ($t:ty) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -110,28 +111,42 @@ macro_rules! impl_real {
                     (rows.saturating_sub(1) as isize * rs + cols.saturating_sub(1) as isize * cs)
                         as usize
                 };
+                assert!(
+                    rsa >= 0 && csa >= 0 && rsb >= 0 && csb >= 0 && rsc >= 0 && csc >= 0,
+                    "gemm: negative stride"
+                );
                 if k > 0 {
                     assert!(last(m, k, rsa, csa) < a.len(), "gemm: A too short");
                     assert!(last(k, n, rsb, csb) < b.len(), "gemm: B too short");
                 }
                 assert!(last(m, n, rsc, csc) < c.len(), "gemm: C too short");
+                // `gemm` computes `dst := alpha * dst + beta * lhs * rhs` (its alpha and beta
+                // are the other way round from BLAS) and takes column strides first. With
+                // `read_dst == false` C is not read, so a NaN already there does not leak in,
+                // as with BLAS's beta = 0. `Parallelism::None`: the callers parallelise over
+                // fixed batch chunks themselves, so results never depend on the thread count.
                 // SAFETY: all strides are non-negative and every index was bounds-checked above.
                 unsafe {
-                    $gemm(
+                    gemm::gemm(
                         m,
-                        k,
                         n,
-                        alpha,
-                        a.as_ptr(),
-                        rsa,
-                        csa,
-                        b.as_ptr(),
-                        rsb,
-                        csb,
-                        beta,
+                        k,
                         c.as_mut_ptr(),
-                        rsc,
                         csc,
+                        rsc,
+                        beta != 0.0,
+                        a.as_ptr(),
+                        csa,
+                        rsa,
+                        b.as_ptr(),
+                        csb,
+                        rsb,
+                        beta,
+                        alpha,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
                     )
                 }
             }
@@ -139,5 +154,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, matrixmultiply::sgemm);
-impl_real!(f64, matrixmultiply::dgemm);
+impl_real!(f32);
+impl_real!(f64);

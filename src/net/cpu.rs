@@ -3,37 +3,32 @@
 
 use super::{Net, NetConfig, NetData, Probe, Which};
 use crate::Result;
+use crate::cpu::head::{self, HeadGrads, HeadInputs};
 use crate::cpu::loss::{Metrics, argmax};
-use crate::cpu::{act, conv, data, dense, loss, optim, pool};
+use crate::cpu::{conv, conv_grad, data, dense, optim};
 use crate::gpu::AdapterSummary;
 use crate::model::{CLASSES, Layers, PARAM_NAMES, Params};
 use crate::optim::OptimizerKind;
 use crate::optim::stats::{self, TensorStats};
-use crate::params::{GatherParams, LossParams, StepState};
+use crate::params::{ConvGradParams, GatherParams, HeadParams, LossParams, StepState};
 use crate::rng::{Stream, hash_key};
 
-/// Activations and their gradients for one batch.
+/// Activations and their gradients for one batch. The conv outputs exist only pooled: the fused
+/// forward pools in its epilogue and the fused backward rebuilds their gradients per sample.
 struct Acts {
     x: Vec<f32>,
     y: Vec<u32>,
-    a1: Vec<f32>,
     p1: Vec<f32>,
     am1: Vec<u32>,
-    a2: Vec<f32>,
     p2: Vec<f32>,
     am2: Vec<u32>,
     d: Vec<f32>,
     h: Vec<f32>,
     logits: Vec<f32>,
-    probs: Vec<f32>,
     dlogits: Vec<f32>,
-    dh_pre: Vec<f32>,
     dh: Vec<f32>,
     dd: Vec<f32>,
-    dp2: Vec<f32>,
-    da2: Vec<f32>,
     dp1: Vec<f32>,
-    da1: Vec<f32>,
 }
 
 impl Acts {
@@ -43,24 +38,17 @@ impl Acts {
         Self {
             x: z(l.conv1.x_len()),
             y: vec![0; b],
-            a1: z(l.conv1.y_len()),
             p1: z(l.pool1.y_len()),
             am1: vec![0; l.pool1.y_len()],
-            a2: z(l.conv2.y_len()),
             p2: z(l.pool2.y_len()),
             am2: vec![0; l.pool2.y_len()],
             d: z(l.pool2.y_len()),
             h: z(b * l.hidden as usize),
             logits: z(b * CLASSES),
-            probs: z(b * CLASSES),
             dlogits: z(b * CLASSES),
-            dh_pre: z(b * l.hidden as usize),
             dh: z(b * l.hidden as usize),
             dd: z(l.pool2.y_len()),
-            dp2: z(l.pool2.y_len()),
-            da2: z(l.conv2.y_len()),
             dp1: z(l.pool1.y_len()),
-            da1: z(l.conv1.y_len()),
         }
     }
 }
@@ -155,36 +143,17 @@ impl CpuNet {
         }
     }
 
-    /// Forward pass on `acts.x`; `train` applies dropout at step `self.step.t`.
-    /// `lp`: the layers' training loss, or [`Layers::eval_loss`] when no backward follows.
-    fn forward(&mut self, train: bool, lp: LossParams, valid: u32, metrics: &mut Metrics) -> f32 {
-        let (l, a, w) = (&self.layers, &mut self.acts, &self.params.tensors);
-        let k = &mut self.laps;
-        conv::forward(&l.conv1, &a.x, &w[0], &w[1], &mut a.a1);
-        lap(k, "conv1.forward");
-        pool::maxpool_forward(&l.pool1, &a.a1, &mut a.p1, &mut a.am1);
-        lap(k, "pool1.forward");
-        conv::forward(&l.conv2, &a.p1, &w[2], &w[3], &mut a.a2);
-        lap(k, "conv2.forward");
-        pool::maxpool_forward(&l.pool2, &a.a2, &mut a.p2, &mut a.am2);
-        lap(k, "pool2.forward");
-        if train && l.dropout_on() {
-            act::dropout_forward(&l.drop, self.step.t, &a.p2, &mut a.d);
-            lap(k, "dropout.forward");
-        } else {
-            a.d.copy_from_slice(&a.p2);
-        }
-        dense::forward(&l.fc1, &a.d, &w[4], &w[5], &mut a.h);
-        lap(k, "fc1.forward");
-        dense::forward(&l.fc2, &a.h, &w[6], &w[7], &mut a.logits);
-        lap(k, "fc2.forward");
-        let loss = loss::softmax_xent_forward(&lp, valid, &a.logits, &a.y, &mut a.probs, metrics);
-        lap(k, "loss.forward");
-        loss
-    }
-
-    /// Backward pass into `self.grads` after [`Self::forward`].
-    fn backward(&mut self, train: bool, valid: u32) {
+    /// Forward pass on `acts.x`, the GPU step's dispatches in order; `train` applies dropout at
+    /// step `self.step.t`, `backward` makes the head start the backward (fc2's gradients and
+    /// `dh`). `lp`: the layers' training loss, or [`Layers::eval_loss`] when no backward follows.
+    fn forward(
+        &mut self,
+        train: bool,
+        lp: LossParams,
+        valid: u32,
+        metrics: &mut Metrics,
+        backward: bool,
+    ) -> f32 {
         let (l, a, w, g) = (
             &self.layers,
             &mut self.acts,
@@ -192,46 +161,80 @@ impl CpuNet {
             &mut self.grads.tensors,
         );
         let k = &mut self.laps;
-        loss::softmax_xent_backward(&l.loss, valid, &a.probs, &a.y, &mut a.dlogits);
-        lap(k, "loss.backward");
-        dense::backward_weight(&l.fc2, &a.h, &a.dlogits, &mut g[6]);
-        lap(k, "fc2.backward_weight");
-        dense::backward_bias(&l.fc2, &a.dlogits, &mut g[7]);
-        lap(k, "fc2.backward_bias");
-        dense::backward_input(&l.fc2, &a.dlogits, &w[6], &mut a.dh_pre);
-        lap(k, "fc2.backward_input");
-        let relu = crate::params::ActParams {
-            n: a.h.len() as u32,
-            ..Default::default()
+        conv::forward_relu_pool(&l.conv1, &a.x, &w[0], &w[1], &mut a.p1, &mut a.am1, None);
+        lap(k, "conv1.forward");
+        let dropout = train && l.dropout_on();
+        let drop = dropout.then_some((&l.drop, self.step.t, &mut a.d[..]));
+        conv::forward_relu_pool(&l.conv2, &a.p1, &w[2], &w[3], &mut a.p2, &mut a.am2, drop);
+        lap(k, "conv2.forward");
+        let fc1_in = if dropout { &a.d } else { &a.p2 };
+        dense::forward(&l.fc1, fc1_in, &w[4], &w[5], &mut a.h);
+        lap(k, "fc1.forward");
+        let (g6, g7) = g.split_at_mut(7);
+        let grads = backward.then_some(HeadGrads {
+            dlogits: &mut a.dlogits,
+            dw: &mut g6[6],
+            db: &mut g7[0],
+            dh: &mut a.dh,
+        });
+        let inputs = HeadInputs {
+            h: &a.h,
+            w: &w[6],
+            bias: &w[7],
+            labels: &a.y,
         };
-        act::relu_backward(&relu, &a.h, &a.dh_pre, &mut a.dh);
-        lap(k, "fc1.relu_backward");
-        dense::backward_weight(&l.fc1, &a.d, &a.dh, &mut g[4]);
-        lap(k, "fc1.backward_weight");
-        dense::backward_bias(&l.fc1, &a.dh, &mut g[5]);
-        lap(k, "fc1.backward_bias");
-        dense::backward_input(&l.fc1, &a.dh, &w[4], &mut a.dd);
-        lap(k, "fc1.backward_input");
-        if train && l.dropout_on() {
-            act::dropout_backward(&l.drop, self.step.t, &a.dd, &mut a.dp2);
-            lap(k, "dropout.backward");
-        } else {
-            a.dp2.copy_from_slice(&a.dd);
-        }
-        pool::maxpool_backward(&l.pool2, &a.dp2, &a.am2, &a.a2, &mut a.da2);
-        lap(k, "pool2.backward");
-        conv::backward_weight(&l.conv2, &a.p1, &a.da2, &mut g[2]);
-        lap(k, "conv2.backward_weight");
-        conv::backward_bias(&l.conv2, &a.da2, &mut g[3]);
-        lap(k, "conv2.backward_bias");
-        conv::backward_input(&l.conv2, &a.da2, &w[2], &mut a.dp1);
-        lap(k, "conv2.backward_input");
-        pool::maxpool_backward(&l.pool1, &a.dp1, &a.am1, &a.a1, &mut a.da1);
-        lap(k, "pool1.backward");
-        conv::backward_weight(&l.conv1, &a.x, &a.da1, &mut g[0]);
+        let hp = HeadParams::from_layers(&l.fc2, &lp);
+        let loss = head::head(&hp, valid, &inputs, &mut a.logits, metrics, grads);
+        lap(k, "head");
+        loss
+    }
+
+    /// The rest of the backward into `self.grads` after [`Self::forward`] with `backward`: fc1,
+    /// then conv2 (weights and input) and conv1 (weights) with pool, ReLU and dropout backward in
+    /// their loaders.
+    fn backward(&mut self, train: bool) {
+        let (l, a, w, g) = (
+            &self.layers,
+            &mut self.acts,
+            &self.params.tensors,
+            &mut self.grads.tensors,
+        );
+        let k = &mut self.laps;
+        let dropout = train && l.dropout_on();
+        let fc1_in = if dropout { &a.d } else { &a.p2 };
+        let (g4, g5) = g.split_at_mut(5);
+        dense::backward_fused(
+            &l.fc1, fc1_in, &a.dh, &w[4], &mut g4[4], &mut g5[0], &mut a.dd,
+        );
+        lap(k, "fc1.backward");
+        let conv2 = ConvGradParams::new(&l.conv2, dropout.then_some(&l.drop));
+        let (g2, g3) = g.split_at_mut(3);
+        conv_grad::backward(
+            &conv2,
+            self.step.t,
+            &a.p1,
+            &a.am2,
+            &a.p2,
+            &a.dd,
+            &w[2],
+            &mut g2[2],
+            &mut g3[0],
+            &mut a.dp1,
+        );
+        lap(k, "conv2.backward");
+        let conv1 = ConvGradParams::new(&l.conv1, None);
+        let (g0, g1) = g.split_at_mut(1);
+        conv_grad::backward_weight(
+            &conv1,
+            self.step.t,
+            &a.x,
+            &a.am1,
+            &a.p1,
+            &a.dp1,
+            &mut g0[0],
+            &mut g1[0],
+        );
         lap(k, "conv1.backward_weight");
-        conv::backward_bias(&l.conv1, &a.da1, &mut g[1]);
-        lap(k, "conv1.backward_bias");
     }
 
     fn update(&mut self) {
@@ -305,9 +308,9 @@ impl Net for CpuNet {
         lap(&mut self.laps, "gather");
         let valid = self.step.valid();
         let mut m = self.metrics;
-        self.forward(true, self.layers.loss, valid, &mut m);
+        self.forward(true, self.layers.loss, valid, &mut m, true);
         self.metrics = m;
-        self.backward(true, valid);
+        self.backward(true);
         if std::mem::take(&mut self.stats_requested) {
             self.stats = stats::of_tensors(
                 &self.cfg.optim,
@@ -368,7 +371,7 @@ impl Net for CpuNet {
                 &mut self.acts.y,
             );
             let valid = st.valid();
-            self.forward(false, self.layers.eval_loss(), valid, &mut m);
+            self.forward(false, self.layers.eval_loss(), valid, &mut m, false);
             if let Some(p) = predictions.as_deref_mut() {
                 for r in self.acts.logits.chunks(CLASSES).take(valid as usize) {
                     p.push(argmax(r) as u32);
@@ -406,8 +409,8 @@ impl Net for CpuNet {
         self.load_batch(x, labels);
         let b = self.cfg.batch;
         let mut m = Metrics::default();
-        let loss_sum = self.forward(false, self.layers.loss, b, &mut m);
-        self.backward(false, b);
+        let loss_sum = self.forward(false, self.layers.loss, b, &mut m, true);
+        self.backward(false);
         // The fixture stores pre-ReLU conv/fc outputs; our forward fuses ReLU, so recompute them
         // without it (same twins, relu off).
         let (l, a, w) = (&self.layers, &self.acts, &self.params.tensors);
@@ -430,7 +433,7 @@ impl Net for CpuNet {
         let mut f1 = vec![0.0; a.h.len()];
         dense::forward(
             &crate::params::DenseParams { relu: 0, ..l.fc1 },
-            &a.d,
+            &a.p2,
             &w[4],
             &w[5],
             &mut f1,
@@ -453,8 +456,8 @@ impl Net for CpuNet {
         self.load_batch(x, labels);
         let b = self.cfg.batch;
         let mut m = Metrics::default();
-        let loss_sum = self.forward(false, self.layers.loss, b, &mut m);
-        self.backward(false, b);
+        let loss_sum = self.forward(false, self.layers.loss, b, &mut m, true);
+        self.backward(false);
         self.update();
         self.step.t += 1;
         Ok(loss_sum / b as f32)
