@@ -37,22 +37,23 @@ impl Dims {
             ow: p.ow as usize,
         }
     }
-    fn ckk(&self) -> usize {
+    pub(crate) fn ckk(&self) -> usize {
         self.c_in * self.k * self.k
     }
-    fn opix(&self) -> usize {
+    pub(crate) fn opix(&self) -> usize {
         self.oh * self.ow
     }
-    fn x_per(&self) -> usize {
+    pub(crate) fn x_per(&self) -> usize {
         self.c_in * self.h * self.w
     }
-    fn y_per(&self) -> usize {
+    pub(crate) fn y_per(&self) -> usize {
         self.c_out * self.opix()
     }
 }
 
-/// `dst.copy_from_slice(src)` for the short runs of im2col: a call to `memmove` per run of 8 or
-/// 24 values cost more than the copy (12 % of a step); fixed lengths compile to plain moves.
+/// `dst.copy_from_slice(src)` for the short runs of the im2col variants (a kernel row, an output
+/// row): a `memmove` call per run of 5 or 8 values costs more than the copy; the fixed lengths
+/// compile to plain moves.
 #[inline(always)]
 fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) {
@@ -60,6 +61,8 @@ fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
         *d = src.try_into().expect("run length");
     }
     match dst.len() {
+        3 => fixed::<T, 3>(dst, src),
+        5 => fixed::<T, 5>(dst, src),
         8 => fixed::<T, 8>(dst, src),
         12 => fixed::<T, 12>(dst, src),
         24 => fixed::<T, 24>(dst, src),
@@ -94,6 +97,47 @@ fn col2im<T: Real>(d: &Dims, col: &[T], dx: &mut [T]) {
                 for oy in 0..d.oh {
                     let dst = &mut dx[(c * d.h + oy + ky) * d.w + kx..][..d.ow];
                     for (o, v) in dst.iter_mut().zip(&row[oy * d.ow..(oy + 1) * d.ow]) {
+                        *o += *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// im2col's transpose, `colt[(oy,ox), (c,ky,kx)] = x[c, oy+ky, ox+kx]` for one sample: a row
+/// per output pixel, so that a pixel's receptive field is contiguous (the sparse backward of
+/// `cpu::conv_grad` reads whole rows of it).
+pub(crate) fn im2col_rows<T: Real>(d: &Dims, x: &[T], colt: &mut [T]) {
+    let (ckk, k) = (d.ckk(), d.k);
+    for oy in 0..d.oh {
+        for ox in 0..d.ow {
+            let row = &mut colt[(oy * d.ow + ox) * ckk..][..ckk];
+            for c in 0..d.c_in {
+                for ky in 0..k {
+                    let src = &x[(c * d.h + oy + ky) * d.w + ox..][..k];
+                    copy_run(&mut row[(c * k + ky) * k..][..k], src);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_rows`]: `dx` is zeroed, then gets each row entry added back to the
+/// input pixel it came from; rows whose `used[pixel]` is false are all zero and skipped.
+pub(crate) fn col2im_rows<T: Real>(d: &Dims, colt: &[T], used: &[bool], dx: &mut [T]) {
+    let (ckk, k) = (d.ckk(), d.k);
+    dx.fill(T::ZERO);
+    for oy in 0..d.oh {
+        for ox in 0..d.ow {
+            if !used[oy * d.ow + ox] {
+                continue;
+            }
+            let row = &colt[(oy * d.ow + ox) * ckk..][..ckk];
+            for c in 0..d.c_in {
+                for ky in 0..k {
+                    let dst = &mut dx[(c * d.h + oy + ky) * d.w + ox..][..k];
+                    for (o, v) in dst.iter_mut().zip(&row[(c * k + ky) * k..][..k]) {
                         *o += *v;
                     }
                 }
@@ -203,34 +247,27 @@ pub fn forward_relu_pool<T: Real>(
         );
 }
 
-/// Where [`backward_with`] takes the conv-output gradient from.
-pub(crate) enum OutputGrad<'a, T> {
-    /// The whole batch's `dy [B, C_out, OH, OW]`.
-    Dense(&'a [T]),
-    /// Written into scratch one sample at a time by `f(sample, dyb)` (the fused backward's
-    /// loaders, `cpu::conv_grad`).
-    PerSample(&'a (dyn Fn(usize, &mut [T]) + Sync)),
-}
-
-/// The conv backward from the output gradient `dy`: `dw` (needs the input `x`), `db`, and `dx`
-/// (needs the weights `w`), each only when asked for. Parallel over fixed chunks of [`CHUNK`]
-/// samples; within a chunk the samples run in order, and the chunks' weight and bias partial sums
-/// are added in chunk order, so the result does not depend on the thread count.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_with<T: Real>(
-    p: &ConvParams,
-    dy: OutputGrad<T>,
-    x: Option<&[T]>,
-    w: Option<&[T]>,
+/// The scaffolding of every conv backward: `body(scratch, s, dx_s, acc_w, acc_b)` runs for each
+/// sample `s` (with `dx_s` its slice of `dx` when given), in order within fixed chunks of
+/// [`CHUNK`] samples that run in parallel. Each chunk's `acc_w` and `acc_b` start at zero (empty
+/// when `dw` / `db` are not asked for) and the chunks' sums are added in chunk order, so the
+/// result does not depend on the thread count. `scratch` makes one job's buffers (per rayon job,
+/// not per chunk: fresh buffers cost page faults every step).
+#[allow(clippy::type_complexity)]
+pub(crate) fn backward_chunks<T: Real, S>(
+    batch: usize,
+    x_per: usize,
     dw: Option<&mut [T]>,
     db: Option<&mut [T]>,
     dx: Option<&mut [T]>,
+    scratch: impl Fn() -> S + Sync + Send,
+    body: impl Fn(&mut S, usize, Option<&mut [T]>, &mut [T], &mut [T]) + Sync + Send,
 ) {
-    let d = Dims::of(p);
-    let (ckk, opix, y_per, x_per) = (d.ckk(), d.opix(), d.y_per(), d.x_per());
-    let batch = p.batch as usize;
     let chunks = batch.div_ceil(CHUNK);
-    let (want_w, want_b, want_x) = (dw.is_some(), db.is_some(), dx.is_some());
+    let (w_len, b_len) = (
+        dw.as_ref().map_or(0, |v| v.len()),
+        db.as_ref().map_or(0, |v| v.len()),
+    );
     let dx_chunks: Vec<Option<&mut [T]>> = match dx {
         Some(dx) => dx[..batch * x_per]
             .chunks_mut(x_per * CHUNK)
@@ -241,82 +278,16 @@ pub(crate) fn backward_with<T: Real>(
     let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
         .into_par_iter()
         .enumerate()
-        .map_init(
-            // Scratch per rayon job, not per chunk: fresh buffers cost page faults each step.
-            || {
-                let col = if want_w || want_x { ckk * opix } else { 0 };
-                let dy = match dy {
-                    OutputGrad::Dense(_) => 0,
-                    OutputGrad::PerSample(_) => y_per,
-                };
-                (vec![T::ZERO; col], vec![T::ZERO; dy])
-            },
-            |(col, scratch), (ci, mut dxc)| {
-                let mut acc_w = vec![T::ZERO; if want_w { d.c_out * ckk } else { 0 }];
-                let mut acc_b = vec![T::ZERO; if want_b { d.c_out } else { 0 }];
-                for s in ci * CHUNK..batch.min((ci + 1) * CHUNK) {
-                    let dyb: &[T] = match dy {
-                        OutputGrad::Dense(all) => &all[s * y_per..][..y_per],
-                        OutputGrad::PerSample(f) => {
-                            f(s, scratch);
-                            scratch
-                        }
-                    };
-                    if want_b {
-                        for (a, row) in acc_b.iter_mut().zip(dyb.chunks(opix)) {
-                            let mut sum = T::ZERO;
-                            for v in row {
-                                sum += *v;
-                            }
-                            *a += sum;
-                        }
-                    }
-                    if want_w {
-                        let x = x.expect("backward_with: dw needs x");
-                        im2col(&d, &x[s * x_per..][..x_per], col);
-                        // dW += dY col^T
-                        T::gemm(
-                            d.c_out,
-                            opix,
-                            ckk,
-                            T::ONE,
-                            dyb,
-                            opix as isize,
-                            1,
-                            col,
-                            1,
-                            opix as isize,
-                            T::ONE,
-                            &mut acc_w,
-                            ckk as isize,
-                            1,
-                        );
-                    }
-                    if let Some(dxc) = dxc.as_deref_mut() {
-                        let w = w.expect("backward_with: dx needs w");
-                        // dcol = W^T dY, then back onto the input pixels.
-                        T::gemm(
-                            ckk,
-                            d.c_out,
-                            opix,
-                            T::ONE,
-                            w,
-                            1,
-                            ckk as isize,
-                            dyb,
-                            opix as isize,
-                            1,
-                            T::ZERO,
-                            col,
-                            opix as isize,
-                            1,
-                        );
-                        col2im(&d, col, &mut dxc[(s - ci * CHUNK) * x_per..][..x_per]);
-                    }
-                }
-                (acc_w, acc_b)
-            },
-        )
+        .map_init(scratch, |scr, (ci, mut dxc)| {
+            let (mut acc_w, mut acc_b) = (vec![T::ZERO; w_len], vec![T::ZERO; b_len]);
+            for s in ci * CHUNK..batch.min((ci + 1) * CHUNK) {
+                let dxs = dxc
+                    .as_deref_mut()
+                    .map(|c| &mut c[(s - ci * CHUNK) * x_per..][..x_per]);
+                body(scr, s, dxs, &mut acc_w, &mut acc_b);
+            }
+            (acc_w, acc_b)
+        })
         .collect();
     if let Some(dw) = dw {
         let parts: Vec<&[T]> = partials.iter().map(|(a, _)| &a[..]).collect();
@@ -328,32 +299,92 @@ pub(crate) fn backward_with<T: Real>(
     }
 }
 
+/// The conv backward from the whole batch's output gradient `dy [B, C_out, OH, OW]`: `dw` (needs
+/// the input `x`), `db`, and `dx` (needs the weights `w`), each only when asked for, through
+/// im2col and GEMMs one sample at a time.
+#[allow(clippy::too_many_arguments)]
+fn backward_with<T: Real>(
+    p: &ConvParams,
+    dy: &[T],
+    x: Option<&[T]>,
+    w: Option<&[T]>,
+    dw: Option<&mut [T]>,
+    db: Option<&mut [T]>,
+    dx: Option<&mut [T]>,
+) {
+    let d = Dims::of(p);
+    let (ckk, opix, y_per, x_per) = (d.ckk(), d.opix(), d.y_per(), d.x_per());
+    let (want_w, want_b, want_x) = (dw.is_some(), db.is_some(), dx.is_some());
+    let col_len = if want_w || want_x { ckk * opix } else { 0 };
+    let body =
+        |col: &mut Vec<T>, s: usize, dxs: Option<&mut [T]>, acc_w: &mut [T], acc_b: &mut [T]| {
+            let dyb = &dy[s * y_per..][..y_per];
+            if want_b {
+                for (a, row) in acc_b.iter_mut().zip(dyb.chunks(opix)) {
+                    let mut sum = T::ZERO;
+                    for v in row {
+                        sum += *v;
+                    }
+                    *a += sum;
+                }
+            }
+            if want_w {
+                let x = x.expect("backward_with: dw needs x");
+                im2col(&d, &x[s * x_per..][..x_per], col);
+                // dW += dY col^T
+                T::gemm(
+                    d.c_out,
+                    opix,
+                    ckk,
+                    T::ONE,
+                    dyb,
+                    opix as isize,
+                    1,
+                    col,
+                    1,
+                    opix as isize,
+                    T::ONE,
+                    acc_w,
+                    ckk as isize,
+                    1,
+                );
+            }
+            if let Some(dxs) = dxs {
+                let w = w.expect("backward_with: dx needs w");
+                // dcol = W^T dY, then back onto the input pixels.
+                T::gemm(
+                    ckk,
+                    d.c_out,
+                    opix,
+                    T::ONE,
+                    w,
+                    1,
+                    ckk as isize,
+                    dyb,
+                    opix as isize,
+                    1,
+                    T::ZERO,
+                    col,
+                    opix as isize,
+                    1,
+                );
+                col2im(&d, col, dxs);
+            }
+        };
+    let batch = p.batch as usize;
+    backward_chunks(batch, x_per, dw, db, dx, || vec![T::ZERO; col_len], body);
+}
+
 pub fn backward_input<T: Real>(p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
-    backward_with(
-        p,
-        OutputGrad::Dense(dy),
-        None,
-        Some(w),
-        None,
-        None,
-        Some(dx),
-    );
+    backward_with(p, dy, None, Some(w), None, None, Some(dx));
 }
 
 pub fn backward_weight<T: Real>(p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
-    backward_with(
-        p,
-        OutputGrad::Dense(dy),
-        Some(x),
-        None,
-        Some(dw),
-        None,
-        None,
-    );
+    backward_with(p, dy, Some(x), None, Some(dw), None, None);
 }
 
 pub fn backward_bias<T: Real>(p: &ConvParams, dy: &[T], db: &mut [T]) {
-    backward_with(p, OutputGrad::Dense(dy), None, None, None, Some(db), None);
+    backward_with(p, dy, None, None, None, Some(db), None);
 }
 
 /// `out = sum_i partials[i]`, added in index order so the result is reproducible.

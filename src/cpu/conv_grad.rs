@@ -5,17 +5,18 @@
 //! incoming gradient by the same index formula as the shader's loaders; it equals
 //! `act::dropout_backward` followed by `pool::maxpool_backward` on the full-resolution activation
 //! bit for bit (ReLU' at the winner is `q > 0`), which `tests/cpu_reference.rs` checks. The
-//! fused ops rebuild it one sample at a time inside `conv::backward_with`, the code the unfused
-//! `conv::backward_weight`, `backward_bias` and `backward_input` run, so they equal the unfused
-//! chain bit for bit without its whole-batch passes (pool, ReLU and dropout backward).
+//! fused ops never build it: per sample they list its window winners (at most one entry in four
+//! can be non-zero) and do the backward's sums over those alone, which agrees with the unfused
+//! chain to rounding (`tests/cpu_reference.rs` checks both, f32 and f64).
 
 use super::Real;
 use super::act::dropout_keep;
-use super::conv::{self, OutputGrad};
+use super::conv;
 use crate::params::{ActParams, ConvGradParams};
 
 /// `dy [B, C_out, OH, OW]`: `g[i]` at the window winner when `q[i] > 0`, else 0 (see
-/// [`ConvGradParams`]); `step` is the dropout mask's `StepState.t`.
+/// [`ConvGradParams`]); `step` is the dropout mask's `StepState.t`. The fused ops below never
+/// build it: they work from each sample's [`Winners`], which this writes out.
 pub fn conv_output_grad<T: Real>(
     p: &ConvGradParams,
     step: u32,
@@ -23,19 +24,64 @@ pub fn conv_output_grad<T: Real>(
     q: &[T],
     dd: &[T],
 ) -> Vec<T> {
-    let per = (p.c_out * p.oh * p.ow) as usize;
+    let (opix, c_out) = ((p.oh * p.ow) as usize, p.c_out as usize);
     let drop = p.drop();
-    let mut dy = vec![T::ZERO; p.batch as usize * per];
-    for (s, dyb) in dy.chunks_mut(per).enumerate() {
-        sample_output_grad(p, drop.as_ref(), step, s, argmax, q, dd, dyb);
+    let mut win = Winners::default();
+    let mut dy = vec![T::ZERO; p.batch as usize * c_out * opix];
+    for (s, dyb) in dy.chunks_mut(c_out * opix).enumerate() {
+        sample_winners(p, drop.as_ref(), step, s, argmax, q, dd, &mut win);
+        for (o, plane) in dyb.chunks_mut(opix).enumerate() {
+            for t in win.start[o]..win.start[o + 1] {
+                plane[win.pix[t] as usize] = win.g[t];
+            }
+        }
     }
     dy
 }
 
-/// [`conv_output_grad`] of sample `s` alone, into `dyb [C_out, OH, OW]` (the fused backward
-/// calls it from its per-sample loop, so the whole-batch gradient is never built).
+/// The conv-output gradient entries of one sample that can be non-zero, by output channel:
+/// channel `o` owns `pix[start[o]..start[o + 1]]` (its window winners with a positive value that
+/// dropout kept, in pooled order) and the same range of `g`. That is at most one entry in four
+/// (one winner per 2x2 window), fewer after the ReLU and dropout, so the backward
+/// works on these lists instead of the dense gradient.
+#[derive(Default)]
+struct Winners<T> {
+    start: Vec<usize>,
+    pix: Vec<u32>,
+    g: Vec<T>,
+}
+
+impl<T: Real> Winners<T> {
+    /// The same lists by output pixel instead (`pix` then holds channels), channels in order.
+    fn by_pixel(&self, opix: usize, out: &mut Winners<T>) {
+        let n = self.pix.len();
+        out.start.clear();
+        out.start.resize(opix + 1, 0);
+        for &a in &self.pix {
+            out.start[a as usize + 1] += 1;
+        }
+        for i in 0..opix {
+            out.start[i + 1] += out.start[i];
+        }
+        out.pix.clear();
+        out.pix.resize(n, 0);
+        out.g.clear();
+        out.g.resize(n, T::ZERO);
+        let mut next = out.start[..opix].to_vec();
+        for o in 0..self.start.len() - 1 {
+            for t in self.start[o]..self.start[o + 1] {
+                let a = self.pix[t] as usize;
+                out.pix[next[a]] = o as u32;
+                out.g[next[a]] = self.g[t];
+                next[a] += 1;
+            }
+        }
+    }
+}
+
+/// The winners of sample `s` (see [`sample_output_grad`], which writes them into a dense plane).
 #[allow(clippy::too_many_arguments)]
-fn sample_output_grad<T: Real>(
+fn sample_winners<T: Real>(
     p: &ConvGradParams,
     drop: Option<&ActParams>,
     step: u32,
@@ -43,13 +89,16 @@ fn sample_output_grad<T: Real>(
     argmax: &[u32],
     q: &[T],
     dd: &[T],
-    dyb: &mut [T],
+    out: &mut Winners<T>,
 ) {
-    let (oh, ow, ph, pw) = (p.oh as usize, p.ow as usize, p.ph as usize, p.pw as usize);
+    let (ow, ph, pw) = (p.ow as usize, p.ph as usize, p.pw as usize);
     let c_out = p.c_out as usize;
     let scale = T::from_f32(p.scale);
-    dyb.fill(T::ZERO);
-    for (o, plane) in dyb.chunks_mut(oh * ow).enumerate() {
+    out.start.clear();
+    out.pix.clear();
+    out.g.clear();
+    for o in 0..c_out {
+        out.start.push(out.pix.len());
         let pl = s * c_out + o;
         for j in 0..ph * pw {
             let i = pl * ph * pw + j;
@@ -59,7 +108,7 @@ fn sample_output_grad<T: Real>(
                 continue;
             }
             let g = match drop {
-                Some(d) if !dropout_keep(d, step, i as u32) => T::ZERO,
+                Some(d) if !dropout_keep(d, step, i as u32) => continue,
                 Some(_) => dd[i] * scale,
                 None => dd[i],
             };
@@ -68,14 +117,20 @@ fn sample_output_grad<T: Real>(
             let a = argmax[i] as usize;
             let (y, x) = (a / ow.max(1), a % ow.max(1));
             if y / 2 * pw + x / 2 == j && y < 2 * ph && x < 2 * pw {
-                plane[a] = g;
+                out.pix.push(a as u32);
+                out.g.push(g);
             }
         }
     }
+    out.start.push(out.pix.len());
 }
 
-/// The conv backward of `p`'s conv with the conv-output gradient rebuilt per sample, as the
-/// shader's loaders do: the chosen outputs of `conv::backward_with`.
+/// The conv backward of `p`'s conv from each sample's [`Winners`], the outputs asked for:
+/// `db` sums the winners' gradients; `dw[o, :] += g colt[pixel, :]` and
+/// `dcolt[pixel, :] += g w[o, :]` over the winners ([`gather_add`] on `conv::im2col_rows`'s
+/// layout), then `conv::col2im_rows` takes `dcolt` back onto the input. It does the dense
+/// backward's sums over the entries that can be non-zero only, in another order, so it agrees
+/// with the unfused chain to rounding (`tests/cpu_reference.rs`), not bit for bit.
 #[allow(clippy::too_many_arguments)]
 fn fused<T: Real>(
     p: &ConvGradParams,
@@ -89,11 +144,155 @@ fn fused<T: Real>(
     db: Option<&mut [T]>,
     dx: Option<&mut [T]>,
 ) {
+    let c = p.conv();
+    let d = conv::Dims::of(&c);
+    let (ckk, opix, x_per) = (d.ckk(), d.opix(), d.x_per());
     let drop = p.drop();
-    let dy_of = |s: usize, dyb: &mut [T]| {
-        sample_output_grad(p, drop.as_ref(), step, s, argmax, q, dd, dyb);
+    let (want_w, want_x) = (dw.is_some(), dx.is_some());
+    let scratch = || {
+        let (cols, dcols) = (
+            if want_w { opix * ckk } else { 0 },
+            if want_x { opix * ckk } else { 0 },
+        );
+        let (win, by_pixel) = (Winners::<T>::default(), Winners::<T>::default());
+        (
+            win,
+            by_pixel,
+            vec![T::ZERO; cols],
+            vec![T::ZERO; dcols],
+            vec![false; opix],
+        )
     };
-    conv::backward_with(&p.conv(), OutputGrad::PerSample(&dy_of), x, w, dw, db, dx);
+    type Scratch<T> = (Winners<T>, Winners<T>, Vec<T>, Vec<T>, Vec<bool>);
+    let body = |scr: &mut Scratch<T>,
+                s: usize,
+                dxs: Option<&mut [T]>,
+                acc_w: &mut [T],
+                acc_b: &mut [T]| {
+        let (win, by_pixel, colt, dcolt, used) = scr;
+        sample_winners(p, drop.as_ref(), step, s, argmax, q, dd, win);
+        for (o, a) in acc_b.iter_mut().enumerate() {
+            for &g in &win.g[win.start[o]..win.start[o + 1]] {
+                *a += g;
+            }
+        }
+        if want_w {
+            let x = x.expect("conv_grad: dw needs x");
+            conv::im2col_rows(&d, &x[s * x_per..][..x_per], colt);
+            gather_add(acc_w, colt, ckk, &win.start, &win.pix, &win.g);
+        }
+        if let Some(dxs) = dxs {
+            let w = w.expect("conv_grad: dx needs w");
+            win.by_pixel(opix, by_pixel);
+            dcolt.fill(T::ZERO);
+            gather_add(dcolt, w, ckk, &by_pixel.start, &by_pixel.pix, &by_pixel.g);
+            for (u, r) in used.iter_mut().zip(by_pixel.start.windows(2)) {
+                *u = r[1] > r[0];
+            }
+            conv::col2im_rows(&d, dcolt, used, dxs);
+        }
+    };
+    conv::backward_chunks(p.batch as usize, x_per, dw, db, dx, scratch, body);
+}
+
+/// Columns per block of [`gather_add`]: a block of every row it reads (64 rows of 64 floats,
+/// 16 KiB in f32) and of every row it writes stay in L1 while all rows are visited.
+const BLOCK: usize = 64;
+
+/// `acc[r, :] += sum_t g[t] * rows[idx[t], :]` for every row `r`, `t` over
+/// `start[r]..start[r + 1]` in order; rows are `width` long. Each term is one fused multiply-add
+/// (one rounding, as in the GEMM kernels), so the AVX-512, AVX2 and plain builds of it give the
+/// same bits; the plain one computes it in software where the CPU has no FMA.
+pub(crate) fn gather_add<T: Real>(
+    acc: &mut [T],
+    rows: &[T],
+    width: usize,
+    start: &[usize],
+    idx: &[u32],
+    g: &[T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let fma = std::arch::is_x86_feature_detected!("fma");
+        if fma && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F and FMA (checked just above).
+            return unsafe { gather_add_avx512(acc, rows, width, start, idx, g) };
+        }
+        if fma && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { gather_add_avx2(acc, rows, width, start, idx, g) };
+        }
+    }
+    gather_add_body(acc, rows, width, start, idx, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn gather_add_avx512<T: Real>(
+    acc: &mut [T],
+    rows: &[T],
+    width: usize,
+    start: &[usize],
+    idx: &[u32],
+    g: &[T],
+) {
+    gather_add_body(acc, rows, width, start, idx, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gather_add_avx2<T: Real>(
+    acc: &mut [T],
+    rows: &[T],
+    width: usize,
+    start: &[usize],
+    idx: &[u32],
+    g: &[T],
+) {
+    gather_add_body(acc, rows, width, start, idx, g)
+}
+
+/// The loops of [`gather_add`], inlined into each ISA's copy so the compiler vectorises them
+/// for it: the block's accumulators are a fixed-size array it keeps in registers.
+#[inline(always)]
+fn gather_add_body<T: Real>(
+    acc: &mut [T],
+    rows: &[T],
+    width: usize,
+    start: &[usize],
+    idx: &[u32],
+    g: &[T],
+) {
+    let nrows = start.len() - 1;
+    let mut c0 = 0;
+    while c0 < width {
+        let bw = BLOCK.min(width - c0);
+        for r in 0..nrows {
+            let dst = &mut acc[r * width + c0..][..bw];
+            let (terms, gains) = (&idx[start[r]..start[r + 1]], &g[start[r]..start[r + 1]]);
+            if bw == BLOCK {
+                let dst: &mut [T; BLOCK] = dst.try_into().expect("block");
+                let mut a = *dst;
+                for (&i, &gv) in terms.iter().zip(gains) {
+                    let src: &[T; BLOCK] = rows[i as usize * width + c0..][..BLOCK]
+                        .try_into()
+                        .expect("block");
+                    for e in 0..BLOCK {
+                        a[e] = gv.mul_add(src[e], a[e]);
+                    }
+                }
+                *dst = a;
+            } else {
+                for (&i, &gv) in terms.iter().zip(gains) {
+                    let src = &rows[i as usize * width + c0..][..bw];
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d = gv.mul_add(*s, *d);
+                    }
+                }
+            }
+        }
+        c0 += BLOCK;
+    }
 }
 
 /// `dw [C_out, C_in, K, K]` and `db [C_out]` from the conv input `x [B, C_in, H, W]` and the

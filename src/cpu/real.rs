@@ -32,6 +32,9 @@ pub trait Real:
     fn powi(self, n: i32) -> Self;
     fn max(self, o: Self) -> Self;
     fn min(self, o: Self) -> Self;
+    /// `self * a + b` with one rounding (IEEE fused multiply-add: the same bits whether the CPU
+    /// has an FMA instruction or the library computes it).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 
     /// `C = alpha * op(A) * op(B) + beta * C`, row-major with explicit strides:
     /// `a` is `m x k` with row stride `rsa` and column stride `csa`, and so on.
@@ -85,6 +88,10 @@ macro_rules! impl_real {
             }
             fn min(self, o: Self) -> Self {
                 <$t>::min(self, o)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
             fn gemm(
                 m: usize,

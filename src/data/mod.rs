@@ -209,10 +209,10 @@ pub fn locate_in(flag: Option<&Path>, places: &Places) -> Result<PathBuf> {
     if has_data(&places.system) {
         return Ok(places.system.clone());
     }
-    if let Some(cache) = &places.cache {
-        if has_data(cache) {
-            return Ok(cache.clone());
-        }
+    if let Some(cache) = &places.cache
+        && has_data(cache)
+    {
+        return Ok(cache.clone());
     }
     let show = |p: &Option<PathBuf>, unset: &str| match p {
         Some(p) => p.display().to_string(),
