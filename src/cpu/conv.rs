@@ -51,35 +51,32 @@ impl Dims {
     }
 }
 
-/// `dst.copy_from_slice(src)` for the short runs of the im2col variants (a kernel row, an output
-/// row): a `memmove` call per run of 5 or 8 values costs more than the copy; the fixed lengths
-/// compile to plain moves.
-#[inline(always)]
-fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
-    fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) {
-        let d: &mut [T; N] = dst.try_into().expect("run length");
-        *d = src.try_into().expect("run length");
-    }
-    match dst.len() {
-        3 => fixed::<T, 3>(dst, src),
-        5 => fixed::<T, 5>(dst, src),
-        8 => fixed::<T, 8>(dst, src),
-        12 => fixed::<T, 12>(dst, src),
-        24 => fixed::<T, 24>(dst, src),
-        _ => dst.copy_from_slice(src),
+/// `col[(c,ky,kx), (oy,ox)] = x[c, oy+ky, ox+kx]` for one sample.
+fn im2col<T: Real>(d: &Dims, x: &[T], col: &mut [T]) {
+    // The output width as a constant turns each output row into a few plain moves (see
+    // `im2col_rows`); the model's convs have widths 24 and 8.
+    match d.ow {
+        8 => im2col_w::<T, 8>(d, x, col),
+        24 => im2col_w::<T, 24>(d, x, col),
+        _ => im2col_w::<T, 0>(d, x, col),
     }
 }
 
-/// `col[(c,ky,kx), (oy,ox)] = x[c, oy+ky, ox+kx]` for one sample.
-fn im2col<T: Real>(d: &Dims, x: &[T], col: &mut [T]) {
-    let opix = d.opix();
-    for c in 0..d.c_in {
-        for ky in 0..d.k {
-            for kx in 0..d.k {
-                let row = &mut col[((c * d.k + ky) * d.k + kx) * opix..][..opix];
-                for oy in 0..d.oh {
-                    let src = &x[(c * d.h + oy + ky) * d.w + kx..][..d.ow];
-                    copy_run(&mut row[oy * d.ow..(oy + 1) * d.ow], src);
+/// [`im2col`] for output width `W` (0: `d.ow`, not known at compile time).
+#[inline(always)]
+fn im2col_w<T: Real, const W: usize>(d: &Dims, x: &[T], col: &mut [T]) {
+    let ow = if W == 0 { d.ow } else { W };
+    let (opix, hw, kk) = (d.opix(), d.h * d.w, d.k * d.k);
+    for (xc, cc) in x.chunks_exact(hw).zip(col.chunks_exact_mut(kk * opix)) {
+        for (r, row) in cc.chunks_exact_mut(opix).enumerate() {
+            let (ky, kx) = (r / d.k, r % d.k);
+            for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                let src = &xc[(oy + ky) * d.w + kx..][..ow];
+                if W == 0 {
+                    dst.copy_from_slice(src);
+                } else {
+                    let dst: &mut [T; W] = dst.try_into().expect("output row");
+                    *dst = src.try_into().expect("output row");
                 }
             }
         }
@@ -109,14 +106,30 @@ fn col2im<T: Real>(d: &Dims, col: &[T], dx: &mut [T]) {
 /// per output pixel, so that a pixel's receptive field is contiguous (the sparse backward of
 /// `cpu::conv_grad` reads whole rows of it).
 pub(crate) fn im2col_rows<T: Real>(d: &Dims, x: &[T], colt: &mut [T]) {
-    let (ckk, k) = (d.ckk(), d.k);
-    for oy in 0..d.oh {
-        for ox in 0..d.ow {
-            let row = &mut colt[(oy * d.ow + ox) * ckk..][..ckk];
-            for c in 0..d.c_in {
-                for ky in 0..k {
-                    let src = &x[(c * d.h + oy + ky) * d.w + ox..][..k];
-                    copy_run(&mut row[(c * k + ky) * k..][..k], src);
+    // The kernel width as a constant turns each kernel row into a few plain moves; a generic
+    // length costs a loop (or a memmove) per five values, 20,000 of them per conv2 sample.
+    match d.k {
+        5 => im2col_rows_k::<T, 5>(d, x, colt),
+        3 => im2col_rows_k::<T, 3>(d, x, colt),
+        _ => im2col_rows_k::<T, 0>(d, x, colt),
+    }
+}
+
+/// [`im2col_rows`] for kernel width `K` (0: `d.k`, not known at compile time).
+#[inline(always)]
+fn im2col_rows_k<T: Real, const K: usize>(d: &Dims, x: &[T], colt: &mut [T]) {
+    let k = if K == 0 { d.k } else { K };
+    let (ckk, hw) = (d.ckk(), d.h * d.w);
+    for (p, row) in colt.chunks_exact_mut(ckk).take(d.opix()).enumerate() {
+        let (oy, ox) = (p / d.ow, p % d.ow);
+        for (xc, rc) in x.chunks_exact(hw).zip(row.chunks_exact_mut(k * k)) {
+            for (ky, dst) in rc.chunks_exact_mut(k).enumerate() {
+                let src = &xc[(oy + ky) * d.w + ox..][..k];
+                if K == 0 {
+                    dst.copy_from_slice(src);
+                } else {
+                    let dst: &mut [T; K] = dst.try_into().expect("kernel row");
+                    *dst = src.try_into().expect("kernel row");
                 }
             }
         }
@@ -126,20 +139,29 @@ pub(crate) fn im2col_rows<T: Real>(d: &Dims, x: &[T], colt: &mut [T]) {
 /// The adjoint of [`im2col_rows`]: `dx` is zeroed, then gets each row entry added back to the
 /// input pixel it came from; rows whose `used[pixel]` is false are all zero and skipped.
 pub(crate) fn col2im_rows<T: Real>(d: &Dims, colt: &[T], used: &[bool], dx: &mut [T]) {
-    let (ckk, k) = (d.ckk(), d.k);
     dx.fill(T::ZERO);
-    for oy in 0..d.oh {
-        for ox in 0..d.ow {
-            if !used[oy * d.ow + ox] {
-                continue;
-            }
-            let row = &colt[(oy * d.ow + ox) * ckk..][..ckk];
-            for c in 0..d.c_in {
-                for ky in 0..k {
-                    let dst = &mut dx[(c * d.h + oy + ky) * d.w + ox..][..k];
-                    for (o, v) in dst.iter_mut().zip(&row[(c * k + ky) * k..][..k]) {
-                        *o += *v;
-                    }
+    match d.k {
+        5 => col2im_rows_k::<T, 5>(d, colt, used, dx),
+        3 => col2im_rows_k::<T, 3>(d, colt, used, dx),
+        _ => col2im_rows_k::<T, 0>(d, colt, used, dx),
+    }
+}
+
+/// [`col2im_rows`] after the zeroing, for kernel width `K` (0: `d.k`).
+#[inline(always)]
+fn col2im_rows_k<T: Real, const K: usize>(d: &Dims, colt: &[T], used: &[bool], dx: &mut [T]) {
+    let k = if K == 0 { d.k } else { K };
+    let (ckk, hw) = (d.ckk(), d.h * d.w);
+    for (p, row) in colt.chunks_exact(ckk).take(d.opix()).enumerate() {
+        if !used[p] {
+            continue;
+        }
+        let (oy, ox) = (p / d.ow, p % d.ow);
+        for (xc, rc) in dx.chunks_exact_mut(hw).zip(row.chunks_exact(k * k)) {
+            for (ky, src) in rc.chunks_exact(k).enumerate() {
+                let dst = &mut xc[(oy + ky) * d.w + ox..][..k];
+                for (o, v) in dst.iter_mut().zip(src) {
+                    *o += *v;
                 }
             }
         }
