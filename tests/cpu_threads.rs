@@ -81,16 +81,24 @@ fn training_steps_are_bit_identical_for_any_thread_count() {
     }
 }
 
-/// The model's conv layers at a batch that is not a multiple of the backend's chunk, each
+/// The model's conv layers at batches that are not a multiple of the backend's chunks, each
 /// parallel op alone (fused and unfused), in f32 and f64.
 #[test]
 fn conv_ops_are_bit_identical_for_any_thread_count() {
-    let l = Layers::new(37, 128, 0.4, 99);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut r = |n: usize, lo: f32, hi: f32| -> Vec<f32> {
         (0..n).map(|_| rng.random_range(lo..hi)).collect()
     };
-    for (c, drop) in [(l.conv1, None), (l.conv2, Some(&l.drop))] {
+    // 37: chunks of 8 and a short one; 200: the bigger chunks of big batches (13 samples).
+    let (a, b) = (
+        Layers::new(37, 128, 0.4, 99),
+        Layers::new(200, 128, 0.4, 99),
+    );
+    for (c, drop) in [
+        (a.conv1, None),
+        (a.conv2, Some(&a.drop)),
+        (b.conv2, Some(&b.drop)),
+    ] {
         let x = r(c.x_len(), 0.0, 1.0);
         let w = r(c.w_len(), -0.1, 0.1);
         let bias = r(c.c_out as usize, -0.1, 0.1);

@@ -269,10 +269,18 @@ pub fn forward_relu_pool<T: Real>(
         );
 }
 
+/// Samples per chunk of a backward: [`CHUNK`], or more for big batches so that there are at most
+/// 16 chunks. Each chunk holds a whole weight-gradient partial (400 KB for conv2), written and
+/// then summed at the end, so a partial per 8 samples made batch 512's backward slower per image
+/// than batch 128's. A function of the batch alone, never of the thread count.
+fn grad_chunk(batch: usize) -> usize {
+    CHUNK.max(batch.div_ceil(16))
+}
+
 /// The scaffolding of every conv backward: `body(scratch, s, dx_s, acc_w, acc_b)` runs for each
 /// sample `s` (with `dx_s` its slice of `dx` when given), in order within fixed chunks of
-/// [`CHUNK`] samples that run in parallel. Each chunk's `acc_w` and `acc_b` start at zero (empty
-/// when `dw` / `db` are not asked for) and the chunks' sums are added in chunk order, so the
+/// [`grad_chunk`] samples that run in parallel. Each chunk's `acc_w` and `acc_b` start at zero
+/// (empty when `dw` / `db` are not asked for) and the chunks' sums are added in chunk order, so the
 /// result does not depend on the thread count. `scratch` makes one job's buffers (per rayon job,
 /// not per chunk: fresh buffers cost page faults every step).
 #[allow(clippy::type_complexity)]
@@ -285,14 +293,15 @@ pub(crate) fn backward_chunks<T: Real, S>(
     scratch: impl Fn() -> S + Sync + Send,
     body: impl Fn(&mut S, usize, Option<&mut [T]>, &mut [T], &mut [T]) + Sync + Send,
 ) {
-    let chunks = batch.div_ceil(CHUNK);
+    let chunk = grad_chunk(batch);
+    let chunks = batch.div_ceil(chunk);
     let (w_len, b_len) = (
         dw.as_ref().map_or(0, |v| v.len()),
         db.as_ref().map_or(0, |v| v.len()),
     );
     let dx_chunks: Vec<Option<&mut [T]>> = match dx {
         Some(dx) => dx[..batch * x_per]
-            .chunks_mut(x_per * CHUNK)
+            .chunks_mut(x_per * chunk)
             .map(Some)
             .collect(),
         None => (0..chunks).map(|_| None).collect(),
@@ -302,10 +311,10 @@ pub(crate) fn backward_chunks<T: Real, S>(
         .enumerate()
         .map_init(scratch, |scr, (ci, mut dxc)| {
             let (mut acc_w, mut acc_b) = (vec![T::ZERO; w_len], vec![T::ZERO; b_len]);
-            for s in ci * CHUNK..batch.min((ci + 1) * CHUNK) {
+            for s in ci * chunk..batch.min((ci + 1) * chunk) {
                 let dxs = dxc
                     .as_deref_mut()
-                    .map(|c| &mut c[(s - ci * CHUNK) * x_per..][..x_per]);
+                    .map(|c| &mut c[(s - ci * chunk) * x_per..][..x_per]);
                 body(scr, s, dxs, &mut acc_w, &mut acc_b);
             }
             (acc_w, acc_b)

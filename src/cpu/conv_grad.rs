@@ -270,29 +270,48 @@ fn gather_add_body<T: Real>(
         for r in 0..nrows {
             let dst = &mut acc[r * width + c0..][..bw];
             let (terms, gains) = (&idx[start[r]..start[r + 1]], &g[start[r]..start[r + 1]]);
-            if bw == BLOCK {
-                let dst: &mut [T; BLOCK] = dst.try_into().expect("block");
-                let mut a = *dst;
-                for (&i, &gv) in terms.iter().zip(gains) {
-                    let src: &[T; BLOCK] = rows[i as usize * width + c0..][..BLOCK]
-                        .try_into()
-                        .expect("block");
-                    for e in 0..BLOCK {
-                        a[e] = gv.mul_add(src[e], a[e]);
-                    }
-                }
-                *dst = a;
-            } else {
-                for (&i, &gv) in terms.iter().zip(gains) {
-                    let src = &rows[i as usize * width + c0..][..bw];
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        *d = gv.mul_add(*s, *d);
+            // The block's accumulators as a fixed-size array the compiler keeps in registers:
+            // full blocks, and the whole row of a 5x5 or 3x3 kernel over one channel (conv1).
+            match bw {
+                BLOCK => add_block::<T, BLOCK>(dst, rows, width, c0, terms, gains),
+                25 => add_block::<T, 25>(dst, rows, width, c0, terms, gains),
+                9 => add_block::<T, 9>(dst, rows, width, c0, terms, gains),
+                _ => {
+                    for (&i, &gv) in terms.iter().zip(gains) {
+                        let src = &rows[i as usize * width + c0..][..bw];
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = gv.mul_add(*s, *d);
+                        }
                     }
                 }
             }
         }
         c0 += BLOCK;
     }
+}
+
+/// One block of `N` columns of one row of [`gather_add`]: `dst += sum_t gains[t] *
+/// rows[terms[t], c0..c0 + N]`.
+#[inline(always)]
+fn add_block<T: Real, const N: usize>(
+    dst: &mut [T],
+    rows: &[T],
+    width: usize,
+    c0: usize,
+    terms: &[u32],
+    gains: &[T],
+) {
+    let dst: &mut [T; N] = dst.try_into().expect("block");
+    let mut a = *dst;
+    for (&i, &gv) in terms.iter().zip(gains) {
+        let src: &[T; N] = rows[i as usize * width + c0..][..N]
+            .try_into()
+            .expect("block");
+        for e in 0..N {
+            a[e] = gv.mul_add(src[e], a[e]);
+        }
+    }
+    *dst = a;
 }
 
 /// `dw [C_out, C_in, K, K]` and `db [C_out]` from the conv input `x [B, C_in, H, W]` and the
