@@ -51,6 +51,18 @@ impl Dims {
     }
 }
 
+/// `dst.copy_from_slice(src)` for a run of `N` values (0: any length): with `N` a constant the
+/// copy is a few plain moves, not a loop or a `memmove` call per run.
+#[inline(always)]
+fn copy_run<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) {
+    if N == 0 {
+        dst.copy_from_slice(src);
+    } else {
+        let dst: &mut [T; N] = dst.try_into().expect("run length");
+        *dst = src.try_into().expect("run length");
+    }
+}
+
 /// `col[(c,ky,kx), (oy,ox)] = x[c, oy+ky, ox+kx]` for one sample.
 fn im2col<T: Real>(d: &Dims, x: &[T], col: &mut [T]) {
     // The output width as a constant turns each output row into a few plain moves (see
@@ -71,13 +83,7 @@ fn im2col_w<T: Real, const W: usize>(d: &Dims, x: &[T], col: &mut [T]) {
         for (r, row) in cc.chunks_exact_mut(opix).enumerate() {
             let (ky, kx) = (r / d.k, r % d.k);
             for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
-                let src = &xc[(oy + ky) * d.w + kx..][..ow];
-                if W == 0 {
-                    dst.copy_from_slice(src);
-                } else {
-                    let dst: &mut [T; W] = dst.try_into().expect("output row");
-                    *dst = src.try_into().expect("output row");
-                }
+                copy_run::<T, W>(dst, &xc[(oy + ky) * d.w + kx..][..ow]);
             }
         }
     }
@@ -124,13 +130,7 @@ fn im2col_rows_k<T: Real, const K: usize>(d: &Dims, x: &[T], colt: &mut [T]) {
         let (oy, ox) = (p / d.ow, p % d.ow);
         for (xc, rc) in x.chunks_exact(hw).zip(row.chunks_exact_mut(k * k)) {
             for (ky, dst) in rc.chunks_exact_mut(k).enumerate() {
-                let src = &xc[(oy + ky) * d.w + ox..][..k];
-                if K == 0 {
-                    dst.copy_from_slice(src);
-                } else {
-                    let dst: &mut [T; K] = dst.try_into().expect("kernel row");
-                    *dst = src.try_into().expect("kernel row");
-                }
+                copy_run::<T, K>(dst, &xc[(oy + ky) * d.w + ox..][..k]);
             }
         }
     }
