@@ -79,7 +79,7 @@ impl<T: Real> Winners<T> {
     }
 }
 
-/// The winners of sample `s` (see [`sample_output_grad`], which writes them into a dense plane).
+/// The winners of sample `s` ([`conv_output_grad`] writes them out into dense planes).
 #[allow(clippy::too_many_arguments)]
 fn sample_winners<T: Real>(
     p: &ConvGradParams,
