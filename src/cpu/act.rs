@@ -23,20 +23,16 @@ pub fn dropout_keep(p: &ActParams, step: u32, i: u32) -> bool {
 }
 
 pub fn dropout_forward<T: Real>(p: &ActParams, step: u32, x: &[T], y: &mut [T]) {
-    let scale = T::from_f32(p.scale);
+    /// Elements per parallel piece (each element's mask is its own, so any split gives the same
+    /// bits).
+    const PIECE: usize = 4096;
     let n = p.n as usize;
     // The hash per element costs more than the multiply: spread it over the cores.
     y[..n]
-        .par_iter_mut()
-        .zip(&x[..n])
+        .par_chunks_mut(PIECE)
+        .zip(x[..n].par_chunks(PIECE))
         .enumerate()
-        .for_each(|(i, (o, v))| {
-            *o = if dropout_keep(p, step, i as u32) {
-                *v * scale
-            } else {
-                T::ZERO
-            };
-        });
+        .for_each(|(i, (yc, xc))| dropout_range(p, step, i * PIECE, xc, yc));
 }
 
 /// [`dropout_forward`] of `x` and `y`, the elements `offset..offset + x.len()` of the map,

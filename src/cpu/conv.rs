@@ -2,10 +2,11 @@
 //! batch chunks, and the fused forward + ReLU + max-pool (+ dropout) with the pool as the GEMM's
 //! epilogue.
 //!
-//! The unfused ops and the fused twins (`forward_relu_pool` here, `cpu::conv_grad`) run the same
-//! per-sample code ([`sample_forward`], [`backward_with`]), so the fused results equal the unfused
-//! chain bit for bit (`tests/cpu_reference.rs`) while skipping its passes over the full-resolution
-//! activations.
+//! `forward` and `forward_relu_pool` run the same per-sample code ([`sample_forward`]), so the
+//! fused forward equals the unfused chain bit for bit (`tests/cpu_reference.rs`) while skipping
+//! its passes over the full-resolution activations. The backward scaffolding
+//! ([`backward_chunks`]) serves both the dense unfused backward here and `cpu::conv_grad`'s
+//! winners-only one, which agrees with it to rounding.
 
 use super::Real;
 use crate::params::{ActParams, ConvParams, PoolParams};
@@ -137,23 +138,25 @@ fn im2col_rows_k<T: Real, const K: usize>(d: &Dims, x: &[T], colt: &mut [T]) {
 }
 
 /// The adjoint of [`im2col_rows`]: `dx` is zeroed, then gets each row entry added back to the
-/// input pixel it came from; rows whose `used[pixel]` is false are all zero and skipped.
-pub(crate) fn col2im_rows<T: Real>(d: &Dims, colt: &[T], used: &[bool], dx: &mut [T]) {
+/// input pixel it came from. Only the rows of pixels with terms in `start` (row `p` has
+/// `start[p]..start[p + 1]`, as `cpu::conv_grad`'s winners by pixel) are read; the others are
+/// zero.
+pub(crate) fn col2im_rows<T: Real>(d: &Dims, colt: &[T], start: &[usize], dx: &mut [T]) {
     dx.fill(T::ZERO);
     match d.k {
-        5 => col2im_rows_k::<T, 5>(d, colt, used, dx),
-        3 => col2im_rows_k::<T, 3>(d, colt, used, dx),
-        _ => col2im_rows_k::<T, 0>(d, colt, used, dx),
+        5 => col2im_rows_k::<T, 5>(d, colt, start, dx),
+        3 => col2im_rows_k::<T, 3>(d, colt, start, dx),
+        _ => col2im_rows_k::<T, 0>(d, colt, start, dx),
     }
 }
 
 /// [`col2im_rows`] after the zeroing, for kernel width `K` (0: `d.k`).
 #[inline(always)]
-fn col2im_rows_k<T: Real, const K: usize>(d: &Dims, colt: &[T], used: &[bool], dx: &mut [T]) {
+fn col2im_rows_k<T: Real, const K: usize>(d: &Dims, colt: &[T], start: &[usize], dx: &mut [T]) {
     let k = if K == 0 { d.k } else { K };
     let (ckk, hw) = (d.ckk(), d.h * d.w);
     for (p, row) in colt.chunks_exact(ckk).take(d.opix()).enumerate() {
-        if !used[p] {
+        if start[p + 1] == start[p] {
             continue;
         }
         let (oy, ox) = (p / d.ow, p % d.ow);

@@ -55,25 +55,28 @@ impl<T: Real> Winners<T> {
     /// The same lists by output pixel instead (`pix` then holds channels), channels in order.
     fn by_pixel(&self, opix: usize, out: &mut Winners<T>) {
         let n = self.pix.len();
+        // Counting sort. `start[a + 1]` first counts pixel `a`, then becomes the cursor where its
+        // entries go (their first slot); after placing them it is where they end, `start`'s
+        // meaning.
         out.start.clear();
         out.start.resize(opix + 1, 0);
         for &a in &self.pix {
             out.start[a as usize + 1] += 1;
         }
-        for i in 0..opix {
-            out.start[i + 1] += out.start[i];
+        let mut first = 0;
+        for c in &mut out.start[1..] {
+            (*c, first) = (first, first + *c);
         }
         out.pix.clear();
         out.pix.resize(n, 0);
         out.g.clear();
         out.g.resize(n, T::ZERO);
-        let mut next = out.start[..opix].to_vec();
         for o in 0..self.start.len() - 1 {
             for t in self.start[o]..self.start[o + 1] {
-                let a = self.pix[t] as usize;
-                out.pix[next[a]] = o as u32;
-                out.g[next[a]] = self.g[t];
-                next[a] += 1;
+                let slot = &mut out.start[self.pix[t] as usize + 1];
+                out.pix[*slot] = o as u32;
+                out.g[*slot] = self.g[t];
+                *slot += 1;
             }
         }
     }
@@ -155,21 +158,15 @@ fn fused<T: Real>(
             if want_x { opix * ckk } else { 0 },
         );
         let (win, by_pixel) = (Winners::<T>::default(), Winners::<T>::default());
-        (
-            win,
-            by_pixel,
-            vec![T::ZERO; cols],
-            vec![T::ZERO; dcols],
-            vec![false; opix],
-        )
+        (win, by_pixel, vec![T::ZERO; cols], vec![T::ZERO; dcols])
     };
-    type Scratch<T> = (Winners<T>, Winners<T>, Vec<T>, Vec<T>, Vec<bool>);
+    type Scratch<T> = (Winners<T>, Winners<T>, Vec<T>, Vec<T>);
     let body = |scr: &mut Scratch<T>,
                 s: usize,
                 dxs: Option<&mut [T]>,
                 acc_w: &mut [T],
                 acc_b: &mut [T]| {
-        let (win, by_pixel, colt, dcolt, used) = scr;
+        let (win, by_pixel, colt, dcolt) = scr;
         sample_winners(p, drop.as_ref(), step, s, argmax, q, dd, win);
         for (o, a) in acc_b.iter_mut().enumerate() {
             for &g in &win.g[win.start[o]..win.start[o + 1]] {
@@ -186,10 +183,7 @@ fn fused<T: Real>(
             win.by_pixel(opix, by_pixel);
             dcolt.fill(T::ZERO);
             gather_add(dcolt, w, ckk, &by_pixel.start, &by_pixel.pix, &by_pixel.g);
-            for (u, r) in used.iter_mut().zip(by_pixel.start.windows(2)) {
-                *u = r[1] > r[0];
-            }
-            conv::col2im_rows(&d, dcolt, used, dxs);
+            conv::col2im_rows(&d, dcolt, &by_pixel.start, dxs);
         }
     };
     conv::backward_chunks(p.batch as usize, x_per, dw, db, dx, scratch, body);
