@@ -288,6 +288,13 @@ fn finite(path: &Path, name: &str, v: Vec<f32>) -> Result<Vec<f32>> {
 
 /// Writes `model.safetensors`-style files: PyTorch names, `metadata` (the run config) alongside.
 pub fn save_model(path: &Path, p: &Params, metadata: BTreeMap<String, String>) -> Result<()> {
+    let bytes = model_bytes(p, &metadata)
+        .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// The bytes [`save_model`] writes (the browser page offers them as a download).
+pub fn model_bytes(p: &Params, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     let named: Vec<Named> = PARAM_NAMES
         .iter()
         .zip(param_shapes(p.hidden))
@@ -298,7 +305,7 @@ pub fn save_model(path: &Path, p: &Params, metadata: BTreeMap<String, String>) -
             data: t,
         })
         .collect();
-    save_f32(path, &named, metadata)
+    serialize_f32(&named, metadata)
 }
 
 /// Loads a model checkpoint; extra tensors are an error (a file of another network).

@@ -7,7 +7,7 @@
 
 use crate::cpu;
 use crate::cpu::Real;
-use crate::gpu::buffers::{Arena, Dispatch, View, read, run_once, storage_init};
+use crate::gpu::buffers::{Arena, Dispatch, View, read_async, run_once, storage_init};
 use crate::gpu::tile::Tile;
 use crate::gpu::{DeviceArgs, GpuContext, Selected};
 use crate::ops::act::{ActKernels, dropout_params, relu_params};
@@ -1191,7 +1191,7 @@ fn to_f32<T: Real>(v: &[T]) -> Vec<f32> {
 /// Runs `ds`, compares `out` against `want`, then runs again from a NaN-filled `out` and checks
 /// the second result is bit-identical to the first (fixed-order reductions, SPEC 4).
 #[allow(clippy::too_many_arguments)]
-fn run_with_rerun(
+async fn run_with_rerun(
     ctx: &GpuContext,
     case: &Case,
     ds: &[Dispatch],
@@ -1201,12 +1201,12 @@ fn run_with_rerun(
     tol: Tol,
 ) -> Result<Vec<KernelRow>> {
     run_once(ctx, ds)?;
-    let first: Vec<f32> = read(ctx, out, want.len())?;
+    let first: Vec<f32> = read_async(ctx, out, want.len()).await?;
     let mut c = Check::new(case, name, tol);
     c.floats(None, &first, want);
     refill_nan(ctx, out, want.len());
     run_once(ctx, ds)?;
-    let second: Vec<f32> = read(ctx, out, want.len())?;
+    let second: Vec<f32> = read_async(ctx, out, want.len()).await?;
     let mut r = Check::new(case, &format!("{name} rerun"), Tol::Exact);
     r.floats(None, &second, &first);
     Ok(vec![c.finish(), r.finish()])
@@ -1215,7 +1215,7 @@ fn run_with_rerun(
 /// [`run_with_rerun`] for a kernel with several outputs: runs `ds`, compares each output
 /// against its CPU value, refills them all with NaN, runs again and checks every output is
 /// bit-identical to the first run.
-fn run_outputs_with_rerun(
+async fn run_outputs_with_rerun(
     ctx: &GpuContext,
     case: &Case,
     ds: &[Dispatch],
@@ -1225,7 +1225,7 @@ fn run_outputs_with_rerun(
     let mut firsts = Vec::with_capacity(outs.len());
     let mut rows = Vec::with_capacity(2 * outs.len());
     for &(buf, name, want, tol) in outs {
-        let first: Vec<f32> = read(ctx, buf, want.len())?;
+        let first: Vec<f32> = read_async(ctx, buf, want.len()).await?;
         let mut c = Check::new(case, name, tol);
         c.floats(None, &first, want);
         rows.push(c.finish());
@@ -1234,7 +1234,7 @@ fn run_outputs_with_rerun(
     }
     run_once(ctx, ds)?;
     for (&(buf, name, want, _), first) in outs.iter().zip(&firsts) {
-        let second: Vec<f32> = read(ctx, buf, want.len())?;
+        let second: Vec<f32> = read_async(ctx, buf, want.len()).await?;
         let mut r = Check::new(case, &format!("{name} rerun"), Tol::Exact);
         r.floats(None, &second, first);
         rows.push(r.finish());
@@ -1245,7 +1245,7 @@ fn run_outputs_with_rerun(
 /// For a non-default `tile`: reads `outs` (the variant's results, left by its run), refills them
 /// with NaN, runs `default` (the same dispatches with [`Tile::DEFAULT`]) and checks that every
 /// output has the same bits (`<output> = tile 64x64` rows). Nothing for the default itself.
-fn same_as_default(
+async fn same_as_default(
     ctx: &GpuContext,
     case: &Case,
     tile: Tile,
@@ -1257,13 +1257,13 @@ fn same_as_default(
     }
     let mut got = Vec::with_capacity(outs.len());
     for &(buf, _, n) in outs {
-        got.push(read::<f32>(ctx, buf, n)?);
+        got.push(read_async::<f32>(ctx, buf, n).await?);
         refill_nan(ctx, buf, n);
     }
     run_once(ctx, &default()?)?;
     let mut rows = Vec::with_capacity(outs.len());
     for (&(buf, name, n), g) in outs.iter().zip(&got) {
-        let want: Vec<f32> = read(ctx, buf, n)?;
+        let want: Vec<f32> = read_async(ctx, buf, n).await?;
         let mut c = Check::new(
             case,
             &format!("{name} = tile {}", Tile::DEFAULT.name()),
@@ -1278,7 +1278,7 @@ fn same_as_default(
 /// A GEMM case with a tile variant: runs `with(tile)`, checks `outs` against the CPU and a rerun
 /// ([`run_outputs_with_rerun`]), then `outs` and `extra` (intermediate buffers such as split-K
 /// partials) against [`Tile::DEFAULT`]'s bits ([`same_as_default`]).
-fn run_variant(
+async fn run_variant(
     ctx: &GpuContext,
     case: &Case,
     tile: Tile,
@@ -1286,16 +1286,10 @@ fn run_variant(
     outs: &[(&wgpu::Buffer, &str, &[f32], Tol)],
     extra: &[(&wgpu::Buffer, &str, usize)],
 ) -> Result<Vec<KernelRow>> {
-    let mut rows = run_outputs_with_rerun(ctx, case, &with(tile)?, outs)?;
+    let mut rows = run_outputs_with_rerun(ctx, case, &with(tile)?, outs).await?;
     let mut all: Vec<(&wgpu::Buffer, &str, usize)> = extra.to_vec();
     all.extend(outs.iter().map(|&(b, n, want, _)| (b, n, want.len())));
-    rows.extend(same_as_default(
-        ctx,
-        case,
-        tile,
-        || with(Tile::DEFAULT),
-        &all,
-    )?);
+    rows.extend(same_as_default(ctx, case, tile, || with(Tile::DEFAULT), &all).await?);
     Ok(rows)
 }
 
@@ -1340,6 +1334,11 @@ impl<'a> Runner<'a> {
 
     /// One row per output buffer of `case` (plus `rerun` rows for the reductions).
     pub fn run(&self, case: &Case) -> Result<Vec<KernelRow>> {
+        crate::gpu::block_on(self.run_async(case))
+    }
+
+    /// [`run`](Self::run) for hosts that cannot block (the browser's self-test).
+    pub async fn run_async(&self, case: &Case) -> Result<Vec<KernelRow>> {
         if let Some(tile) = case.tile() {
             let l = &self.ctx.limits;
             if !tile.fits(l) {
@@ -1367,30 +1366,37 @@ impl<'a> Runner<'a> {
                 p,
                 seed,
                 f64_reference,
-            } => self.conv_case(case, *pass, p, *seed, *f64_reference),
+            } => self.conv_case(case, *pass, p, *seed, *f64_reference).await,
             Case::ConvGrad {
                 mode,
                 p,
                 tile,
                 t,
                 seed,
-            } => self.conv_grad_case(case, *mode, p, *tile, *t, *seed),
+            } => self.conv_grad_case(case, *mode, p, *tile, *t, *seed).await,
             Case::ConvPool {
                 p,
                 tile,
                 dropout,
                 grid,
                 seed,
-            } => self.conv_pool_case(case, p, *tile, *dropout, *grid, *seed),
-            Case::SumPartials { n, parts, seed } => self.sum_partials(case, *n, *parts, *seed),
-            Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed),
+            } => {
+                self.conv_pool_case(case, p, *tile, *dropout, *grid, *seed)
+                    .await
+            }
+            Case::SumPartials { n, parts, seed } => {
+                self.sum_partials(case, *n, *parts, *seed).await
+            }
+            Case::Pool { backward, p, seed } => self.pool_case(case, *backward, p, *seed).await,
             Case::Dense {
                 pass,
                 p,
                 tile,
                 seed,
-            } => self.dense_case(case, *pass, p, *tile, *seed),
-            Case::DenseFused { p, tile, seed } => self.dense_fused_case(case, p, *tile, *seed),
+            } => self.dense_case(case, *pass, p, *tile, *seed).await,
+            Case::DenseFused { p, tile, seed } => {
+                self.dense_fused_case(case, p, *tile, *seed).await
+            }
             Case::Head {
                 backward,
                 batch,
@@ -1398,21 +1404,27 @@ impl<'a> Runner<'a> {
                 valid,
                 label_smoothing,
                 seed,
-            } => self.head_case(
-                case,
-                *backward,
-                (*batch, *hidden, *valid),
-                *label_smoothing,
-                *seed,
-            ),
-            Case::Relu { backward, n, seed } => self.relu_case(case, *backward, *n, *seed),
+            } => {
+                self.head_case(
+                    case,
+                    *backward,
+                    (*batch, *hidden, *valid),
+                    *label_smoothing,
+                    *seed,
+                )
+                .await
+            }
+            Case::Relu { backward, n, seed } => self.relu_case(case, *backward, *n, *seed).await,
             Case::Dropout {
                 backward,
                 n,
                 prob,
                 t,
                 seed,
-            } => self.dropout_case(case, *backward, *n, *prob, *t, *seed),
+            } => {
+                self.dropout_case(case, *backward, *n, *prob, *t, *seed)
+                    .await
+            }
             Case::Loss {
                 backward,
                 batch,
@@ -1420,13 +1432,16 @@ impl<'a> Runner<'a> {
                 valid,
                 label_smoothing,
                 seed,
-            } => self.loss_case(
-                case,
-                *backward,
-                (*batch, *classes, *valid),
-                *label_smoothing,
-                *seed,
-            ),
+            } => {
+                self.loss_case(
+                    case,
+                    *backward,
+                    (*batch, *classes, *valid),
+                    *label_smoothing,
+                    *seed,
+                )
+                .await
+            }
             Case::Optim {
                 opt,
                 n,
@@ -1435,39 +1450,45 @@ impl<'a> Runner<'a> {
                 warmup,
                 weight_decay,
                 seed,
-            } => self.optim_case(
-                case,
-                *opt,
-                (*n, *steps, *start_t),
-                (*warmup, *weight_decay),
-                *seed,
-            ),
+            } => {
+                self.optim_case(
+                    case,
+                    *opt,
+                    (*n, *steps, *start_t),
+                    (*warmup, *weight_decay),
+                    *seed,
+                )
+                .await
+            }
             Case::Update {
                 opt,
                 tensors,
                 steps,
                 start_t,
                 seed,
-            } => self.update_case(case, *opt, tensors, (*steps, *start_t), *seed),
+            } => {
+                self.update_case(case, *opt, tensors, (*steps, *start_t), *seed)
+                    .await
+            }
             Case::Stats {
                 opt,
                 tensors,
                 t,
                 seed,
-            } => self.stats_case(case, *opt, tensors, *t, *seed),
+            } => self.stats_case(case, *opt, tensors, *t, *seed).await,
             Case::Gather {
                 batch,
                 augment,
                 seed,
-            } => self.gather_case(case, *batch, *augment, *seed),
-            Case::Advance { start, steps } => self.advance_case(case, *start, *steps),
+            } => self.gather_case(case, *batch, *augment, *seed).await,
+            Case::Advance { start, steps } => self.advance_case(case, *start, *steps).await,
         }?;
         // A GPU error caught after the last readback must not leave a passing row behind.
         self.ctx.check()?;
         Ok(rows)
     }
 
-    fn conv_case(
+    async fn conv_case(
         &self,
         case: &Case,
         pass: Pass,
@@ -1507,7 +1528,7 @@ impl<'a> Runner<'a> {
             ),
             Pass::BackwardBias => (k.backward_bias(ctx, p, &buf("dy", &d.dy), &out), "db"),
         };
-        run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
+        run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION).await
     }
 
     /// The fused kernel against its CPU twin (`p`, `d` within the conv tolerance, or exactly on
@@ -1517,7 +1538,7 @@ impl<'a> Runner<'a> {
     /// chain conv.forward -> pool.maxpool_forward (-> act.dropout_forward) bit for bit (the same
     /// fma sequence per output), and a rerun against the first run bit for bit.
     #[allow(clippy::too_many_arguments)]
-    fn conv_pool_case(
+    async fn conv_pool_case(
         &self,
         case: &Case,
         p: &ConvParams,
@@ -1602,16 +1623,19 @@ impl<'a> Runner<'a> {
         }
         run_once(ctx, &chain)?;
         run_once(ctx, &fused)?;
-        let outs = |pb: &wgpu::Buffer, amb: &wgpu::Buffer, db: &wgpu::Buffer| -> Result<_> {
-            let dv: Vec<f32> = if dp.is_some() {
-                read(ctx, db, n)?
+        let with_dropout = dp.is_some();
+        let outs = async |pb: &wgpu::Buffer, amb: &wgpu::Buffer, db: &wgpu::Buffer| {
+            let dv: Vec<f32> = if with_dropout {
+                read_async(ctx, db, n).await?
             } else {
                 Vec::new()
             };
-            Ok((read::<f32>(ctx, pb, n)?, read::<u32>(ctx, amb, n)?, dv))
+            let pv: Vec<f32> = read_async(ctx, pb, n).await?;
+            let av: Vec<u32> = read_async(ctx, amb, n).await?;
+            Result::Ok((pv, av, dv))
         };
-        let (pg, amg, dg) = outs(&pb, &amb, &db)?;
-        let (pu, amu, du) = outs(&pub_, &amub, &dub)?;
+        let (pg, amg, dg) = outs(&pb, &amb, &db).await?;
+        let (pu, amu, du) = outs(&pub_, &amub, &dub).await?;
 
         let tol = if grid { Tol::Exact } else { REDUCTION };
         let (want_am, near_ties) = if grid {
@@ -1647,7 +1671,7 @@ impl<'a> Runner<'a> {
         ctx.queue
             .write_buffer(&amb, 0, bytemuck::cast_slice(&no_argmax));
         run_once(ctx, &fused)?;
-        let (pg2, amg2, dg2) = outs(&pb, &amb, &db)?;
+        let (pg2, amg2, dg2) = outs(&pb, &amb, &db).await?;
         let mut rp = Check::new(case, "p rerun", Tol::Exact);
         rp.floats(None, &pg2, &pg);
         let mut ra = Check::new(case, "argmax rerun", Tol::Exact);
@@ -1664,7 +1688,7 @@ impl<'a> Runner<'a> {
             ctx.queue
                 .write_buffer(&amb, 0, bytemuck::cast_slice(&no_argmax));
             run_once(ctx, &fused_with(Tile::DEFAULT)?)?;
-            let (pd, amd, dd) = outs(&pb, &amb, &db)?;
+            let (pd, amd, dd) = outs(&pb, &amb, &db).await?;
             let name = |o: &str| format!("{o} = tile {}", Tile::DEFAULT.name());
             let mut vp = Check::new(case, &name("p"), Tol::Exact);
             vp.floats(None, &pg, &pd);
@@ -1682,7 +1706,7 @@ impl<'a> Runner<'a> {
 
     /// The fused backward against its CPU twin on the outputs of a real forward (conv, ReLU,
     /// pool), every output compared, then rerun from NaN-filled outputs for bit identity.
-    fn conv_grad_case(
+    async fn conv_grad_case(
         &self,
         case: &Case,
         mode: ConvGradMode,
@@ -1713,7 +1737,9 @@ impl<'a> Runner<'a> {
         let (a, q, g) = (View::whole(&amb), View::whole(&qb), View::whole(&ddb));
         let c = p.conv();
         if mode == ConvGradMode::Both {
-            return self.conv_grad_both(case, k, p, tile, t, &d, &state, (a, q, g));
+            return self
+                .conv_grad_both(case, k, p, tile, t, &d, &state, (a, q, g))
+                .await;
         }
         if mode == ConvGradMode::Input {
             let mut dx = vec![0.0f32; c.x_len()];
@@ -1733,7 +1759,7 @@ impl<'a> Runner<'a> {
                     View::whole(&out),
                 )
             };
-            return run_variant(ctx, case, tile, with, &[(&out, "dx", &dx, REDUCTION)], &[]);
+            return run_variant(ctx, case, tile, with, &[(&out, "dx", &dx, REDUCTION)], &[]).await;
         }
         let mut dw = vec![0.0f32; c.w_len()];
         let mut db = vec![0.0f32; p.c_out as usize];
@@ -1754,12 +1780,13 @@ impl<'a> Runner<'a> {
             &[(&dwb, "dw", &dw, REDUCTION), (&dbb, "db", &db, REDUCTION)],
             &[],
         )
+        .await
     }
 
     /// conv_grad.backward against `cpu::conv_grad::backward`: the weight and bias partials
     /// summed by `sum_partials` (as the weight case does) and dx, every output NaN-filled first.
     #[allow(clippy::too_many_arguments)]
-    fn conv_grad_both(
+    async fn conv_grad_both(
         &self,
         case: &Case,
         k: &ConvGradKernels,
@@ -1768,7 +1795,7 @@ impl<'a> Runner<'a> {
         t: u32,
         d: &ConvGradInputs,
         state: &wgpu::Buffer,
-        (a, q, g): (View, View, View),
+        (a, q, g): (View<'_>, View<'_>, View<'_>),
     ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
         let c = p.conv();
@@ -1833,10 +1860,17 @@ impl<'a> Runner<'a> {
             ],
             &[(&wpart, "dw partials", wl), (&bpart, "db partials", bl)],
         )
+        .await
     }
 
     /// Compared bit for bit: GPU and CPU add the parts in the same order with IEEE adds.
-    fn sum_partials(&self, case: &Case, n: u32, parts: u32, seed: u64) -> Result<Vec<KernelRow>> {
+    async fn sum_partials(
+        &self,
+        case: &Case,
+        n: u32,
+        parts: u32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
         let k = lazy(&self.conv, || ConvKernels::new(ctx))?;
         let rp = ReduceParams {
@@ -1851,10 +1885,10 @@ impl<'a> Runner<'a> {
         let ds = k
             .reduce
             .sum_partials(ctx, &rp, &storage_init(ctx, "partials", &partials), &out);
-        run_with_rerun(ctx, case, &ds, &out, "out", &want, Tol::Exact)
+        run_with_rerun(ctx, case, &ds, &out, "out", &want, Tol::Exact).await
     }
 
-    fn pool_case(
+    async fn pool_case(
         &self,
         case: &Case,
         backward: bool,
@@ -1878,9 +1912,9 @@ impl<'a> Runner<'a> {
             let amb = storage_init(ctx, "argmax", &vec![u32::MAX; p.y_len()]);
             run_once(ctx, &k.maxpool_forward(ctx, p, &xb, &yb, &amb))?;
             let mut cy = Check::new(case, "y", ELEMENTWISE);
-            cy.floats(None, &read::<f32>(ctx, &yb, p.y_len())?, &y);
+            cy.floats(None, &read_async::<f32>(ctx, &yb, p.y_len()).await?, &y);
             let mut ca = Check::new(case, "argmax", Tol::Exact);
-            ca.ints(None, &read::<u32>(ctx, &amb, p.y_len())?, &am);
+            ca.ints(None, &read_async::<u32>(ctx, &amb, p.y_len()).await?, &am);
             return Ok(vec![cy.finish(), ca.finish()]);
         }
         // From the CPU's argmax, so the backward is checked on its own.
@@ -1897,11 +1931,11 @@ impl<'a> Runner<'a> {
         );
         run_once(ctx, &ds)?;
         let mut c = Check::new(case, "dx", ELEMENTWISE);
-        c.floats(None, &read::<f32>(ctx, &dxb, p.x_len())?, &dx);
+        c.floats(None, &read_async::<f32>(ctx, &dxb, p.x_len()).await?, &dx);
         Ok(vec![c.finish()])
     }
 
-    fn dense_case(
+    async fn dense_case(
         &self,
         case: &Case,
         pass: Pass,
@@ -1925,7 +1959,8 @@ impl<'a> Runner<'a> {
                 let out = nan_buffer(ctx, "y", y.len());
                 let (xb, wb, bb) = (buf("x", &x), buf("w", &w), buf("bias", &bias));
                 let with = |tile: Tile| k.forward(ctx, p, tile, &xb, &wb, &bb, &out);
-                return run_variant(ctx, case, tile, with, &[(&out, "y", &y, REDUCTION)], &[]);
+                return run_variant(ctx, case, tile, with, &[(&out, "y", &y, REDUCTION)], &[])
+                    .await;
             }
             Pass::BackwardInput => {
                 let mut dx = vec![0.0; b * ni];
@@ -1949,10 +1984,10 @@ impl<'a> Runner<'a> {
                 (db, ds, out, "db")
             }
         };
-        run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION)
+        run_with_rerun(ctx, case, &ds, &out, name, &want, REDUCTION).await
     }
 
-    fn dense_fused_case(
+    async fn dense_fused_case(
         &self,
         case: &Case,
         p: &DenseParams,
@@ -1988,13 +2023,14 @@ impl<'a> Runner<'a> {
             ],
             &[],
         )
+        .await
     }
 
     /// h is a ReLU output (about a third exact zeros, so dh's mask matters) with an all-zero
     /// row 0 whose logits are the bias, which holds a tied maximum (the first must win). The
     /// kernel runs twice from non-zero metrics (they must accumulate); every other output is
     /// compared after the first run and bit for bit between the runs.
-    fn head_case(
+    async fn head_case(
         &self,
         case: &Case,
         backward: bool,
@@ -2089,20 +2125,20 @@ impl<'a> Runner<'a> {
                 (&dhb, "dh", &dh[..], REDUCTION),
             ]);
         }
-        let mut rows = run_outputs_with_rerun(ctx, case, &ds, &outs)?;
+        let mut rows = run_outputs_with_rerun(ctx, case, &ds, &outs).await?;
         if backward && valid > 1 {
             // The gradients carry the mean's 1/valid, which puts most of them under atol: the
             // same outputs again at the scale of a summed loss, where the tolerance bites.
             let s = valid as f32;
             let scaled = |v: &[f32]| v.iter().map(|x| x * s).collect::<Vec<f32>>();
             for (buf, name, want) in [(&dwb, "dw", &dw), (&dbb, "db", &db), (&dhb, "dh", &dh)] {
-                let got: Vec<f32> = read(ctx, buf, want.len())?;
+                let got: Vec<f32> = read_async(ctx, buf, want.len()).await?;
                 let mut c = Check::new(case, &format!("{name} x valid"), REDUCTION);
                 c.floats(None, &scaled(&got), &scaled(want));
                 rows.push(c.finish());
             }
         }
-        let gm: Vec<u32> = read(ctx, &metrics, 4)?;
+        let gm: Vec<u32> = read_async(ctx, &metrics, 4).await?;
         let mut cl = Check::new(case, "metrics loss_sum", REDUCTION);
         cl.floats(None, &[f32::from_bits(gm[0])], &[m.loss_sum]);
         let mut cc = Check::new(case, "metrics correct,seen", Tol::Exact);
@@ -2111,7 +2147,13 @@ impl<'a> Runner<'a> {
         Ok(rows)
     }
 
-    fn relu_case(&self, case: &Case, backward: bool, n: u32, seed: u64) -> Result<Vec<KernelRow>> {
+    async fn relu_case(
+        &self,
+        case: &Case,
+        backward: bool,
+        n: u32,
+        seed: u64,
+    ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
         let k = lazy(&self.act, || ActKernels::new(ctx))?;
         let p = relu_params(n);
@@ -2142,13 +2184,13 @@ impl<'a> Runner<'a> {
         };
         run_once(ctx, &ds)?;
         let mut c = Check::new(case, name, ELEMENTWISE);
-        c.floats(None, &read::<f32>(ctx, &out, nu)?, &want);
+        c.floats(None, &read_async::<f32>(ctx, &out, nu).await?, &want);
         Ok(vec![c.finish()])
     }
 
     /// Inputs are bounded away from 0, so "kept" is `value != 0` and the mask is compared
     /// exactly besides the values.
-    fn dropout_case(
+    async fn dropout_case(
         &self,
         case: &Case,
         backward: bool,
@@ -2188,7 +2230,7 @@ impl<'a> Runner<'a> {
             (k.dropout_forward(ctx, &p, &state, &inb, &out), "y")
         };
         run_once(ctx, &ds)?;
-        let got: Vec<f32> = read(ctx, &out, nu)?;
+        let got: Vec<f32> = read_async(ctx, &out, nu).await?;
         let mask = |v: &[f32]| v.iter().map(|&f| (f != 0.0) as u32).collect::<Vec<u32>>();
         let mut cv = Check::new(case, name, ELEMENTWISE);
         cv.floats(None, &got, &want);
@@ -2199,7 +2241,7 @@ impl<'a> Runner<'a> {
 
     /// The forward runs twice from non-zero metrics: they must accumulate, not overwrite. The
     /// backward starts from the CPU's probabilities, so it is checked on its own.
-    fn loss_case(
+    async fn loss_case(
         &self,
         case: &Case,
         backward: bool,
@@ -2246,9 +2288,9 @@ impl<'a> Runner<'a> {
             let fwd = k.softmax_xent_forward(ctx, &p, &st, &logits_b, &lab, &pb, &metrics);
             run_once(ctx, &fwd)?;
             run_once(ctx, &fwd)?;
-            let gm: Vec<u32> = read(ctx, &metrics, 4)?;
+            let gm: Vec<u32> = read_async(ctx, &metrics, 4).await?;
             let mut cp = Check::new(case, "probs", ELEMENTWISE);
-            cp.floats(None, &read::<f32>(ctx, &pb, bu * cu)?, &probs);
+            cp.floats(None, &read_async::<f32>(ctx, &pb, bu * cu).await?, &probs);
             let mut cl = Check::new(case, "metrics loss_sum", REDUCTION);
             cl.floats(None, &[f32::from_bits(gm[0])], &[m.loss_sum]);
             let mut cc = Check::new(case, "metrics correct,seen", Tol::Exact);
@@ -2262,13 +2304,13 @@ impl<'a> Runner<'a> {
             k.softmax_xent_backward(ctx, &p, &st, &storage_init(ctx, "probs", &probs), &lab, &db);
         run_once(ctx, &ds)?;
         let mut c = Check::new(case, "dlogits", ELEMENTWISE);
-        c.floats(None, &read::<f32>(ctx, &db, bu * cu)?, &dl);
+        c.floats(None, &read_async::<f32>(ctx, &db, bu * cu).await?, &dl);
         Ok(vec![c.finish()])
     }
 
     /// `steps` updates, each followed by `advance` (so the step count the kernel reads is the
     /// GPU's own), weights and state compared after every step.
-    fn optim_case(
+    async fn optim_case(
         &self,
         case: &Case,
         opt: Opt,
@@ -2313,14 +2355,17 @@ impl<'a> Runner<'a> {
             let (mut w64, mut st64) = (to_t::<f64>(&w), to_t::<f64>(&st));
             cpu_opt_step(opt, &set, t, &mut w64, &to_t::<f64>(&grad), &mut st64);
             cpu_opt_step(opt, &set, t, &mut w, &grad, &mut st);
-            let (gw, gs) = (read::<f32>(ctx, &wb, nu)?, read::<f32>(ctx, &sb, nu * per)?);
+            let (gw, gs) = (
+                read_async::<f32>(ctx, &wb, nu).await?,
+                read_async::<f32>(ctx, &sb, nu * per).await?,
+            );
             cw.floats(Some(t), &gw, &w);
             cs.floats(Some(t), &gs, &st);
             cw64.floats(Some(t), &gw, &to_f32(&w64));
             cs64.floats(Some(t), &gs, &to_f32(&st64));
             prev = grad;
         }
-        let got: Vec<StepState> = read(ctx, &step, 1)?;
+        let got: Vec<StepState> = read_async(ctx, &step, 1).await?;
         let mut ct = Check::new(case, "step t", Tol::Exact);
         ct.ints(None, &[got[0].t], &[start_t - 1 + steps]);
         Ok(vec![
@@ -2332,7 +2377,7 @@ impl<'a> Runner<'a> {
         ])
     }
 
-    fn update_case(
+    async fn update_case(
         &self,
         case: &Case,
         opt: Opt,
@@ -2420,16 +2465,24 @@ impl<'a> Runner<'a> {
                 }
                 UpdateRule::Sgd(p) => cpu::optim::update_sgd(&p, t, &table, &mut w, &g, &mut st),
             }
-            cw.floats(Some(t), &read::<f32>(ctx, &params.buffer, w.len())?, &w);
-            cs.floats(Some(t), &read::<f32>(ctx, &state.buffer, st.len())?, &st);
+            cw.floats(
+                Some(t),
+                &read_async::<f32>(ctx, &params.buffer, w.len()).await?,
+                &w,
+            );
+            cs.floats(
+                Some(t),
+                &read_async::<f32>(ctx, &state.buffer, st.len()).await?,
+                &st,
+            );
         }
-        let got: Vec<StepState> = read(ctx, &step, 1)?;
+        let got: Vec<StepState> = read_async(ctx, &step, 1).await?;
         let mut ct = Check::new(case, "step t", Tol::Exact);
         ct.ints(None, &[got[0].t], &[start_t - 1 + steps]);
         Ok(vec![cw.finish(), cs.finish(), ct.finish()])
     }
 
-    fn stats_case(
+    async fn stats_case(
         &self,
         case: &Case,
         opt: Opt,
@@ -2500,7 +2553,7 @@ impl<'a> Runner<'a> {
             &storage_init(ctx, "edges", &edges),
         );
         run_once(ctx, &[d])?;
-        let got: Vec<StatsPartial> = read(ctx, &out, workgroups as usize)?;
+        let got: Vec<StatsPartial> = read_async(ctx, &out, workgroups as usize).await?;
         let mut want = Vec::with_capacity(got.len());
         for (i, &(n, p)) in tensors.iter().enumerate() {
             // The gradient as the shader's `grad_sum` adds it, from this tensor's partials.
@@ -2559,19 +2612,19 @@ impl<'a> Runner<'a> {
         for i in 0..tensors.len() {
             cw.ints(
                 None,
-                &bits(params.read(ctx, i)?[..ws[i].len()].to_vec()),
+                &bits(params.read_async(ctx, i).await?[..ws[i].len()].to_vec()),
                 &bits(ws[i].clone()),
             );
             cst.ints(
                 None,
-                &bits(state.read(ctx, i)?[..states[i].len()].to_vec()),
+                &bits(state.read_async(ctx, i).await?[..states[i].len()].to_vec()),
                 &bits(states[i].clone()),
             );
         }
         Ok(vec![cc.finish(), cs.finish(), cw.finish(), cst.finish()])
     }
 
-    fn gather_case(
+    async fn gather_case(
         &self,
         case: &Case,
         batch: u32,
@@ -2628,17 +2681,22 @@ impl<'a> Runner<'a> {
                 .write_buffer(&yb, 0, bytemuck::cast_slice(&vec![u32::MAX; b]));
             run_once(ctx, &gather)?;
             let at = Some(st.epoch_step);
-            cx.floats(at, &read::<f32>(ctx, &xb, b * PIXELS)?, &x);
-            cy.ints(at, &read::<u32>(ctx, &yb, b)?, &y);
+            cx.floats(at, &read_async::<f32>(ctx, &xb, b * PIXELS).await?, &x);
+            cy.ints(at, &read_async::<u32>(ctx, &yb, b).await?, &y);
             run_once(ctx, &advance)?;
             cpu::data::advance(&mut st);
-            let gs: Vec<u32> = read(ctx, &st_b, 4)?;
+            let gs: Vec<u32> = read_async(ctx, &st_b, 4).await?;
             cs.ints(at, &gs, bytemuck::cast_slice(&[st]));
         }
         Ok(vec![cx.finish(), cy.finish(), cs.finish()])
     }
 
-    fn advance_case(&self, case: &Case, start: StepState, steps: u32) -> Result<Vec<KernelRow>> {
+    async fn advance_case(
+        &self,
+        case: &Case,
+        start: StepState,
+        steps: u32,
+    ) -> Result<Vec<KernelRow>> {
         let ctx = self.ctx;
         let k = lazy(&self.data, || DataKernels::new(ctx))?;
         let mut st = start;
@@ -2650,7 +2708,7 @@ impl<'a> Runner<'a> {
             cpu::data::advance(&mut st);
             c.ints(
                 Some(i),
-                &read::<u32>(ctx, &b, 4)?,
+                &read_async::<u32>(ctx, &b, 4).await?,
                 bytemuck::cast_slice(&[st]),
             );
         }

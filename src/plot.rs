@@ -9,11 +9,16 @@ use crate::train::EpochRecord;
 use crate::{Error, Result};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
-use std::sync::Once;
 
 const FONT: &str = "sans-serif";
 
+/// Plotters has no font registry on wasm32; the page draws its own curves, so nothing is lost.
+#[cfg(target_arch = "wasm32")]
+fn register_font() {}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn register_font() {
+    use std::sync::Once;
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The embedded font is a valid TTF; a failure here would only lose the text, so it is

@@ -352,7 +352,7 @@ pub fn parse_records(path: &Path, text: &str, n: usize) -> Result<Vec<EpochRecor
 }
 
 /// Checkpoint metadata: PyTorch's `format` tag, the run config, the epoch.
-fn model_meta(config: &str, epoch: usize, val_accuracy: f64) -> BTreeMap<String, String> {
+pub fn model_meta(config: &str, epoch: usize, val_accuracy: f64) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("format".to_string(), "pt".to_string()),
         ("config".to_string(), config.to_string()),

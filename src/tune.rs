@@ -761,6 +761,11 @@ pub fn step_tiles(ctx: &GpuContext, layers: &Layers) -> Result<(StepTiles, Cache
     if mode() == TuneMode::Off {
         return Ok((StepTiles::default(), CacheStatus::Off));
     }
+    if cfg!(target_arch = "wasm32") {
+        // A page has no cache directory to keep a choice in and no clock fine enough to time
+        // kernels; the defaults are the tiles every device's kernel table checks.
+        return Ok((StepTiles::default(), CacheStatus::Defaults));
+    }
     let shape = shape_key(layers.batch, layers.hidden);
     if let Some(tiles) = lookup(ctx, &shape, &ROLES).and_then(|c| StepTiles::from_choice(&c)) {
         return Ok((tiles, CacheStatus::Hit));

@@ -159,6 +159,37 @@ pub struct Prediction {
     pub top: Vec<Ranked>,
 }
 
+/// The `top` classes of each 28x28 grey image (as [`load_image_bytes`] makes them), `batch`
+/// images per forward pass of `net` (a net built for that batch, without dropout).
+pub fn classify(
+    net: &mut dyn crate::net::Net,
+    pixels: &[Vec<u8>],
+    batch: u32,
+    top: usize,
+) -> Result<Vec<Vec<Ranked>>> {
+    let px = (SIDE * SIDE) as usize;
+    let mut out = Vec::new();
+    for chunk in pixels.chunks(batch as usize) {
+        let mut x = vec![0.0f32; batch as usize * px];
+        for (dst, src) in x.chunks_mut(px).zip(chunk) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s as f32 / 255.0;
+            }
+        }
+        let probe = net.probe(&x, &vec![0u32; batch as usize])?;
+        let logits = probe
+            .tensors
+            .iter()
+            .find(|(n, _)| n == "logits")
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::Runtime("the net returned no logits".into()))?;
+        for row in logits.chunks(N_CLASSES).take(chunk.len()) {
+            out.push(rank(row, top));
+        }
+    }
+    Ok(out)
+}
+
 /// Softmax of one row of logits (in f64), classes by falling probability (ties: lower class).
 fn rank(logits: &[f32], top: usize) -> Vec<Ranked> {
     let max = logits
@@ -212,26 +243,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         device.device = DeviceKind::Cpu;
     }
     let mut net = super::open_net(&device, cfg, NetData::empty(), params)?;
-    let px = (SIDE * SIDE) as usize;
-    let mut out = Vec::new();
-    for chunk in pixels.chunks(batch as usize) {
-        let mut x = vec![0.0f32; batch as usize * px];
-        for (dst, src) in x.chunks_mut(px).zip(chunk) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = s as f32 / 255.0;
-            }
-        }
-        let probe = net.probe(&x, &vec![0u32; batch as usize])?;
-        let logits = probe
-            .tensors
-            .iter()
-            .find(|(n, _)| n == "logits")
-            .map(|(_, v)| v)
-            .ok_or_else(|| Error::Runtime("the net returned no logits".into()))?;
-        for row in logits.chunks(N_CLASSES).take(chunk.len()) {
-            out.push(rank(row, args.top));
-        }
-    }
+    let out = classify(net.as_mut(), &pixels, batch, args.top)?;
     let preds: Vec<Prediction> = args
         .images
         .iter()

@@ -1,6 +1,6 @@
 //! `fmnist-gpu train`: flags of SPEC 8, validated, then the shared training loop.
 
-use crate::data::{self, FashionMnist};
+use crate::data::{self, FashionMnist, Split};
 use crate::limits::{self, Origin};
 use crate::model::Params;
 use crate::net::NetData;
@@ -344,6 +344,33 @@ fn fresh_config(args: &TrainArgs, data_dir: &Path) -> Result<RunConfig> {
 
 /// The default preset's warm-up: the steps of one epoch over `train_images`, unless the flag or
 /// the seed preset sets it.
+/// The run config and split that `fmnist-gpu train FLAGS` would train with on a training set of
+/// `n_train` images: the same flag parsing, checks, presets and warm-up rule, so a run built
+/// elsewhere (the browser page) writes the same `config` into its checkpoints. `flags` excludes
+/// the program and subcommand names; `data` is what the config records as the data source.
+pub fn run_from_flags(flags: &[String], data: &Path, n_train: usize) -> Result<(RunConfig, Split)> {
+    #[derive(clap::Parser)]
+    #[command(name = "train", no_binary_name = true)]
+    struct Flags {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+    let args = <Flags as clap::Parser>::try_parse_from(flags)
+        .map_err(|e| Error::BadArg(e.to_string().trim_end().to_string()))?
+        .train;
+    args.validate()?;
+    let mut run = fresh_config(&args, data)?;
+    let split = data::split_from(
+        &Origin::Flags,
+        n_train,
+        run.val_fraction,
+        run.limit,
+        run.seed,
+    )?;
+    one_epoch_warmup(&args, &mut run, split.train.len());
+    Ok((run, split))
+}
+
 fn one_epoch_warmup(args: &TrainArgs, run: &mut RunConfig, train_images: usize) {
     if args.resume.is_none() && args.optim.warmup_steps.is_none() && args.preset == Preset::Default
     {

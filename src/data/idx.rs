@@ -83,6 +83,19 @@ pub fn read_images_expecting(
     path: &Path,
     expect: Expect,
 ) -> Result<(usize, usize, usize, Vec<u8>)> {
+    images_from(Source::open(path)?, expect)
+}
+
+/// [`read_images_expecting`] of a file's bytes (`name` names it in errors).
+pub fn images_from_bytes(
+    name: &Path,
+    bytes: Vec<u8>,
+    expect: Expect,
+) -> Result<(usize, usize, usize, Vec<u8>)> {
+    images_from(Source::from_bytes(name, bytes), expect)
+}
+
+fn images_from(src: Source, expect: Expect) -> Result<(usize, usize, usize, Vec<u8>)> {
     let check = |path: &Path, dims: &[u64]| -> Option<Error> {
         let (n, rows, cols) = (dims[0], dims[1], dims[2]);
         if let Some((want, labels)) = expect.count
@@ -107,7 +120,7 @@ pub fn read_images_expecting(
         }
         None
     };
-    let (path, dims, data) = read_idx(path, MAGIC_IMAGES, "IDX u8 images", &check)?;
+    let (path, dims, data) = read_idx(src, MAGIC_IMAGES, "IDX u8 images", &check)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if rows == 0 || cols == 0 {
         return Err(Error::bad_file(
@@ -122,7 +135,16 @@ pub fn read_images_expecting(
 
 /// Reads an IDX labels file (magic 2049, u8, 1 dim) and rejects any label above 9.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let (path, _dims, data) = read_idx(path, MAGIC_LABELS, "IDX u8 labels", &|_, _| None)?;
+    labels_from(Source::open(path)?)
+}
+
+/// [`read_labels`] of a file's bytes (`name` names it in errors).
+pub fn labels_from_bytes(name: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    labels_from(Source::from_bytes(name, bytes))
+}
+
+fn labels_from(src: Source) -> Result<Vec<u8>> {
+    let (path, _dims, data) = read_idx(src, MAGIC_LABELS, "IDX u8 labels", &|_, _| None)?;
     if let Some((i, &l)) = data.iter().enumerate().find(|&(_, &l)| l > 9) {
         return Err(Error::bad_file(
             &path,
@@ -140,6 +162,23 @@ struct Source {
 }
 
 impl Source {
+    /// A file's bytes already in memory (the browser's file picker or `fetch`): gzip when they
+    /// start with its magic, whatever `name` says.
+    fn from_bytes(name: &Path, bytes: Vec<u8>) -> Self {
+        let gz = bytes.starts_with(&[0x1f, 0x8b]);
+        let cursor = io::Cursor::new(bytes);
+        let reader: Box<dyn Read> = if gz {
+            Box::new(MultiGzDecoder::new(cursor))
+        } else {
+            Box::new(cursor)
+        };
+        Source {
+            path: name.to_path_buf(),
+            gz,
+            reader,
+        }
+    }
+
     fn open(path: &Path) -> Result<Self> {
         let path = resolve(path)?;
         let file =
@@ -186,12 +225,11 @@ impl Source {
 /// `check` sees the dims before the payload is read and may refuse them; the first dim (the item
 /// count) is capped at [`MAX_IDX_ITEMS`](crate::limits::MAX_IDX_ITEMS) first.
 fn read_idx(
-    path: &Path,
+    mut src: Source,
     magic: u32,
     desc: &str,
     check: &dyn Fn(&Path, &[u64]) -> Option<Error>,
 ) -> Result<(PathBuf, Vec<usize>, Vec<u8>)> {
-    let mut src = Source::open(path)?;
     let mut word = [0u8; 4];
     let got = src.read_upto(&mut word)?;
     if got < 4 {

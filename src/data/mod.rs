@@ -99,6 +99,31 @@ pub fn read_pair_sized(
     })
 }
 
+/// One images file and its labels file already in memory (the browser page's files), checked as
+/// [`read_pair_sized`] checks files on disk with 28x28 images required; the names appear in
+/// errors.
+pub fn pair_from_bytes(images: (&Path, Vec<u8>), labels: (&Path, Vec<u8>)) -> Result<DataSet> {
+    let lab = idx::labels_from_bytes(labels.0, labels.1)?;
+    let (n, rows, cols, pix) = idx::images_from_bytes(
+        images.0,
+        images.1,
+        idx::Expect {
+            count: Some((lab.len(), labels.0)),
+            side: Some((SIDE, SIDE)),
+        },
+    )?;
+    if n == 0 {
+        return Err(Error::bad_file(images.0, "holds no images"));
+    }
+    Ok(DataSet {
+        images: pix,
+        labels: lab,
+        n,
+        rows,
+        cols,
+    })
+}
+
 /// The training and test sets, and the directory they came from.
 #[derive(Clone, Debug)]
 pub struct FashionMnist {

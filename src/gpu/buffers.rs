@@ -42,6 +42,16 @@ pub fn uniform<T: Pod>(ctx: &GpuContext, label: &str, v: &T) -> wgpu::Buffer {
 
 /// Copies `len` elements of `buf` back to the host (a blocking round trip: never inside a step).
 pub fn read<T: Pod>(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+    super::block_on(read_async(ctx, buf, len))
+}
+
+/// [`read`] for hosts that cannot block: natively the map callback has run once the device is
+/// polled; in the browser the future resolves when the page's event loop delivers the mapping.
+pub async fn read_async<T: Pod>(
+    ctx: &GpuContext,
+    buf: &wgpu::Buffer,
+    len: usize,
+) -> Result<Vec<T>> {
     let bytes = (len * std::mem::size_of::<T>()) as u64;
     if bytes == 0 {
         return Ok(Vec::new());
@@ -54,13 +64,14 @@ pub fn read<T: Pod>(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Result<
     });
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
-    enc.map_buffer_on_submit(&staging, wgpu::MapMode::Read, .., |r| {
-        if let Err(e) = r {
-            log::error!("readback map failed: {e}");
-        }
-    });
+    let mapped = Mapped::default();
+    let done = mapped.clone();
+    enc.map_buffer_on_submit(&staging, wgpu::MapMode::Read, .., move |r| done.finish(r));
     let idx = ctx.queue.submit([enc.finish()]);
     ctx.wait(idx, "waiting for readback")?;
+    let mapping = mapped.await;
+    ctx.check()?;
+    mapping.map_err(|e| Error::Gpu(format!("{}: mapping readback: {e}", ctx.adapter.name)))?;
     let out = {
         let view = staging
             .get_mapped_range(..)
@@ -69,6 +80,40 @@ pub fn read<T: Pod>(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Result<
     };
     staging.unmap();
     Ok(out)
+}
+
+type MapResult = std::result::Result<(), wgpu::BufferAsyncError>;
+
+/// The outcome of one buffer mapping, as a future: the map callback stores it and wakes the
+/// reader (in the browser the callback comes from a promise, natively from `poll`).
+#[derive(Clone, Default)]
+struct Mapped(std::sync::Arc<std::sync::Mutex<(Option<MapResult>, Option<std::task::Waker>)>>);
+
+impl Mapped {
+    fn finish(&self, r: MapResult) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = Some(r);
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    }
+}
+
+impl std::future::Future for Mapped {
+    type Output = MapResult;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<MapResult> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match s.0.take() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
 }
 
 /// Compiles one entry point of a WGSL source with an implicit layout.
@@ -229,7 +274,13 @@ impl Arena {
 
     /// Tensor `i` read back to the host.
     pub fn read(&self, ctx: &GpuContext, i: usize) -> Result<Vec<f32>> {
-        let all: Vec<f32> = read(ctx, &self.buffer, (self.offsets[i] + self.lens[i]) as usize)?;
+        super::block_on(self.read_async(ctx, i))
+    }
+
+    /// [`read`](Self::read) for hosts that cannot block.
+    pub async fn read_async(&self, ctx: &GpuContext, i: usize) -> Result<Vec<f32>> {
+        let len = (self.offsets[i] + self.lens[i]) as usize;
+        let all: Vec<f32> = read_async(ctx, &self.buffer, len).await?;
         Ok(all[self.offsets[i] as usize..].to_vec())
     }
 

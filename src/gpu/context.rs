@@ -23,7 +23,12 @@ impl AdapterSummary {
             format!("{} {}", info.driver, info.driver_info)
         };
         Self {
-            name: info.name.clone(),
+            // A browser's adapter has no name (WebGPU does not expose one).
+            name: match (info.name.is_empty(), info.backend) {
+                (false, _) => info.name.clone(),
+                (true, wgpu::Backend::BrowserWebGpu) => "browser WebGPU adapter".to_string(),
+                (true, _) => "unnamed adapter".to_string(),
+            },
             backend: format!("{:?}", info.backend).to_lowercase(),
             device_type: format!("{:?}", info.device_type),
             driver,
@@ -106,6 +111,10 @@ pub struct GpuContext {
     /// Shader modules are built without naga's runtime checks (see [`ShaderChecks`]).
     pub trusted: bool,
     errors: ErrorSlot,
+    /// The browser's instance, kept alive with its device: once the page collects it, the
+    /// device is lost ("A valid external Instance reference no longer exists"). Native
+    /// devices keep what they need themselves.
+    _instance: Option<wgpu::Instance>,
 }
 
 /// Whether shader modules keep naga's runtime checks (index clamps on workgroup and function
@@ -157,6 +166,11 @@ impl GpuContext {
     ///
     /// Fails with [`Error::Gpu`] naming the adapter when it lacks a limit the kernels rely on.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        super::block_on(Self::from_adapter_async(adapter))
+    }
+
+    /// [`from_adapter`](Self::from_adapter) for hosts that cannot block (the browser).
+    pub async fn from_adapter_async(adapter: &wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let summary = AdapterSummary::from_info(&info);
         let al = adapter.limits();
@@ -186,15 +200,17 @@ impl GpuContext {
         limits.max_compute_workgroup_size_x = al.max_compute_workgroup_size_x.min(1024);
         limits.max_compute_workgroup_size_y = al.max_compute_workgroup_size_y.min(1024);
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("fmnist-gpu"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::Gpu(format!("{}: cannot open device: {e}", summary.name)))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("fmnist-gpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("{}: cannot open device: {e}", summary.name)))?;
         let errors: ErrorSlot = Arc::new(Mutex::new(None));
         // Uncaptured errors (wgpu's default is a panic) and device loss land in the slot;
         // `check` turns them into an `Error::Gpu` at the next synchronisation point.
@@ -229,7 +245,27 @@ impl GpuContext {
             features,
             trusted,
             errors,
+            _instance: None,
         })
+    }
+
+    /// The browser's WebGPU adapter (high-performance preference), opened as
+    /// [`from_adapter_async`](Self::from_adapter_async) opens any other: the web has no adapter
+    /// list to choose from, and its adapter has no name, so the summary says what it is.
+    pub async fn browser() -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::BROWSER_WEBGPU;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("this browser offers no WebGPU adapter: {e}")))?;
+        let mut ctx = Self::from_adapter_async(&adapter).await?;
+        ctx._instance = Some(instance);
+        Ok(ctx)
     }
 
     /// `Err(Error::Gpu("<adapter>: <first error>"))` once any uncaptured GPU error or device loss
@@ -263,17 +299,48 @@ impl GpuContext {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
-        // Popped innermost first; on native the futures are ready once popped.
-        let v = pollster::block_on(validation.pop());
-        let o = pollster::block_on(oom.pop());
-        let i = pollster::block_on(internal.pop());
-        match v.or(o).or(i) {
-            None => Ok(out),
-            Some(e) => Err(Error::Gpu(format!(
-                "{}: {what}: {}",
-                self.adapter.name,
-                e.to_string().trim_end()
-            ))),
+        // Popped innermost first.
+        let v = self.settle(validation, what);
+        let o = self.settle(oom, what);
+        let i = self.settle(internal, what);
+        v.and(o).and(i).map(|()| out)
+    }
+
+    /// Pops `scope` and turns what it caught into `Error::Gpu("<adapter>: <what>: <error>")`.
+    ///
+    /// Natively the pop is ready at once. In the browser it resolves only after control returns
+    /// to the event loop, so it is spawned and what it catches goes to the error slot, where the
+    /// next [`check`](Self::check) after an await (every readback) reports it.
+    pub fn settle(&self, scope: wgpu::ErrorScopeGuard, what: &str) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            match super::block_on(scope.pop()) {
+                None => Ok(()),
+                Some(e) => Err(Error::Gpu(format!(
+                    "{}: {what}: {}",
+                    self.adapter.name,
+                    e.to_string().trim_end()
+                ))),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (slot, name, what) = (
+                self.errors.clone(),
+                self.adapter.name.clone(),
+                what.to_string(),
+            );
+            let popped = scope.pop();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(e) = popped.await {
+                    record(
+                        &slot,
+                        &name,
+                        format!("{what}: {}", e.to_string().trim_end()),
+                    );
+                }
+            });
+            Ok(())
         }
     }
 

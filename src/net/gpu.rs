@@ -12,7 +12,7 @@
 
 use super::{Net, NetConfig, NetData, Probe, Which};
 use crate::cpu::loss::Metrics;
-use crate::gpu::buffers::{Arena, Dispatch, View, read, storage, storage_init};
+use crate::gpu::buffers::{Arena, Dispatch, View, read_async, storage, storage_init};
 use crate::gpu::{AdapterSummary, GpuContext};
 use crate::model::{CLASSES, FLAT, Layers, PARAM_NAMES, Params};
 use crate::ops::conv::PoolDropout;
@@ -611,8 +611,8 @@ impl GpuNet {
         self.ctx.queue.write_buffer(buf, 0, bytemuck::bytes_of(&s));
     }
 
-    fn read_metrics(&self, buf: &wgpu::Buffer) -> Result<Metrics> {
-        let m: Vec<u32> = read(&self.ctx, buf, 4)?;
+    async fn read_metrics(&self, buf: &wgpu::Buffer) -> Result<Metrics> {
+        let m: Vec<u32> = read_async(&self.ctx, buf, 4).await?;
         self.ctx.check()?;
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         enc.clear_buffer(buf, 0, None);
@@ -637,6 +637,194 @@ impl GpuNet {
                 batch: self.cfg.batch,
             },
         );
+    }
+
+    /// [`Net::take_optim_stats`] for hosts that cannot block (the browser); the trait method drives it.
+    pub async fn take_optim_stats_async(&mut self) -> Result<Vec<TensorStats>> {
+        if !std::mem::take(&mut self.stats_ready) {
+            return Ok(Vec::new());
+        }
+        self.flush()?;
+        let b = &self.b;
+        let parts: Vec<StatsPartial> =
+            read_async(&self.ctx, &b.stats_out, b.update_groups as usize).await?;
+        self.ctx.check()?;
+        let wame = self.cfg.optim.kind == OptimizerKind::Wame;
+        Ok(b.table_host
+            .iter()
+            .zip(PARAM_NAMES)
+            .map(|(r, name)| {
+                stats::summarize(name, &parts[r.wg_begin as usize..r.wg_end as usize], wame)
+            })
+            .collect())
+    }
+
+    /// [`Net::take_metrics`] for hosts that cannot block (the browser); the trait method drives it.
+    pub async fn take_metrics_async(&mut self) -> Result<Metrics> {
+        self.flush()?;
+        let m = self.read_metrics(&self.b.metrics).await?;
+        self.in_flight.clear();
+        Ok(m)
+    }
+
+    /// [`Net::evaluate`] for hosts that cannot block (the browser); the trait method drives it.
+    pub async fn evaluate_async(
+        &mut self,
+        which: Which,
+        indices: &[u32],
+        predictions: Option<&mut Vec<u32>>,
+    ) -> Result<Metrics> {
+        let limit = match which {
+            Which::Train => self.n_train,
+            Which::Test => self.n_test,
+        };
+        if indices.iter().any(|&i| i as usize >= limit) {
+            return Err(Error::BadArg(
+                "evaluation index outside the data set".into(),
+            ));
+        }
+        self.flush()?;
+        self.wait(None)?;
+        if indices.is_empty() {
+            return Ok(Metrics::default());
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.b.eval_index, 0, bytemuck::cast_slice(indices));
+        self.write_state(
+            &self.b.eval_step,
+            StepState {
+                epoch_step: 0,
+                t: 0,
+                n: indices.len() as u32,
+                batch: self.cfg.batch,
+            },
+        );
+        let batches = indices.len().div_ceil(self.cfg.batch as usize);
+        let list = match which {
+            Which::Train => std::mem::take(&mut self.eval_train),
+            Which::Test => std::mem::take(&mut self.eval_test),
+        };
+        let mut result = Ok(());
+        if let Some(p) = predictions {
+            p.clear();
+            // Predictions need the logits of every batch: one submit and readback per batch.
+            for bi in 0..batches {
+                self.submit(&[&list]);
+                let n = self.cfg.batch as usize * CLASSES;
+                match read_async::<f32>(&self.ctx, &self.b.logits, n).await {
+                    Ok(z) => {
+                        let valid = (indices.len() - bi * self.cfg.batch as usize)
+                            .min(self.cfg.batch as usize);
+                        p.extend(
+                            z.chunks(CLASSES)
+                                .take(valid)
+                                .map(|r| crate::cpu::loss::argmax(r) as u32),
+                        );
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        } else {
+            // Every batch in one submit; the counter kernel moves the gather along.
+            let lists: Vec<&[Dispatch]> = (0..batches).map(|_| list.as_slice()).collect();
+            self.submit(&lists);
+        }
+        match which {
+            Which::Train => self.eval_train = list,
+            Which::Test => self.eval_test = list,
+        }
+        result?;
+        self.read_metrics(&self.b.eval_metrics).await
+    }
+
+    /// [`Net::params`] for hosts that cannot block (the browser); the trait method drives it.
+    pub async fn params_async(&mut self) -> Result<Params> {
+        self.flush()?;
+        self.wait(None)?;
+        let mut p = Params::zeros(self.cfg.hidden as usize);
+        for (i, t) in p.tensors.iter_mut().enumerate() {
+            *t = self.b.params.read_async(&self.ctx, i).await?;
+        }
+        Ok(p)
+    }
+
+    /// [`Net::optim_state`] for hosts that cannot block (the browser); the trait method drives it.
+    pub async fn optim_state_async(&mut self) -> Result<(Vec<Vec<f32>>, u32)> {
+        self.flush()?;
+        self.wait(None)?;
+        let mut out = Vec::with_capacity(self.b.state.lens.len());
+        for i in 0..self.b.state.lens.len() {
+            out.push(self.b.state.read_async(&self.ctx, i).await?);
+        }
+        Ok((out, self.t))
+    }
+
+    /// [`Net::probe`] for hosts that cannot block (the browser); the trait method drives it.
+    pub async fn probe_async(&mut self, x: &[f32], labels: &[u32]) -> Result<Probe> {
+        self.flush()?;
+        self.write_probe_batch(x, labels);
+        let list = std::mem::take(&mut self.probe_list);
+        self.submit(&[&list]);
+        self.probe_list = list;
+        self.wait(None)?;
+        let m = self.read_metrics(&self.b.metrics).await?;
+        let (l, bsz) = (&self.layers, self.cfg.batch as usize);
+        let b = &self.b;
+        let wanted = [
+            ("act.conv1", &b.pre1, l.conv1.y_len()),
+            ("act.pool1", &b.p1, l.pool1.y_len()),
+            ("act.conv2", &b.pre2, l.conv2.y_len()),
+            ("act.pool2", &b.p2, l.pool2.y_len()),
+            ("act.fc1", &b.pre_fc1, bsz * self.cfg.hidden as usize),
+            ("logits", &b.logits, bsz * CLASSES),
+        ];
+        let mut tensors = Vec::with_capacity(wanted.len());
+        for (name, buf, n) in wanted {
+            tensors.push((
+                name.to_string(),
+                read_async::<f32>(&self.ctx, buf, n).await?,
+            ));
+        }
+        // Partials summed in ascending order, as the update's `grad_sum` does.
+        let mut grads = Vec::new();
+        for (i, &parts) in self.b.parts.iter().enumerate() {
+            let all = self.b.grads.read_async(&self.ctx, i).await?;
+            let n = all.len() / parts as usize;
+            let mut g = all[..n].to_vec();
+            for s in 1..parts as usize {
+                for (gj, &pj) in g.iter_mut().zip(&all[s * n..(s + 1) * n]) {
+                    *gj += pj;
+                }
+            }
+            grads.push(g);
+        }
+        debug_assert_eq!(l.fc1.n_in, FLAT);
+        Ok(Probe {
+            tensors,
+            loss: m.loss_sum / bsz as f32,
+            grads,
+        })
+    }
+
+    /// [`Net::probe_step`] for hosts that cannot block (the browser); the trait method drives it.
+    pub async fn probe_step_async(&mut self, x: &[f32], labels: &[u32]) -> Result<f32> {
+        self.flush()?;
+        self.write_probe_batch(x, labels);
+        let (probe, update) = (
+            std::mem::take(&mut self.probe_list),
+            std::mem::take(&mut self.update_list),
+        );
+        self.submit(&[&probe, &update]);
+        self.probe_list = probe;
+        self.update_list = update;
+        self.t += 1;
+        self.wait(None)?;
+        let m = self.read_metrics(&self.b.metrics).await?;
+        Ok(m.loss_sum / self.cfg.batch as f32)
     }
 }
 
@@ -720,28 +908,11 @@ impl Net for GpuNet {
     }
 
     fn take_optim_stats(&mut self) -> Result<Vec<TensorStats>> {
-        if !std::mem::take(&mut self.stats_ready) {
-            return Ok(Vec::new());
-        }
-        self.flush()?;
-        let b = &self.b;
-        let parts: Vec<StatsPartial> = read(&self.ctx, &b.stats_out, b.update_groups as usize)?;
-        self.ctx.check()?;
-        let wame = self.cfg.optim.kind == OptimizerKind::Wame;
-        Ok(b.table_host
-            .iter()
-            .zip(PARAM_NAMES)
-            .map(|(r, name)| {
-                stats::summarize(name, &parts[r.wg_begin as usize..r.wg_end as usize], wame)
-            })
-            .collect())
+        crate::gpu::block_on(self.take_optim_stats_async())
     }
 
     fn take_metrics(&mut self) -> Result<Metrics> {
-        self.flush()?;
-        let m = self.read_metrics(&self.b.metrics)?;
-        self.in_flight.clear();
-        Ok(m)
+        crate::gpu::block_on(self.take_metrics_async())
     }
 
     fn evaluate(
@@ -750,80 +921,11 @@ impl Net for GpuNet {
         indices: &[u32],
         predictions: Option<&mut Vec<u32>>,
     ) -> Result<Metrics> {
-        let limit = match which {
-            Which::Train => self.n_train,
-            Which::Test => self.n_test,
-        };
-        if indices.iter().any(|&i| i as usize >= limit) {
-            return Err(Error::BadArg(
-                "evaluation index outside the data set".into(),
-            ));
-        }
-        self.flush()?;
-        self.wait(None)?;
-        if indices.is_empty() {
-            return Ok(Metrics::default());
-        }
-        self.ctx
-            .queue
-            .write_buffer(&self.b.eval_index, 0, bytemuck::cast_slice(indices));
-        self.write_state(
-            &self.b.eval_step,
-            StepState {
-                epoch_step: 0,
-                t: 0,
-                n: indices.len() as u32,
-                batch: self.cfg.batch,
-            },
-        );
-        let batches = indices.len().div_ceil(self.cfg.batch as usize);
-        let list = match which {
-            Which::Train => std::mem::take(&mut self.eval_train),
-            Which::Test => std::mem::take(&mut self.eval_test),
-        };
-        let mut result = Ok(());
-        if let Some(p) = predictions {
-            p.clear();
-            // Predictions need the logits of every batch: one submit and readback per batch.
-            for bi in 0..batches {
-                self.submit(&[&list]);
-                match read::<f32>(&self.ctx, &self.b.logits, self.cfg.batch as usize * CLASSES) {
-                    Ok(z) => {
-                        let valid = (indices.len() - bi * self.cfg.batch as usize)
-                            .min(self.cfg.batch as usize);
-                        p.extend(
-                            z.chunks(CLASSES)
-                                .take(valid)
-                                .map(|r| crate::cpu::loss::argmax(r) as u32),
-                        );
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-        } else {
-            // Every batch in one submit; the counter kernel moves the gather along.
-            let lists: Vec<&[Dispatch]> = (0..batches).map(|_| list.as_slice()).collect();
-            self.submit(&lists);
-        }
-        match which {
-            Which::Train => self.eval_train = list,
-            Which::Test => self.eval_test = list,
-        }
-        result?;
-        self.read_metrics(&self.b.eval_metrics)
+        crate::gpu::block_on(self.evaluate_async(which, indices, predictions))
     }
 
     fn params(&mut self) -> Result<Params> {
-        self.flush()?;
-        self.wait(None)?;
-        let mut p = Params::zeros(self.cfg.hidden as usize);
-        for (i, t) in p.tensors.iter_mut().enumerate() {
-            *t = self.b.params.read(&self.ctx, i)?;
-        }
-        Ok(p)
+        crate::gpu::block_on(self.params_async())
     }
 
     fn set_params(&mut self, p: &Params) -> Result<()> {
@@ -848,12 +950,7 @@ impl Net for GpuNet {
     }
 
     fn optim_state(&mut self) -> Result<(Vec<Vec<f32>>, u32)> {
-        self.flush()?;
-        self.wait(None)?;
-        let out = (0..self.b.state.lens.len())
-            .map(|i| self.b.state.read(&self.ctx, i))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((out, self.t))
+        crate::gpu::block_on(self.optim_state_async())
     }
 
     fn set_optim_state(&mut self, state: &[Vec<f32>], t: u32) -> Result<()> {
@@ -880,60 +977,10 @@ impl Net for GpuNet {
     }
 
     fn probe(&mut self, x: &[f32], labels: &[u32]) -> Result<Probe> {
-        self.flush()?;
-        self.write_probe_batch(x, labels);
-        let list = std::mem::take(&mut self.probe_list);
-        self.submit(&[&list]);
-        self.probe_list = list;
-        self.wait(None)?;
-        let m = self.read_metrics(&self.b.metrics)?;
-        let (l, bsz) = (&self.layers, self.cfg.batch as usize);
-        let rd = |b: &wgpu::Buffer, n: usize| read::<f32>(&self.ctx, b, n);
-        let tensors = vec![
-            ("act.conv1".to_string(), rd(&self.b.pre1, l.conv1.y_len())?),
-            ("act.pool1".to_string(), rd(&self.b.p1, l.pool1.y_len())?),
-            ("act.conv2".to_string(), rd(&self.b.pre2, l.conv2.y_len())?),
-            ("act.pool2".to_string(), rd(&self.b.p2, l.pool2.y_len())?),
-            (
-                "act.fc1".to_string(),
-                rd(&self.b.pre_fc1, bsz * self.cfg.hidden as usize)?,
-            ),
-            ("logits".to_string(), rd(&self.b.logits, bsz * CLASSES)?),
-        ];
-        // Partials summed in ascending order, as the update's `grad_sum` does.
-        let mut grads = Vec::new();
-        for (i, &parts) in self.b.parts.iter().enumerate() {
-            let all = self.b.grads.read(&self.ctx, i)?;
-            let n = all.len() / parts as usize;
-            let mut g = all[..n].to_vec();
-            for s in 1..parts as usize {
-                for (gj, &pj) in g.iter_mut().zip(&all[s * n..(s + 1) * n]) {
-                    *gj += pj;
-                }
-            }
-            grads.push(g);
-        }
-        debug_assert_eq!(l.fc1.n_in, FLAT);
-        Ok(Probe {
-            tensors,
-            loss: m.loss_sum / bsz as f32,
-            grads,
-        })
+        crate::gpu::block_on(self.probe_async(x, labels))
     }
 
     fn probe_step(&mut self, x: &[f32], labels: &[u32]) -> Result<f32> {
-        self.flush()?;
-        self.write_probe_batch(x, labels);
-        let (probe, update) = (
-            std::mem::take(&mut self.probe_list),
-            std::mem::take(&mut self.update_list),
-        );
-        self.submit(&[&probe, &update]);
-        self.probe_list = probe;
-        self.update_list = update;
-        self.t += 1;
-        self.wait(None)?;
-        let m = self.read_metrics(&self.b.metrics)?;
-        Ok(m.loss_sum / self.cfg.batch as f32)
+        crate::gpu::block_on(self.probe_step_async(x, labels))
     }
 }

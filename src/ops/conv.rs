@@ -110,12 +110,7 @@ impl ConvKernels {
             reduce: ReduceKernels::new(ctx)?,
             relu_pool: Mutex::new(HashMap::new()),
         };
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!(
-                "{}: building the conv pipelines: {e}",
-                ctx.adapter.name
-            )));
-        }
+        ctx.settle(scope, "building the conv pipelines")?;
         Ok(kernels)
     }
 

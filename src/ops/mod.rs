@@ -11,9 +11,9 @@ pub mod optim;
 pub mod pool;
 pub mod reduce;
 
+use crate::Result;
 use crate::gpu::GpuContext;
 use crate::gpu::buffers::{Dispatch, View, bind_views, pipeline, shader, split_dispatch, uniform};
-use crate::{Error, Result};
 use bytemuck::Pod;
 
 /// Compiles the named entry points of one WGSL source. Shader and pipeline validation errors are
@@ -28,13 +28,8 @@ pub(crate) fn compile<const N: usize>(
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = shader(ctx, label, src);
     let pipes = entries.map(|e| pipeline(ctx, &module, e, &[]));
-    match pollster::block_on(scope.pop()) {
-        None => Ok(pipes),
-        Some(e) => Err(Error::Gpu(format!(
-            "{}: building {label} kernels: {e}",
-            ctx.adapter.name
-        ))),
-    }
+    ctx.settle(scope, &format!("building {label} kernels"))?;
+    Ok(pipes)
 }
 
 /// Workgroup counts for `threads` invocations in 1-D workgroups of `wg`, split over y so that x
