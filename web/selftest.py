@@ -93,7 +93,7 @@ def main():
             "goog:chromeOptions": {
                 "binary": a.chromium,
                 "args": CHROME_ARGS + [f"--user-data-dir={os.path.join(work, 'profile')}",
-                                      "--enable-logging=stderr", "--v=0"],
+                                      "--enable-logging", "--v=0"],
                 "prefs": {"download.default_directory": downloads,
                           "download.prompt_for_download": False},
             }}}}

@@ -97,35 +97,43 @@ fn sample_winners<T: Real>(
     let (ow, ph, pw) = (p.ow as usize, p.ph as usize, p.pw as usize);
     let c_out = p.c_out as usize;
     let scale = T::from_f32(p.scale);
+    // Branch-free compaction: every pooled entry is written at the cursor, which only moves on
+    // for a winner. About half the entries pass the ReLU, in no pattern a branch predictor
+    // could learn, so a branch per entry cost more than the writes.
+    let planes = ph * pw;
+    // Resized, not cleared: only the slots past the last call's winners are filled anew.
     out.start.clear();
-    out.pix.clear();
-    out.g.clear();
+    out.pix.resize(c_out * planes, 0);
+    out.g.resize(c_out * planes, T::ZERO);
+    let mut len = 0;
     for o in 0..c_out {
-        out.start.push(out.pix.len());
+        out.start.push(len);
         let pl = s * c_out + o;
-        for j in 0..ph * pw {
-            let i = pl * ph * pw + j;
-            // ReLU' at the winner; NaN passes nothing, as in the shader.
-            let positive = q[i] > T::ZERO;
-            if !positive {
-                continue;
-            }
-            let g = match drop {
-                Some(d) if !dropout_keep(d, step, i as u32) => continue,
-                Some(_) => dd[i] * scale,
-                None => dd[i],
-            };
-            // The forward's argmax always lies inside its window; a corrupt one is ignored
-            // rather than written elsewhere, as the shader (which compares, never scatters) does.
-            let a = argmax[i] as usize;
-            let (y, x) = (a / ow.max(1), a % ow.max(1));
-            if y / 2 * pw + x / 2 == j && y < 2 * ph && x < 2 * pw {
-                out.pix.push(a as u32);
-                out.g.push(g);
+        for py in 0..ph {
+            for px in 0..pw {
+                let i = pl * planes + py * pw + px;
+                // ReLU' at the winner; NaN passes nothing, as in the shader.
+                let positive = q[i] > T::ZERO;
+                let (keep, g) = match drop {
+                    Some(d) => (dropout_keep(d, step, i as u32), dd[i] * scale),
+                    None => (true, dd[i]),
+                };
+                // The forward's argmax always lies inside its window; a corrupt one is ignored
+                // rather than written elsewhere, as the shader (which compares, never scatters)
+                // does. Inside the window means an offset of 0, 1, OW or OW + 1 from its top-left
+                // pixel, which needs no division.
+                let a = argmax[i] as usize;
+                let off = a.wrapping_sub(2 * py * ow + 2 * px);
+                let inside = (off == 0) | (off == 1) | (off == ow) | (off == ow + 1);
+                out.pix[len] = a as u32;
+                out.g[len] = g;
+                len += (positive & keep & inside) as usize;
             }
         }
     }
-    out.start.push(out.pix.len());
+    out.pix.truncate(len);
+    out.g.truncate(len);
+    out.start.push(len);
 }
 
 /// The conv backward of `p`'s conv from each sample's [`Winners`], the outputs asked for:
