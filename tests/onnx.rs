@@ -13,7 +13,6 @@ use fmnist_gpu::net::{Net, NetConfig, NetData};
 use fmnist_gpu::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
 use fmnist_gpu::onnx::proto::{ModelProto, type_proto};
 use fmnist_gpu::onnx::{self, BATCH_DIM, INPUT, LOGITS, PROBABILITIES};
-use fmnist_gpu::optim::{OptimConfig, OptimizerKind};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,15 +38,7 @@ fn test_images(n: usize) -> Option<(Vec<f32>, Vec<u8>)> {
 
 /// The CPU backend's logits of `x` (whole batches of `batch`), as `predict` gets them.
 fn cpu_logits(params: &Params, x: &[f32], batch: usize) -> Vec<f32> {
-    let cfg = NetConfig {
-        batch: batch as u32,
-        hidden: params.hidden as u32,
-        dropout: 0.0,
-        augment: false,
-        label_smoothing: 0.0,
-        optim: OptimConfig::defaults(OptimizerKind::Wame),
-        seed: 0,
-    };
+    let cfg = NetConfig::inference(batch as u32, params.hidden as u32);
     let mut net = CpuNet::new(cfg, NetData::empty(), params.clone());
     let mut out = Vec::new();
     for chunk in x.chunks(batch * PX) {

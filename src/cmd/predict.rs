@@ -7,7 +7,6 @@ use crate::gpu::DeviceKind;
 use crate::limits;
 use crate::model::CLASSES as N_CLASSES;
 use crate::net::{NetConfig, NetData};
-use crate::optim::{OptimConfig, OptimizerKind};
 use crate::{Error, Result};
 use image::imageops::FilterType;
 use serde::Serialize;
@@ -229,15 +228,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         .map(|p| load_image(p, args.invert))
         .collect::<Result<_>>()?;
     let batch = pixels.len().min(64) as u32;
-    let cfg = NetConfig {
-        batch,
-        hidden: params.hidden as u32,
-        dropout: 0.0,
-        augment: false,
-        label_smoothing: 0.0,
-        optim: OptimConfig::defaults(OptimizerKind::Wame),
-        seed: 0,
-    };
+    let cfg = NetConfig::inference(batch, params.hidden as u32);
     let mut device = args.device.clone();
     if device.device == DeviceKind::Auto && device.adapter.is_none() {
         device.device = DeviceKind::Cpu;

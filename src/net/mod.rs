@@ -27,6 +27,20 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// A net that only runs forward passes (`predict`): no dropout, augmentation or smoothing;
+    /// the optimizer is never stepped.
+    pub fn inference(batch: u32, hidden: u32) -> Self {
+        Self {
+            batch,
+            hidden,
+            dropout: 0.0,
+            augment: false,
+            label_smoothing: 0.0,
+            optim: crate::optim::OptimConfig::defaults(crate::optim::OptimizerKind::Wame),
+            seed: 0,
+        }
+    }
+
     /// Every op's params for this config, as both backends run them.
     pub fn layers(&self) -> Layers {
         let mut l = Layers::new(

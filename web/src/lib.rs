@@ -16,7 +16,7 @@ use fmnist_gpu::model::Params;
 use fmnist_gpu::net::cpu::CpuNet;
 use fmnist_gpu::net::gpu::GpuNet;
 use fmnist_gpu::net::{Net, NetConfig, NetData, Which};
-use fmnist_gpu::optim::{OptimConfig, OptimizerKind};
+
 use fmnist_gpu::parity;
 use fmnist_gpu::train::{EpochRecord, RunConfig, epoch_order, model_meta, rates};
 use fmnist_gpu::{Error, Result};
@@ -399,15 +399,7 @@ impl Trainer {
             .as_ref()
             .ok_or_else(|| JsError::new("no epoch has finished yet"))?;
         let pixels = load_image_bytes(Path::new(&name), &bytes, invert).map_err(js)?;
-        let cfg = NetConfig {
-            batch: 1,
-            hidden: params.hidden as u32,
-            dropout: 0.0,
-            augment: false,
-            label_smoothing: 0.0,
-            optim: OptimConfig::defaults(OptimizerKind::Wame),
-            seed: 0,
-        };
+        let cfg = NetConfig::inference(1, params.hidden as u32);
         let mut net = CpuNet::new(cfg, NetData::empty(), params.clone());
         let ranked = classify(&mut net, std::slice::from_ref(&pixels), 1, 10).map_err(js)?;
         Ok(json!({ "file": name, "top": ranked[0], "pixels": pixels }).to_string())
