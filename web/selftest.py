@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--limit", type=int, default=10000)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--cases", default="", help="FIRST-COUNT of the kernel table only (debugging)")
+    ap.add_argument("--skip-table", action="store_true",
+                    help="train without the kernel table first (debugging; the check then fails)")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     ap.add_argument("--chromedriver", default=shutil.which("chromedriver") or "/usr/bin/chromedriver")
     a = ap.parse_args()
@@ -105,6 +107,8 @@ def main():
         url = f"http://127.0.0.1:{port}/index.html?selftest&data=data/&limit={a.limit}"
         if a.cases:
             url += f"&cases={a.cases}"
+        if a.skip_table:
+            url += "&skip-table"
         print(f"selftest: {url}", flush=True)
         wd(base, "POST", f"{s}/url", {"url": url})
         start, report, last, shown = time.time(), None, "", 0.0
