@@ -111,9 +111,8 @@ pub struct GpuContext {
     /// Shader modules are built without naga's runtime checks (see [`ShaderChecks`]).
     pub trusted: bool,
     errors: ErrorSlot,
-    /// The browser's instance, kept alive with its device: once the page collects it, the
-    /// device is lost ("A valid external Instance reference no longer exists"). Native
-    /// devices keep what they need themselves.
+    /// The browser's instance, held as long as its device: wgpu's web backend makes no promise
+    /// that a device outlives the JS objects it came from. Native devices keep what they need.
     _instance: Option<wgpu::Instance>,
 }
 
