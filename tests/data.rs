@@ -614,3 +614,29 @@ fn installed_fashion_mnist() {
     let s = data::split(fm.train.n, 0.1, None, 0).unwrap();
     assert_eq!((s.train.len(), s.val.len()), (54000, 6000));
 }
+
+/// The page's reader of in-memory files gives what the file reader gives, raw or gzip, and
+/// refuses a bad pair with the same kind of error, naming the file it was given as.
+#[test]
+fn pair_from_bytes_reads_as_files_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = images(5, 28, 28, 3);
+    let (lab, _) = labels(5);
+    let want = data::read_pair_sized(
+        &put(dir.path(), "i", &img),
+        &put(dir.path(), "l", &lab),
+        Some((28, 28)),
+    )
+    .unwrap();
+    for (i, l) in [(img.clone(), lab.clone()), (gz(&img), gz(&lab))] {
+        let got = data::pair_from_bytes((Path::new("i.gz"), i), (Path::new("l.gz"), l)).unwrap();
+        assert_eq!((got.n, got.rows, got.cols), (want.n, want.rows, want.cols));
+        assert_eq!((&got.images, &got.labels), (&want.images, &want.labels));
+    }
+    let (short, _) = labels(4);
+    let r = data::pair_from_bytes((Path::new("imgs"), img), (Path::new("labs"), short));
+    assert_bad(r, "labs", "holds 4 labels");
+    let (small, _) = images(5, 27, 28, 1);
+    let r = data::pair_from_bytes((Path::new("imgs"), small), (Path::new("labs"), lab));
+    assert_bad(r, "imgs", "27x28");
+}

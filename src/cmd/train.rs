@@ -358,8 +358,8 @@ pub fn run_from_flags(flags: &[String], data: &Path, n_train: usize) -> Result<(
     let args = <Flags as clap::Parser>::try_parse_from(flags)
         .map_err(|e| Error::BadArg(e.to_string().trim_end().to_string()))?
         .train;
-    args.validate()?;
     let mut run = fresh_config(&args, data)?;
+    check_run(&run, &Origin::Flags)?;
     let split = data::split_from(
         &Origin::Flags,
         n_train,

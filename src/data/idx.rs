@@ -159,6 +159,8 @@ struct Source {
     path: PathBuf,
     gz: bool,
     reader: Box<dyn Read>,
+    /// The length of raw (not gzip) bytes held in memory; a file's is asked of the file system.
+    raw_len: Option<u64>,
 }
 
 impl Source {
@@ -166,6 +168,7 @@ impl Source {
     /// start with its magic, whatever `name` says.
     fn from_bytes(name: &Path, bytes: Vec<u8>) -> Self {
         let gz = bytes.starts_with(&[0x1f, 0x8b]);
+        let raw_len = (!gz).then_some(bytes.len() as u64);
         let cursor = io::Cursor::new(bytes);
         let reader: Box<dyn Read> = if gz {
             Box::new(MultiGzDecoder::new(cursor))
@@ -176,6 +179,7 @@ impl Source {
             path: name.to_path_buf(),
             gz,
             reader,
+            raw_len,
         }
     }
 
@@ -190,7 +194,12 @@ impl Source {
         } else {
             Box::new(BufReader::new(file))
         };
-        Ok(Source { path, gz, reader })
+        Ok(Source {
+            path,
+            gz,
+            reader,
+            raw_len: None,
+        })
     }
 
     fn io_err(&self, e: io::Error) -> Error {
@@ -305,9 +314,12 @@ fn read_idx(
     };
     if !src.gz {
         // The file length settles the question before anything large is allocated.
-        let len = std::fs::metadata(&src.path)
-            .map_err(|e| Error::bad_file(&src.path, format!("cannot stat: {e}")))?
-            .len();
+        let len = match src.raw_len {
+            Some(len) => len,
+            None => std::fs::metadata(&src.path)
+                .map_err(|e| Error::bad_file(&src.path, format!("cannot stat: {e}")))?
+                .len(),
+        };
         let after = len.saturating_sub(header_len);
         if after != expected as u64 {
             let actual = if after < expected as u64 {

@@ -77,26 +77,14 @@ pub fn read_pair_sized(
 ) -> Result<DataSet> {
     let lab = read_labels(labels)?;
     let lab_path = resolve(labels).unwrap_or_else(|_| labels.to_path_buf());
-    let (n, rows, cols, pix) = read_images_expecting(
-        images,
-        Expect {
-            count: Some((lab.len(), &lab_path)),
-            side,
-        },
-    )?;
-    if n == 0 {
-        return Err(Error::bad_file(
-            resolve(images).unwrap_or_else(|_| images.to_path_buf()),
-            "holds no images",
-        ));
-    }
-    Ok(DataSet {
-        images: pix,
-        labels: lab,
-        n,
-        rows,
-        cols,
-    })
+    let images_path = resolve(images).unwrap_or_else(|_| images.to_path_buf());
+    pair(
+        lab,
+        &lab_path,
+        &images_path,
+        |e| read_images_expecting(images, e),
+        side,
+    )
 }
 
 /// One images file and its labels file already in memory (the browser page's files), checked as
@@ -104,20 +92,29 @@ pub fn read_pair_sized(
 /// errors.
 pub fn pair_from_bytes(images: (&Path, Vec<u8>), labels: (&Path, Vec<u8>)) -> Result<DataSet> {
     let lab = idx::labels_from_bytes(labels.0, labels.1)?;
-    let (n, rows, cols, pix) = idx::images_from_bytes(
-        images.0,
-        images.1,
-        idx::Expect {
-            count: Some((lab.len(), labels.0)),
-            side: Some((SIDE, SIDE)),
-        },
-    )?;
+    let (name, bytes) = images;
+    let read = |e: Expect<'_>| idx::images_from_bytes(name, bytes, e);
+    pair(lab, labels.0, name, read, Some((SIDE, SIDE)))
+}
+
+/// The data set of `labels` and the images `read` returns once told what to expect of them.
+fn pair(
+    labels: Vec<u8>,
+    labels_path: &Path,
+    images_path: &Path,
+    read: impl FnOnce(Expect) -> Result<(usize, usize, usize, Vec<u8>)>,
+    side: Option<(usize, usize)>,
+) -> Result<DataSet> {
+    let (n, rows, cols, pix) = read(Expect {
+        count: Some((labels.len(), labels_path)),
+        side,
+    })?;
     if n == 0 {
-        return Err(Error::bad_file(images.0, "holds no images"));
+        return Err(Error::bad_file(images_path, "holds no images"));
     }
     Ok(DataSet {
         images: pix,
-        labels: lab,
+        labels,
         n,
         rows,
         cols,
